@@ -1,0 +1,125 @@
+# Makefile — builds the fleet, runs it, tests it. Plain GNU make.
+#
+#   make deps    install the Debian packages the build, tests and fleet need
+#   make         build every program into build/bin
+#   make run     start the local fleet in the foreground (Ctrl-C stops it)
+#   make test    unit tests (plain and under ASan/UBSan), then end-to-end tests
+#   make bench   benchmarks (QUICK=1 for a short run)
+#
+# Sources are listed explicitly; -MMD keeps header dependencies.
+
+CC      ?= cc
+OPT     ?= -O2
+CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE \
+           -I/usr/include/hiredis -I/usr/include/mariadb -Icommon -Iprocessors
+LDLIBS  += -lpthread -lm
+
+B       := build
+SAN     := $(B)/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+COMMON_SRC   := common/cmd.c common/codec.c common/util.c $(B)/gen/schemas.c
+DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
+                processors/point.c processors/timesale.c
+PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
+                processors/dedupe.c
+INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c \
+                ingest/status.c
+SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c
+DEVKAFKA_SRC := tools/devkafka.c
+
+KAFKA_LIBS := -lrdkafka -lavro
+REDIS_LIBS := -lhiredis
+MYSQL_LIBS := -lmariadb
+HTTP_LIBS  := -lcivetweb -ljansson -lcrypto
+
+PROGRAMS := $(B)/bin/promo-devkafka $(B)/bin/promo-processor $(B)/bin/promo-ingest \
+            $(B)/bin/promo-sink-mysql
+
+UNIT_TESTS := $(B)/bin/test-codec $(B)/bin/test-coupon $(B)/bin/test-point \
+              $(B)/bin/test-timesale $(B)/bin/test-dedupe $(B)/bin/test-parse \
+              $(B)/bin/test-result-json
+SAN_TESTS  := $(UNIT_TESTS:$(B)/bin/%=$(SAN)/bin/%)
+
+all: $(PROGRAMS) $(UNIT_TESTS)
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(patsubst $(B)/%,%,$(1)))
+sanobj = $(patsubst %.c,$(SAN)/obj/%.o,$(patsubst $(B)/%,%,$(1)))
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(B)/obj/gen/%.o: $(B)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(SAN)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANFLAGS) -c $< -o $@
+$(SAN)/obj/gen/%.o: $(B)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANFLAGS) -c $< -o $@
+
+# The Avro schemas are compiled in, so the programs need no schema files.
+$(B)/gen/schemas.c: schemas/coupon_command.avsc schemas/point_command.avsc \
+                    schemas/timesale_command.avsc schemas/result.avsc schemas/dead_letter.avsc tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh $(filter %.avsc,$^) > $@
+
+$(B)/bin/promo-devkafka: $(call obj,$(DEVKAFKA_SRC) common/util.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ -lrdkafka $(LDLIBS)
+$(B)/bin/promo-processor: $(call obj,$(PROC_SRC) $(DOMAIN_SRC) $(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) -lcivetweb $(LDLIBS)
+$(B)/bin/promo-ingest: $(call obj,$(INGEST_SRC) $(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) $(MYSQL_LIBS) $(HTTP_LIBS) $(LDLIBS)
+$(B)/bin/promo-sink-mysql: $(call obj,$(SINK_SRC) $(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) $(MYSQL_LIBS) -ljansson -lcivetweb $(LDLIBS)
+
+# Unit tests: cmocka, no servers.
+$(B)/bin/test-codec: $(call obj,tests/unit/test_codec.c $(COMMON_SRC))
+$(B)/bin/test-coupon: $(call obj,tests/unit/test_coupon.c $(DOMAIN_SRC) common/cmd.c)
+$(B)/bin/test-point: $(call obj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd.c)
+$(B)/bin/test-timesale: $(call obj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
+$(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c processors/dedupe.c processors/bytes.c common/cmd.c)
+$(B)/bin/test-parse: $(call obj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
+$(B)/bin/test-result-json: $(call obj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
+$(UNIT_TESTS):
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ -lcmocka -lavro -ljansson $(LDLIBS)
+
+$(SAN)/bin/test-codec: $(call sanobj,tests/unit/test_codec.c $(COMMON_SRC))
+$(SAN)/bin/test-coupon: $(call sanobj,tests/unit/test_coupon.c $(DOMAIN_SRC) common/cmd.c)
+$(SAN)/bin/test-point: $(call sanobj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd.c)
+$(SAN)/bin/test-timesale: $(call sanobj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
+$(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c processors/dedupe.c processors/bytes.c common/cmd.c)
+$(SAN)/bin/test-parse: $(call sanobj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
+$(SAN)/bin/test-result-json: $(call sanobj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
+$(SAN_TESTS):
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ -lcmocka -lavro -ljansson $(LDLIBS)
+
+deps:
+	sh tools/deps.sh
+
+run: deps all
+	bash tools/fleet.sh run
+
+unit: $(UNIT_TESTS) $(SAN_TESTS)
+	@set -e; for t in $(UNIT_TESTS) $(SAN_TESTS); do echo "== $$t"; $$t; done
+
+e2e: all
+	/usr/bin/python3 -m pytest -x -v tests/e2e $(if $(TESTS),-k "$(TESTS)")
+
+test: deps
+	$(MAKE) all $(SAN_TESTS)
+	$(MAKE) unit
+	$(MAKE) e2e
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all deps run unit e2e test clean
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

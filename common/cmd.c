@@ -1,0 +1,356 @@
+/* cmd.c — names, keys, validation and fingerprints of commands; result setup.
+ *
+ * cmd_validate() is the single statement of the field rules: ingest answers
+ * 400 with its field and reason, processors dead-letter a directly published
+ * command that breaks them, and the state machines may rely on them. Business
+ * rules that depend on state (sold out, balance) are not here: those are
+ * results, decided by the domain state machines.
+ */
+#include "cmd.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Amounts, prices, quantities and stock are capped well below INT64_MAX so
+ * that sums of many of them (balances, sold counts) cannot overflow. */
+#define AMOUNT_MAX 1000000000000LL /* 10^12 */
+#define VALID_DAYS_MAX 3650
+
+static const char *const type_names[CMD__COUNT] = {
+    "CreateCouponPolicy", "IssueCoupon", "RedeemCoupon", "CancelRedemption", "EarnPoints",
+    "UsePoints",          "CancelPointUse", "CreateTimeSale", "PlaceOrder", "CancelOrder",
+};
+
+const char *cmd_type_name(cmd_type t) { return (t >= 0 && t < CMD__COUNT) ? type_names[t] : "Unknown"; }
+
+int cmd_type_from_name(const char *name) {
+    for (int i = 0; i < CMD__COUNT; i++)
+        if (strcmp(type_names[i], name) == 0) return i;
+    return -1;
+}
+
+const char *promo_domain_name(promo_domain d) {
+    switch (d) {
+    case DOMAIN_COUPON: return "COUPON";
+    case DOMAIN_POINT: return "POINT";
+    case DOMAIN_TIMESALE: return "TIMESALE";
+    }
+    return "UNKNOWN";
+}
+
+const char *ledger_kind_name(ledger_kind k) {
+    switch (k) {
+    case LEDGER_EARN: return "EARN";
+    case LEDGER_USE: return "USE";
+    case LEDGER_CANCEL_USE: return "CANCEL_USE";
+    case LEDGER_EXPIRE: return "EXPIRE";
+    }
+    return "UNKNOWN";
+}
+
+promo_domain cmd_domain(cmd_type t) {
+    if (t <= CMD_CANCEL_REDEMPTION) return DOMAIN_COUPON;
+    if (t <= CMD_CANCEL_POINT_USE) return DOMAIN_POINT;
+    return DOMAIN_TIMESALE;
+}
+
+bool promo_id_valid(const char *s) {
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return false;
+        if (n >= PROMO_ID_MAX) return false;
+    }
+    return n > 0;
+}
+
+int coupon_id_parse(const char *coupon_id, char *policy_id, size_t policy_id_size, int64_t *serial) {
+    const char *colon = strrchr(coupon_id, ':');
+    if (!colon) return -1;
+    size_t plen = (size_t)(colon - coupon_id);
+    if (plen == 0 || plen > PROMO_ID_MAX || plen + 1 > policy_id_size) return -1;
+    char buf[PROMO_ID_MAX + 1];
+    memcpy(buf, coupon_id, plen);
+    buf[plen] = '\0';
+    if (!promo_id_valid(buf)) return -1;
+    const char *p = colon + 1;
+    if (*p < '1' || *p > '9') return -1; /* no sign, no leading zero: one spelling per coupon */
+    int64_t v = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        if (v > (INT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (*p - '0');
+    }
+    memcpy(policy_id, buf, plen + 1);
+    *serial = v;
+    return 0;
+}
+
+int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size) {
+    const char *k = NULL;
+    int64_t serial;
+    switch (cmd->type) {
+    case CMD_CREATE_COUPON_POLICY: k = cmd->u.create_policy.policy_id; break;
+    case CMD_ISSUE_COUPON: k = cmd->u.issue.policy_id; break;
+    case CMD_REDEEM_COUPON: return coupon_id_parse(cmd->u.redeem.coupon_id, key, key_size, &serial);
+    case CMD_CANCEL_REDEMPTION: return coupon_id_parse(cmd->u.cancel_redemption.coupon_id, key, key_size, &serial);
+    case CMD_EARN_POINTS: k = cmd->u.earn.user_id; break;
+    case CMD_USE_POINTS: k = cmd->u.use.user_id; break;
+    case CMD_CANCEL_POINT_USE: k = cmd->u.cancel_use.user_id; break;
+    case CMD_CREATE_TIME_SALE: k = cmd->u.create_sale.sale_id; break;
+    case CMD_PLACE_ORDER: k = cmd->u.place_order.sale_id; break;
+    case CMD_CANCEL_ORDER: k = cmd->u.cancel_order.sale_id; break;
+    default: return -1;
+    }
+    if (strlen(k) + 1 > key_size) return -1;
+    strcpy(key, k);
+    return 0;
+}
+
+/* Validation helpers: each returns 0 or fills field/why and returns -1. */
+typedef struct vctx {
+    char *field;
+    size_t field_size;
+    char *why;
+    size_t why_size;
+} vctx;
+
+static int fail(vctx *v, const char *field, const char *why) {
+    snprintf(v->field, v->field_size, "%s", field);
+    snprintf(v->why, v->why_size, "%s", why);
+    return -1;
+}
+
+static int check_id(vctx *v, const char *field, const char *s) {
+    return promo_id_valid(s) ? 0 : fail(v, field, "must match [A-Za-z0-9_.-]{1,64}");
+}
+
+static int check_range(vctx *v, const char *field, int64_t x, int64_t lo, int64_t hi) {
+    if (x >= lo && x <= hi) return 0;
+    char why[96];
+    snprintf(why, sizeof why, "must be between %lld and %lld", (long long)lo, (long long)hi);
+    return fail(v, field, why);
+}
+
+static int check_text(vctx *v, const char *field, const char *s) {
+    return *s ? 0 : fail(v, field, "must not be empty");
+}
+
+static int check_coupon_id(vctx *v, const char *field, const char *s) {
+    char pid[PROMO_ID_MAX + 1];
+    int64_t serial;
+    return coupon_id_parse(s, pid, sizeof pid, &serial) == 0 ? 0
+                                                             : fail(v, field, "must be <policy_id>:<serial>");
+}
+
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        if ((x) != 0) return -1;                                                                                       \
+    } while (0)
+
+static int validate_policy(vctx *v, const coupon_policy_def *p) {
+    TRY(check_id(v, "policy_id", p->policy_id));
+    TRY(check_text(v, "name", p->name));
+    if (p->discount_type == DISCOUNT_PERCENT)
+        TRY(check_range(v, "discount_value", p->discount_value, 1, 100));
+    else if (p->discount_type == DISCOUNT_FIXED)
+        TRY(check_range(v, "discount_value", p->discount_value, 1, AMOUNT_MAX));
+    else
+        return fail(v, "discount_type", "must be FIXED or PERCENT");
+    if (p->has_max_discount) TRY(check_range(v, "max_discount", p->max_discount, 1, AMOUNT_MAX));
+    TRY(check_range(v, "min_order_amount", p->min_order_amount, 0, AMOUNT_MAX));
+    TRY(check_range(v, "total_quantity", p->total_quantity, 1, AMOUNT_MAX));
+    TRY(check_range(v, "per_user_limit", p->per_user_limit, 1, 1000000));
+    TRY(check_range(v, "issue_starts_at", p->issue_starts_at, 0, INT64_MAX / 2));
+    TRY(check_range(v, "issue_ends_at", p->issue_ends_at, 0, INT64_MAX / 2));
+    if (p->issue_ends_at <= p->issue_starts_at) return fail(v, "issue_ends_at", "must be after issue_starts_at");
+    if (!p->has_valid_until && !p->has_valid_days)
+        return fail(v, "valid_until", "one of valid_until or valid_days is required");
+    if (p->has_valid_until) {
+        TRY(check_range(v, "valid_until", p->valid_until, 0, INT64_MAX / 2));
+        if (p->valid_until <= p->issue_starts_at) return fail(v, "valid_until", "must be after issue_starts_at");
+    }
+    if (p->has_valid_days) TRY(check_range(v, "valid_days", p->valid_days, 1, VALID_DAYS_MAX));
+    return 0;
+}
+
+static int validate_sale(vctx *v, const time_sale_def *s) {
+    TRY(check_id(v, "sale_id", s->sale_id));
+    TRY(check_id(v, "product_id", s->product_id));
+    TRY(check_text(v, "name", s->name));
+    TRY(check_range(v, "original_price", s->original_price, 0, AMOUNT_MAX));
+    TRY(check_range(v, "sale_price", s->sale_price, 0, AMOUNT_MAX));
+    if (s->sale_price > s->original_price) return fail(v, "sale_price", "must not exceed original_price");
+    TRY(check_range(v, "stock", s->stock, 1, AMOUNT_MAX));
+    TRY(check_range(v, "per_user_limit", s->per_user_limit, 1, 1000000));
+    TRY(check_range(v, "starts_at", s->starts_at, 0, INT64_MAX / 2));
+    TRY(check_range(v, "ends_at", s->ends_at, 0, INT64_MAX / 2));
+    if (s->ends_at <= s->starts_at) return fail(v, "ends_at", "must be after starts_at");
+    return 0;
+}
+
+int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why, size_t why_size) {
+    vctx v = {field, field_size, why, why_size};
+    vctx *vp = &v;
+    TRY(check_id(vp, "request_id", cmd->request_id));
+    TRY(check_range(vp, "submitted_at", cmd->submitted_at, 0, INT64_MAX / 2));
+    if (cmd->callback_url[0] && strncmp(cmd->callback_url, "http://", 7) != 0 &&
+        strncmp(cmd->callback_url, "https://", 8) != 0)
+        return fail(vp, "callback_url", "must be an http or https URL");
+    if (cmd->client_id[0]) TRY(check_id(vp, "client_id", cmd->client_id));
+    switch (cmd->type) {
+    case CMD_CREATE_COUPON_POLICY: return validate_policy(vp, &cmd->u.create_policy);
+    case CMD_ISSUE_COUPON:
+        TRY(check_id(vp, "policy_id", cmd->u.issue.policy_id));
+        return check_id(vp, "user_id", cmd->u.issue.user_id);
+    case CMD_REDEEM_COUPON:
+        TRY(check_coupon_id(vp, "coupon_id", cmd->u.redeem.coupon_id));
+        TRY(check_id(vp, "user_id", cmd->u.redeem.user_id));
+        TRY(check_id(vp, "order_id", cmd->u.redeem.order_id));
+        return check_range(vp, "order_amount", cmd->u.redeem.order_amount, 1, AMOUNT_MAX);
+    case CMD_CANCEL_REDEMPTION:
+        TRY(check_coupon_id(vp, "coupon_id", cmd->u.cancel_redemption.coupon_id));
+        return check_id(vp, "order_id", cmd->u.cancel_redemption.order_id);
+    case CMD_EARN_POINTS:
+        TRY(check_id(vp, "user_id", cmd->u.earn.user_id));
+        TRY(check_range(vp, "amount", cmd->u.earn.amount, 1, AMOUNT_MAX));
+        TRY(check_text(vp, "reason", cmd->u.earn.reason));
+        if (cmd->u.earn.has_expires_at) TRY(check_range(vp, "expires_at", cmd->u.earn.expires_at, 0, INT64_MAX / 2));
+        return 0;
+    case CMD_USE_POINTS:
+        TRY(check_id(vp, "user_id", cmd->u.use.user_id));
+        TRY(check_range(vp, "amount", cmd->u.use.amount, 1, AMOUNT_MAX));
+        return check_id(vp, "order_id", cmd->u.use.order_id);
+    case CMD_CANCEL_POINT_USE:
+        TRY(check_id(vp, "user_id", cmd->u.cancel_use.user_id));
+        return check_id(vp, "order_id", cmd->u.cancel_use.order_id);
+    case CMD_CREATE_TIME_SALE: return validate_sale(vp, &cmd->u.create_sale);
+    case CMD_PLACE_ORDER:
+        TRY(check_id(vp, "sale_id", cmd->u.place_order.sale_id));
+        TRY(check_id(vp, "user_id", cmd->u.place_order.user_id));
+        TRY(check_range(vp, "quantity", cmd->u.place_order.quantity, 1, 1000000));
+        if (cmd->u.place_order.order_id[0]) TRY(check_id(vp, "order_id", cmd->u.place_order.order_id));
+        return 0;
+    case CMD_CANCEL_ORDER:
+        TRY(check_id(vp, "sale_id", cmd->u.cancel_order.sale_id));
+        return check_id(vp, "order_id", cmd->u.cancel_order.order_id);
+    default: return fail(vp, "command", "unknown command type");
+    }
+}
+
+/* FNV-1a: the fingerprint only has to tell commands under one request id
+ * apart, not resist an adversary (a client can only collide with itself). */
+typedef struct fnv {
+    uint64_t h;
+} fnv;
+
+static void fnv_bytes(fnv *f, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        f->h ^= b[i];
+        f->h *= 1099511628211ULL;
+    }
+}
+static void fnv_str(fnv *f, const char *s) { fnv_bytes(f, s, strlen(s) + 1); }
+static void fnv_i64(fnv *f, int64_t x) { fnv_bytes(f, &x, sizeof x); }
+static void fnv_opt(fnv *f, bool has, int64_t x) {
+    fnv_i64(f, has);
+    fnv_i64(f, has ? x : 0);
+}
+
+uint64_t cmd_fingerprint(const promo_cmd *cmd) {
+    fnv f = {14695981039346656037ULL};
+    fnv_i64(&f, cmd->type);
+    switch (cmd->type) {
+    case CMD_CREATE_COUPON_POLICY: {
+        const coupon_policy_def *p = &cmd->u.create_policy;
+        fnv_str(&f, p->policy_id);
+        fnv_str(&f, p->name);
+        fnv_i64(&f, p->discount_type);
+        fnv_i64(&f, p->discount_value);
+        fnv_opt(&f, p->has_max_discount, p->max_discount);
+        fnv_i64(&f, p->min_order_amount);
+        fnv_i64(&f, p->total_quantity);
+        fnv_i64(&f, p->per_user_limit);
+        fnv_i64(&f, p->issue_starts_at);
+        fnv_i64(&f, p->issue_ends_at);
+        fnv_opt(&f, p->has_valid_until, p->valid_until);
+        fnv_opt(&f, p->has_valid_days, p->valid_days);
+        break;
+    }
+    case CMD_ISSUE_COUPON:
+        fnv_str(&f, cmd->u.issue.policy_id);
+        fnv_str(&f, cmd->u.issue.user_id);
+        break;
+    case CMD_REDEEM_COUPON:
+        fnv_str(&f, cmd->u.redeem.coupon_id);
+        fnv_str(&f, cmd->u.redeem.user_id);
+        fnv_str(&f, cmd->u.redeem.order_id);
+        fnv_i64(&f, cmd->u.redeem.order_amount);
+        break;
+    case CMD_CANCEL_REDEMPTION:
+        fnv_str(&f, cmd->u.cancel_redemption.coupon_id);
+        fnv_str(&f, cmd->u.cancel_redemption.order_id);
+        break;
+    case CMD_EARN_POINTS:
+        fnv_str(&f, cmd->u.earn.user_id);
+        fnv_i64(&f, cmd->u.earn.amount);
+        fnv_str(&f, cmd->u.earn.reason);
+        fnv_opt(&f, cmd->u.earn.has_expires_at, cmd->u.earn.expires_at);
+        break;
+    case CMD_USE_POINTS:
+        fnv_str(&f, cmd->u.use.user_id);
+        fnv_i64(&f, cmd->u.use.amount);
+        fnv_str(&f, cmd->u.use.order_id);
+        break;
+    case CMD_CANCEL_POINT_USE:
+        fnv_str(&f, cmd->u.cancel_use.user_id);
+        fnv_str(&f, cmd->u.cancel_use.order_id);
+        break;
+    case CMD_CREATE_TIME_SALE: {
+        const time_sale_def *s = &cmd->u.create_sale;
+        fnv_str(&f, s->sale_id);
+        fnv_str(&f, s->product_id);
+        fnv_str(&f, s->name);
+        fnv_i64(&f, s->original_price);
+        fnv_i64(&f, s->sale_price);
+        fnv_i64(&f, s->stock);
+        fnv_i64(&f, s->per_user_limit);
+        fnv_i64(&f, s->starts_at);
+        fnv_i64(&f, s->ends_at);
+        break;
+    }
+    case CMD_PLACE_ORDER:
+        fnv_str(&f, cmd->u.place_order.sale_id);
+        fnv_str(&f, cmd->u.place_order.user_id);
+        fnv_i64(&f, cmd->u.place_order.quantity);
+        fnv_str(&f, cmd->u.place_order.order_id);
+        break;
+    case CMD_CANCEL_ORDER:
+        fnv_str(&f, cmd->u.cancel_order.sale_id);
+        fnv_str(&f, cmd->u.cancel_order.order_id);
+        break;
+    default: break;
+    }
+    return f.h;
+}
+
+void result_init(promo_result *res, const promo_cmd *cmd) {
+    memset(res, 0, sizeof *res);
+    strcpy(res->request_id, cmd->request_id);
+    res->domain = cmd_domain(cmd->type);
+    res->command_type = cmd->type;
+    res->status = STATUS_SUCCEEDED;
+    if (cmd_entity_key(cmd, res->entity_key, sizeof res->entity_key) != 0) res->entity_key[0] = '\0';
+    res->submitted_at = cmd->submitted_at;
+    res->processed_at = cmd->submitted_at;
+    strcpy(res->callback_url, cmd->callback_url);
+    strcpy(res->client_id, cmd->client_id);
+}
+
+void result_reject(promo_result *res, const char *code) {
+    res->status = STATUS_REJECTED;
+    snprintf(res->reason, sizeof res->reason, "%s", code);
+}

@@ -1,0 +1,201 @@
+/* cmd.h — the in-memory form of commands and results.
+ *
+ * Every program speaks in these structs: ingest builds a promo_cmd from JSON,
+ * the codec (codec.h) turns it into Avro bytes and back, a domain state
+ * machine turns a promo_cmd into a promo_result, and the sinks write results
+ * out. Strings are fixed-size, NUL-terminated arrays so that a command owns no
+ * heap memory and can be copied with '='; an empty string means Avro null for
+ * optional string fields. Sizes are the contract's limits: a decoded string
+ * that does not fit is rejected (dead letter), never truncated.
+ */
+#ifndef PROMO_CMD_H
+#define PROMO_CMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROMO_ID_MAX 64        /* [A-Za-z0-9_.-]{1,64} */
+#define PROMO_COUPON_ID_MAX 86 /* <policy_id>:<serial up to 20 digits> */
+#define PROMO_TEXT_MAX 200     /* names, reasons */
+#define PROMO_URL_MAX 2048
+#define PROMO_CODE_MAX 40      /* rejection codes */
+
+typedef enum { DOMAIN_COUPON = 0, DOMAIN_POINT = 1, DOMAIN_TIMESALE = 2 } promo_domain;
+
+/* Order inside each domain matches the branch order of the Avro union. */
+typedef enum {
+    CMD_CREATE_COUPON_POLICY = 0,
+    CMD_ISSUE_COUPON,
+    CMD_REDEEM_COUPON,
+    CMD_CANCEL_REDEMPTION,
+    CMD_EARN_POINTS,
+    CMD_USE_POINTS,
+    CMD_CANCEL_POINT_USE,
+    CMD_CREATE_TIME_SALE,
+    CMD_PLACE_ORDER,
+    CMD_CANCEL_ORDER,
+    CMD__COUNT
+} cmd_type;
+
+typedef enum { DISCOUNT_FIXED = 0, DISCOUNT_PERCENT = 1 } discount_type;
+typedef enum { STATUS_SUCCEEDED = 0, STATUS_REJECTED = 1 } result_status;
+typedef enum { LEDGER_EARN = 0, LEDGER_USE, LEDGER_CANCEL_USE, LEDGER_EXPIRE } ledger_kind;
+
+typedef struct coupon_policy_def {
+    char policy_id[PROMO_ID_MAX + 1];
+    char name[PROMO_TEXT_MAX + 1];
+    discount_type discount_type;
+    int64_t discount_value; /* won, or percent 1..100 */
+    bool has_max_discount;
+    int64_t max_discount;
+    int64_t min_order_amount;
+    int64_t total_quantity;
+    int32_t per_user_limit;
+    int64_t issue_starts_at;
+    int64_t issue_ends_at;
+    bool has_valid_until;
+    int64_t valid_until;
+    bool has_valid_days;
+    int32_t valid_days;
+} coupon_policy_def;
+
+typedef struct time_sale_def {
+    char sale_id[PROMO_ID_MAX + 1];
+    char product_id[PROMO_ID_MAX + 1];
+    char name[PROMO_TEXT_MAX + 1];
+    int64_t original_price;
+    int64_t sale_price;
+    int64_t stock;
+    int32_t per_user_limit;
+    int64_t starts_at;
+    int64_t ends_at;
+} time_sale_def;
+
+typedef struct promo_cmd {
+    char request_id[PROMO_ID_MAX + 1];
+    int64_t submitted_at;
+    char callback_url[PROMO_URL_MAX + 1]; /* "" = null */
+    char client_id[PROMO_ID_MAX + 1];     /* "" = null */
+    cmd_type type;
+    union {
+        coupon_policy_def create_policy;
+        struct { char policy_id[PROMO_ID_MAX + 1]; char user_id[PROMO_ID_MAX + 1]; } issue;
+        struct {
+            char coupon_id[PROMO_COUPON_ID_MAX + 1];
+            char user_id[PROMO_ID_MAX + 1];
+            char order_id[PROMO_ID_MAX + 1];
+            int64_t order_amount;
+        } redeem;
+        struct { char coupon_id[PROMO_COUPON_ID_MAX + 1]; char order_id[PROMO_ID_MAX + 1]; } cancel_redemption;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            int64_t amount;
+            char reason[PROMO_TEXT_MAX + 1];
+            bool has_expires_at;
+            int64_t expires_at;
+        } earn;
+        struct { char user_id[PROMO_ID_MAX + 1]; int64_t amount; char order_id[PROMO_ID_MAX + 1]; } use;
+        struct { char user_id[PROMO_ID_MAX + 1]; char order_id[PROMO_ID_MAX + 1]; } cancel_use;
+        time_sale_def create_sale;
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char user_id[PROMO_ID_MAX + 1];
+            int32_t quantity;
+            char order_id[PROMO_ID_MAX + 1]; /* "" = null: the request id is used */
+        } place_order;
+        struct { char sale_id[PROMO_ID_MAX + 1]; char order_id[PROMO_ID_MAX + 1]; } cancel_order;
+    } u;
+} promo_cmd;
+
+typedef struct ledger_entry {
+    int64_t seq; /* per user, from 1 */
+    ledger_kind kind;
+    int64_t delta;
+    int64_t balance_after;
+    char order_id[PROMO_ID_MAX + 1]; /* "" = null */
+    char reason[PROMO_TEXT_MAX + 1]; /* "" = null */
+    bool has_expires_at;
+    int64_t expires_at;
+    int64_t at;
+} ledger_entry;
+
+/* At most two ledger entries per command: the expiry of lots due at command
+ * time (summed into one entry) and the command's own change. */
+#define PROMO_LEDGER_MAX 2
+
+/* Optional numeric outcome fields have a has_ flag; optional strings are "". */
+typedef struct promo_result {
+    char request_id[PROMO_ID_MAX + 1];
+    promo_domain domain;
+    cmd_type command_type;
+    result_status status;
+    char reason[PROMO_CODE_MAX + 1]; /* "" when SUCCEEDED */
+    char entity_key[PROMO_ID_MAX + 1];
+    int64_t submitted_at;
+    int64_t processed_at;
+    char callback_url[PROMO_URL_MAX + 1];
+    char client_id[PROMO_ID_MAX + 1];
+    int32_t source_partition;
+    int64_t source_offset;
+    int64_t version;
+
+    char user_id[PROMO_ID_MAX + 1];
+    char policy_id[PROMO_ID_MAX + 1];
+    char coupon_id[PROMO_COUPON_ID_MAX + 1];
+    char coupon_status[16]; /* ISSUED | REDEEMED */
+    bool has_issued_at;     int64_t issued_at;
+    bool has_expires_at;    int64_t expires_at;
+    bool has_discount;      int64_t discount;
+    char order_id[PROMO_ID_MAX + 1];
+    bool has_order_amount;  int64_t order_amount;
+    char order_status[16]; /* PLACED | CANCELLED */
+    bool has_quantity;      int32_t quantity;
+    bool has_issued;        int64_t issued;
+    bool has_sold;          int64_t sold;
+    bool has_remaining;     int64_t remaining;
+    bool has_amount;        int64_t amount;
+    bool has_balance;       int64_t balance;
+    bool has_next_expiry;   int64_t next_expiry_at; int64_t next_expiry_amount;
+    bool has_policy;        coupon_policy_def policy;
+    bool has_sale;          time_sale_def sale;
+    int n_ledger;
+    ledger_entry ledger[PROMO_LEDGER_MAX];
+} promo_result;
+
+/* Names as on the wire: "IssueCoupon", "COUPON", "EARN"... Static strings. */
+const char *cmd_type_name(cmd_type t);
+const char *promo_domain_name(promo_domain d);
+const char *ledger_kind_name(ledger_kind k);
+/* Name back to enum; returns -1 for an unknown name. */
+int cmd_type_from_name(const char *name);
+
+/* The domain a command belongs to, and the Kafka key it must carry (the entity
+ * key: policy_id, user_id or sale_id; for a coupon id, its policy part, written
+ * into key of size PROMO_ID_MAX + 1). Returns 0, or -1 if no key can be made. */
+promo_domain cmd_domain(cmd_type t);
+int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size);
+
+/* True when s matches [A-Za-z0-9_.-]{1,64}. */
+bool promo_id_valid(const char *s);
+/* Splits "<policy_id>:<serial>" (serial >= 1). Returns 0 or -1 if malformed. */
+int coupon_id_parse(const char *coupon_id, char *policy_id, size_t policy_id_size, int64_t *serial);
+
+/* Checks every field of a command against the contract's rules (ids, ranges,
+ * windows). Returns 0, or -1 with the offending field name (as on the wire,
+ * e.g. "discount_value") in field and a sentence in why. Ingest answers 400
+ * with these; processors send the message to the dead-letter topic. */
+int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why, size_t why_size);
+
+/* A 64-bit fingerprint of what the command asks for: its type and command
+ * fields, not request_id, submitted_at, callback_url or client_id. Two
+ * submissions under one request id with different fingerprints are
+ * IDEMPOTENCY_KEY_REUSED. */
+uint64_t cmd_fingerprint(const promo_cmd *cmd);
+
+/* Resets a result and fills the fields every result carries from the command. */
+void result_init(promo_result *res, const promo_cmd *cmd);
+/* Marks res REJECTED with code (a static string such as "SOLD_OUT"). */
+void result_reject(promo_result *res, const char *code);
+
+#endif

@@ -1,0 +1,32 @@
+/* util.h — small things every program needs: configuration from PROMO_*
+ * environment variables, one-line logs, the wall clock.
+ *
+ * Logs go to stderr, one line per event: time, level, program, message. The
+ * program name is set once at start with log_init().
+ */
+#ifndef PROMO_UTIL_H
+#define PROMO_UTIL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+void log_init(const char *program);
+void log_msg(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_info(...) log_msg("info", __VA_ARGS__)
+#define log_warn(...) log_msg("warn", __VA_ARGS__)
+#define log_error(...) log_msg("error", __VA_ARGS__)
+
+/* Environment value or def when unset or empty. The string is the
+ * environment's (or def): do not free. */
+const char *cfg_str(const char *name, const char *def);
+long long cfg_int(const char *name, long long def);
+
+/* The Kafka bootstrap list: PROMO_KAFKA_BOOTSTRAP, else the first line of the
+ * file named by PROMO_KAFKA_BOOTSTRAP_FILE (default var/kafka.bootstrap).
+ * Returns 0 or -1 with errstr filled. */
+int cfg_kafka_bootstrap(char *out, size_t out_size, char *errstr, size_t errstr_size);
+
+int64_t now_ms(void);      /* wall clock, ms since the epoch */
+int64_t mono_ms(void);     /* monotonic clock, ms */
+
+#endif

@@ -1,0 +1,19 @@
+#!/bin/sh
+# deps.sh — installs the Debian packages that building, testing and running
+# the local fleet need, and only those that are missing (apt-get update runs
+# only when something must be installed).
+set -eu
+PKGS="gcc make pkg-config librdkafka-dev libavro-dev libcivetweb-dev libhiredis-dev
+default-libmysqlclient-dev libjansson-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
+uthash-dev redis-server redis-tools mariadb-server mariadb-client kcat
+python3-confluent-kafka python3-avro python3-pytest python3-pymysql"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
