@@ -1,0 +1,754 @@
+/* point.c — the reward-point state machine of one promo.point.cmd partition.
+ *
+ * Pure: commands in, results out, no I/O and no clock ("now" is the command's
+ * submitted_at, passed in by the runtime). The state is one account per user:
+ * a balance, the lots it is made of (amount left, original amount, expiry,
+ * earning order), a ledger sequence counter, a version, and every use by
+ * order id with the lot-by-lot amounts it took, so that a cancel restores
+ * exactly those amounts to exactly those lots.
+ *
+ * Invariants after every command: balance == sum of the lots' amounts left
+ * >= 0; balance == sum of every ledger delta ever emitted for the user; the
+ * ledger seq counts entries from 1 without gaps. Lots are kept sorted by
+ * (expiry, earning order) with "no expiry" last, so expiry is a prefix of the
+ * array and FIFO use is a walk from its start.
+ *
+ * Each apply() first works out what the command will do without touching the
+ * state, then allocates everything it needs, and only then mutates: an out of
+ * memory return leaves the state exactly as it was.
+ *
+ * Accounts live in an open-addressed table of pointers rather than uthash: a
+ * partition may hold a million accounts and uthash's 56-byte handle per entry
+ * would be most of an account's size. The table never deletes (an account,
+ * once created, stays), which keeps linear probing trivial. Each account's uses
+ * live in a table of the same kind, owned by the account.
+ *
+ * Checkpoint entry: "a:<user_id>" holds the whole account (version byte 1,
+ * then bytes.h varints; see point_encode()).
+ */
+#include "domain.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+
+#define POINT_NO_EXPIRY INT64_MAX /* sorts lots without expiry last */
+#define POINT_CKPT_V1 1
+#define POINT_KEY_MAX (2 + PROMO_ID_MAX + 1)
+
+typedef struct point_lot {
+    int64_t left;
+    int64_t amount;     /* as earned */
+    int64_t expires_at; /* POINT_NO_EXPIRY when none */
+    int64_t earn_seq;   /* ledger seq of its EARN entry: unique, in earning order */
+    int64_t refs;       /* uncancelled uses holding a piece of it; derived on load */
+} point_lot;
+
+/* What one use took from one lot. The lot's expiry is kept too, so a cancel
+ * could rebuild the lot if it were ever missing. */
+typedef struct point_piece {
+    int64_t earn_seq;
+    int64_t expires_at;
+    int64_t taken;
+} point_piece;
+
+typedef struct point_use {
+    uint32_t hash; /* of order_id */
+    uint32_t npieces;
+    bool cancelled;
+    int64_t amount;
+    char order_id[PROMO_ID_MAX + 1];
+    point_piece pieces[];
+} point_use;
+
+typedef struct point_account {
+    uint32_t hash; /* of user_id */
+    uint32_t nlots;
+    uint32_t nuses;
+    /* Capacities as powers of two, to keep the struct small: lots hold
+     * 1 << lotbits (lotbits 0: the only lot lives inline in lots.one), uses
+     * 1 << usebits slots (usebits 0: no table yet). */
+    uint8_t lotbits;
+    uint8_t usebits;
+    bool dirty;
+    int64_t balance;
+    int64_t version;
+    int64_t seq; /* last ledger seq */
+    point_use **uses;
+    union {
+        point_lot one; /* most accounts hold a single lot: no second allocation */
+        point_lot *many;
+    } lots;
+    char user_id[];
+} point_account;
+
+typedef struct point_state {
+    point_account **slots; /* open addressing, linear probing, power-of-two size */
+    size_t cap, n;
+    point_account **dirty; /* accounts changed since the last dump */
+    size_t ndirty, dirtycap;
+} point_state;
+
+/* FNV-1a with a final mix, so that the low bits used as the slot index depend
+ * on every byte. */
+static uint32_t point_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static uint32_t point_lotcap(const point_account *a) { return 1u << a->lotbits; }
+static uint32_t point_usecap(const point_account *a) { return a->usebits ? 1u << a->usebits : 0; }
+static point_lot *point_lots(point_account *a) { return a->lotbits ? a->lots.many : &a->lots.one; }
+
+/* ---- tables -------------------------------------------------------------- */
+
+static point_account **point_slot(point_account **slots, size_t cap, const char *id, uint32_t h) {
+    size_t mask = cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        point_account *a = slots[i];
+        if (!a || (a->hash == h && strcmp(a->user_id, id) == 0)) return &slots[i];
+    }
+}
+
+static point_account *point_find(point_state *st, const char *id, uint32_t h) {
+    return *point_slot(st->slots, st->cap, id, h);
+}
+
+/* Makes room for one more account (load kept at or under 3/4). */
+static int point_reserve(point_state *st) {
+    if ((st->n + 1) * 4 <= st->cap * 3) return 0;
+    if (st->cap > SIZE_MAX / 2 / sizeof(point_account *)) return -1;
+    size_t cap = st->cap * 2;
+    point_account **slots = calloc(cap, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t i = 0; i < st->cap; i++) {
+        point_account *a = st->slots[i];
+        if (a) *point_slot(slots, cap, a->user_id, a->hash) = a;
+    }
+    free(st->slots);
+    st->slots = slots;
+    st->cap = cap;
+    return 0;
+}
+
+static point_use **point_use_slot(point_use **slots, uint32_t cap, const char *order_id, uint32_t h) {
+    uint32_t mask = cap - 1;
+    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
+        point_use *u = slots[i];
+        if (!u || (u->hash == h && strcmp(u->order_id, order_id) == 0)) return &slots[i];
+    }
+}
+
+static point_use *point_use_find(const point_account *a, const char *order_id) {
+    if (!a || !a->usebits) return NULL;
+    return *point_use_slot(a->uses, point_usecap(a), order_id, point_hash(order_id));
+}
+
+/* Makes room for one more use in a's table. */
+static int point_use_reserve(point_account *a) {
+    uint32_t old = point_usecap(a);
+    if ((uint64_t)(a->nuses + 1) * 4 <= (uint64_t)old * 3) return 0;
+    if (old >= (1u << 30)) return -1;
+    uint8_t bits = a->usebits ? a->usebits + 1 : 2;
+    uint32_t cap = 1u << bits;
+    point_use **slots = calloc(cap, sizeof *slots);
+    if (!slots) return -1;
+    for (uint32_t i = 0; i < old; i++) {
+        point_use *u = a->uses[i];
+        if (u) *point_use_slot(slots, cap, u->order_id, u->hash) = u;
+    }
+    free(a->uses);
+    a->uses = slots;
+    a->usebits = bits;
+    return 0;
+}
+
+/* Room must have been made with point_use_reserve(). */
+static void point_use_add(point_account *a, point_use *u) {
+    *point_use_slot(a->uses, point_usecap(a), u->order_id, u->hash) = u;
+    a->nuses++;
+}
+
+static int point_dirty_reserve(point_state *st) {
+    if (st->ndirty < st->dirtycap) return 0;
+    size_t cap = st->dirtycap ? st->dirtycap * 2 : 64;
+    point_account **d = realloc(st->dirty, cap * sizeof *d);
+    if (!d) return -1;
+    st->dirty = d;
+    st->dirtycap = cap;
+    return 0;
+}
+
+/* Room must have been made with point_dirty_reserve(). */
+static void point_touch(point_state *st, point_account *a) {
+    if (a->dirty) return;
+    a->dirty = true;
+    st->dirty[st->ndirty++] = a;
+}
+
+/* ---- accounts and lots --------------------------------------------------- */
+
+/* Caller frees with point_account_free(). NULL on out of memory. */
+static point_account *point_account_new(const char *user_id) {
+    size_t len = strlen(user_id);
+    point_account *a = calloc(1, sizeof *a + len + 1);
+    if (!a) return NULL;
+    memcpy(a->user_id, user_id, len + 1);
+    a->hash = point_hash(user_id);
+    return a;
+}
+
+static void point_account_free(point_account *a) {
+    if (!a) return;
+    for (uint32_t i = 0; i < point_usecap(a); i++) free(a->uses[i]);
+    free(a->uses);
+    if (a->lotbits) free(a->lots.many);
+    free(a);
+}
+
+/* Makes room for need lots. */
+static int point_lots_reserve(point_account *a, uint64_t need) {
+    if (need <= point_lotcap(a)) return 0;
+    if (need > (1u << 30)) return -1;
+    uint8_t bits = a->lotbits ? a->lotbits : 1;
+    while ((1u << bits) < need) bits++;
+    uint32_t cap = 1u << bits;
+    point_lot *lots = malloc((size_t)cap * sizeof *lots);
+    if (!lots) return -1;
+    memcpy(lots, point_lots(a), (size_t)a->nlots * sizeof *lots);
+    if (a->lotbits) free(a->lots.many);
+    a->lots.many = lots;
+    a->lotbits = bits;
+    return 0;
+}
+
+/* Inserts in (expiry, earning order) order; room must have been made. */
+static void point_lot_insert(point_account *a, const point_lot *lot) {
+    point_lot *lots = point_lots(a);
+    uint32_t i = a->nlots;
+    while (i > 0 && (lots[i - 1].expires_at > lot->expires_at ||
+                     (lots[i - 1].expires_at == lot->expires_at && lots[i - 1].earn_seq > lot->earn_seq)))
+        i--;
+    memmove(&lots[i + 1], &lots[i], (size_t)(a->nlots - i) * sizeof *lots);
+    lots[i] = *lot;
+    a->nlots++;
+}
+
+static point_lot *point_lot_find(point_account *a, int64_t earn_seq) {
+    point_lot *lots = point_lots(a);
+    for (uint32_t i = 0; i < a->nlots; i++)
+        if (lots[i].earn_seq == earn_seq) return &lots[i];
+    return NULL;
+}
+
+/* Drops lots nothing can refill (empty, and no uncancelled use took from
+ * them), and moves a lone lot back inline. */
+static void point_lots_compact(point_account *a) {
+    point_lot *lots = point_lots(a);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < a->nlots; i++)
+        if (lots[i].left > 0 || lots[i].refs > 0) lots[n++] = lots[i];
+    a->nlots = n;
+    if (a->lotbits && n <= 1) {
+        point_lot *many = a->lots.many;
+        if (n == 1) a->lots.one = many[0];
+        a->lotbits = 0;
+        free(many);
+    }
+}
+
+/* Points still left in lots due at now (expires_at <= now). */
+static int64_t point_due(point_account *a, int64_t now) {
+    if (!a) return 0;
+    point_lot *lots = point_lots(a);
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < a->nlots && lots[i].expires_at <= now; i++) sum += lots[i].left;
+    return sum;
+}
+
+/* Expires every lot due at now; returns the amount taken off the balance. */
+static int64_t point_expire(point_account *a, int64_t now) {
+    point_lot *lots = point_lots(a);
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < a->nlots && lots[i].expires_at <= now; i++) {
+        sum += lots[i].left;
+        lots[i].left = 0;
+    }
+    a->balance -= sum;
+    return sum;
+}
+
+/* Appends a ledger entry for a change already made to a->balance. */
+static void point_ledger(promo_result *res, point_account *a, ledger_kind kind, int64_t delta, const char *order_id,
+                         int64_t now) {
+    if (res->n_ledger >= PROMO_LEDGER_MAX) return; /* cannot happen: two entries per command at most */
+    ledger_entry *e = &res->ledger[res->n_ledger++];
+    e->seq = ++a->seq;
+    e->kind = kind;
+    e->delta = delta;
+    e->balance_after = a->balance;
+    snprintf(e->order_id, sizeof e->order_id, "%s", order_id ? order_id : "");
+    e->at = now;
+}
+
+/* The account's side of every result: balance, version, next expiry. A NULL
+ * account is one that does not exist yet (balance 0, version 0). */
+static void point_fill(promo_result *res, const point_account *a) {
+    res->has_balance = true;
+    res->balance = a ? a->balance : 0;
+    res->version = a ? a->version : 0;
+    res->has_next_expiry = false;
+    if (!a) return;
+    const point_lot *lots = a->lotbits ? a->lots.many : &a->lots.one;
+    for (uint32_t i = 0; i < a->nlots && lots[i].expires_at != POINT_NO_EXPIRY; i++) {
+        if (lots[i].left == 0) continue;
+        if (!res->has_next_expiry) {
+            res->has_next_expiry = true;
+            res->next_expiry_at = lots[i].expires_at;
+            res->next_expiry_amount = 0;
+        } else if (lots[i].expires_at != res->next_expiry_at) {
+            break;
+        }
+        res->next_expiry_amount += lots[i].left;
+    }
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static int point_cmd_earn(point_state *st, point_account *a, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    int64_t amount = cmd->u.earn.amount;
+    int64_t expires_at = cmd->u.earn.has_expires_at ? cmd->u.earn.expires_at : POINT_NO_EXPIRY;
+    int64_t due = point_due(a, now);
+    int64_t after_due = a ? a->balance - due : 0;
+    const char *reject = NULL;
+    res->has_amount = true;
+    res->amount = amount;
+    /* cmd_validate() guarantees amount >= 1; the guard keeps the balance
+     * invariant even if an unvalidated command slipped through. */
+    if (amount <= 0)
+        reject = "INVALID_AMOUNT";
+    else if (expires_at <= now)
+        reject = "ALREADY_EXPIRED";
+    else if (amount > INT64_MAX - after_due)
+        reject = "BALANCE_OVERFLOW";
+    if (reject && due == 0) {
+        point_fill(res, a);
+        result_reject(res, reject);
+        return 0;
+    }
+
+    point_account *fresh = NULL;
+    if (!a) {
+        if (!(fresh = point_account_new(cmd->u.earn.user_id)) || point_reserve(st) != 0) goto oom;
+        a = fresh;
+    }
+    if (point_dirty_reserve(st) != 0) goto oom;
+    if (!reject && point_lots_reserve(a, (uint64_t)a->nlots + 1) != 0) goto oom;
+    if (fresh) {
+        *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
+        st->n++;
+    }
+
+    if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
+    if (!reject) {
+        a->balance += amount;
+        point_ledger(res, a, LEDGER_EARN, amount, NULL, now);
+        ledger_entry *e = &res->ledger[res->n_ledger - 1];
+        snprintf(e->reason, sizeof e->reason, "%s", cmd->u.earn.reason);
+        e->has_expires_at = cmd->u.earn.has_expires_at;
+        e->expires_at = cmd->u.earn.has_expires_at ? expires_at : 0;
+        point_lot lot = {.left = amount, .amount = amount, .expires_at = expires_at, .earn_seq = e->seq};
+        point_lot_insert(a, &lot);
+    }
+    a->version++;
+    point_touch(st, a);
+    point_lots_compact(a);
+    point_fill(res, a);
+    if (reject) result_reject(res, reject);
+    return 0;
+oom:
+    point_account_free(fresh);
+    return -1;
+}
+
+static int point_cmd_use(point_state *st, point_account *a, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    int64_t amount = cmd->u.use.amount;
+    const char *order_id = cmd->u.use.order_id;
+    int64_t due = point_due(a, now);
+    int64_t after_due = a ? a->balance - due : 0;
+    const char *reject = NULL;
+    res->has_amount = true;
+    res->amount = amount;
+    snprintf(res->order_id, sizeof res->order_id, "%s", order_id);
+    if (amount <= 0)
+        reject = "INVALID_AMOUNT"; /* see point_cmd_earn() */
+    else if (point_use_find(a, order_id))
+        reject = "DUPLICATE_ORDER";
+    else if (after_due < amount)
+        reject = "INSUFFICIENT_BALANCE";
+    if (reject && due == 0) {
+        point_fill(res, a);
+        result_reject(res, reject);
+        return 0;
+    }
+    /* From here on a exists: either lots were due or the balance covers a
+     * positive amount. */
+
+    point_use *u = NULL;
+    point_lot *lots = point_lots(a);
+    if (!reject) {
+        /* Which lots the use takes from, earliest expiry first, lots without
+         * expiry last, ties in earning order: the array's own order, skipping
+         * the lots about to expire. */
+        uint32_t npieces = 0;
+        int64_t need = amount;
+        for (uint32_t i = 0; i < a->nlots && need > 0; i++) {
+            if (lots[i].expires_at <= now || lots[i].left == 0) continue;
+            need -= lots[i].left < need ? lots[i].left : need;
+            npieces++;
+        }
+        if (!(u = calloc(1, sizeof *u + (size_t)npieces * sizeof u->pieces[0]))) goto oom;
+        if (point_use_reserve(a) != 0) goto oom;
+    }
+    if (point_dirty_reserve(st) != 0) goto oom;
+
+    if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
+    if (!reject) {
+        int64_t need = amount;
+        for (uint32_t i = 0; i < a->nlots && need > 0; i++) {
+            if (lots[i].left == 0) continue; /* expired ones are empty by now */
+            int64_t take = lots[i].left < need ? lots[i].left : need;
+            lots[i].left -= take;
+            lots[i].refs++;
+            need -= take;
+            u->pieces[u->npieces++] = (point_piece){lots[i].earn_seq, lots[i].expires_at, take};
+        }
+        u->amount = amount;
+        snprintf(u->order_id, sizeof u->order_id, "%s", order_id);
+        u->hash = point_hash(order_id);
+        point_use_add(a, u);
+        a->balance -= amount;
+        point_ledger(res, a, LEDGER_USE, -amount, order_id, now);
+    }
+    a->version++;
+    point_touch(st, a);
+    point_lots_compact(a);
+    point_fill(res, a);
+    if (reject) result_reject(res, reject);
+    return 0;
+oom:
+    free(u);
+    return -1;
+}
+
+static int point_cmd_cancel(point_state *st, point_account *a, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    const char *order_id = cmd->u.cancel_use.order_id;
+    int64_t due = point_due(a, now);
+    point_use *u = point_use_find(a, order_id);
+    const char *reject = NULL;
+    snprintf(res->order_id, sizeof res->order_id, "%s", order_id);
+    if (!u)
+        reject = "NOT_FOUND";
+    else if (u->cancelled)
+        reject = "ALREADY_CANCELLED";
+    else if (u->amount > INT64_MAX - a->balance)
+        reject = "BALANCE_OVERFLOW";
+    if (reject && due == 0) {
+        point_fill(res, a);
+        result_reject(res, reject);
+        return 0;
+    }
+
+    int64_t into_expired = 0;
+    if (!reject) {
+        uint32_t missing = 0;
+        for (uint32_t i = 0; i < u->npieces; i++) {
+            if (u->pieces[i].expires_at <= now) into_expired += u->pieces[i].taken;
+            if (!point_lot_find(a, u->pieces[i].earn_seq)) missing++;
+        }
+        if (missing && point_lots_reserve(a, (uint64_t)a->nlots + missing) != 0) return -1;
+    }
+    if (point_dirty_reserve(st) != 0) return -1;
+
+    /* Expiry normally comes first. But a cancel that restores points into
+     * lots that have already expired (expires_at <= now) must expire those
+     * points at once, after the restore, and a result holds two ledger
+     * entries at most: so in that case the restore comes first (CANCEL_USE)
+     * and one EXPIRE entry after it covers both the restored points and any
+     * other lot due now. The final state is the same either way. */
+    if (due > 0 && into_expired == 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
+    if (!reject) {
+        for (uint32_t i = 0; i < u->npieces; i++) {
+            const point_piece *p = &u->pieces[i];
+            point_lot *lot = point_lot_find(a, p->earn_seq);
+            if (!lot) {
+                /* Unreachable while refs are kept (load() checks them), but a
+                 * restore must land somewhere for the balance to add up. */
+                point_lot fresh = {.amount = p->taken, .expires_at = p->expires_at, .earn_seq = p->earn_seq, .refs = 1};
+                point_lot_insert(a, &fresh);
+                lot = point_lot_find(a, p->earn_seq);
+            }
+            lot->left += p->taken;
+            lot->refs--;
+        }
+        u->cancelled = true;
+        a->balance += u->amount;
+        res->has_amount = true;
+        res->amount = u->amount;
+        point_ledger(res, a, LEDGER_CANCEL_USE, u->amount, order_id, now);
+        if (into_expired > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
+    }
+    a->version++;
+    point_touch(st, a);
+    point_lots_compact(a);
+    point_fill(res, a);
+    if (reject) result_reject(res, reject);
+    return 0;
+}
+
+static int point_apply(void *state, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    point_state *st = state;
+    const char *user_id;
+    switch (cmd->type) {
+    case CMD_EARN_POINTS: user_id = cmd->u.earn.user_id; break;
+    case CMD_USE_POINTS: user_id = cmd->u.use.user_id; break;
+    case CMD_CANCEL_POINT_USE: user_id = cmd->u.cancel_use.user_id; break;
+    default: result_reject(res, "UNSUPPORTED_COMMAND"); return 0;
+    }
+    point_account *a = point_find(st, user_id, point_hash(user_id));
+    snprintf(res->user_id, sizeof res->user_id, "%s", user_id);
+    switch (cmd->type) {
+    case CMD_EARN_POINTS: return point_cmd_earn(st, a, cmd, now, res);
+    case CMD_USE_POINTS: return point_cmd_use(st, a, cmd, now, res);
+    default: return point_cmd_cancel(st, a, cmd, now, res);
+    }
+}
+
+/* ---- checkpoint ---------------------------------------------------------- */
+
+/* Optional times are a flag byte then the value, as on the wire. */
+static void point_put_expiry(bytes_w *w, int64_t expires_at) {
+    bytes_put_u8(w, expires_at != POINT_NO_EXPIRY);
+    if (expires_at != POINT_NO_EXPIRY) bytes_put_i64(w, expires_at);
+}
+
+static int64_t point_get_expiry(bytes_r *r) {
+    uint8_t has = bytes_get_u8(r);
+    if (has > 1) r->err = 1;
+    return has == 1 ? bytes_get_i64(r) : POINT_NO_EXPIRY;
+}
+
+/* Version 1: balance, version, seq; lots (left, amount, expiry, earn_seq);
+ * uses (order_id, cancelled, amount, pieces (earn_seq, expiry, taken)). Lot
+ * refs are not stored: load() derives them from the uses. */
+static void point_encode(bytes_w *w, const point_account *a) {
+    bytes_put_u8(w, POINT_CKPT_V1);
+    bytes_put_i64(w, a->balance);
+    bytes_put_i64(w, a->version);
+    bytes_put_i64(w, a->seq);
+    const point_lot *lots = a->lotbits ? a->lots.many : &a->lots.one;
+    bytes_put_i64(w, a->nlots);
+    for (uint32_t i = 0; i < a->nlots; i++) {
+        bytes_put_i64(w, lots[i].left);
+        bytes_put_i64(w, lots[i].amount);
+        point_put_expiry(w, lots[i].expires_at);
+        bytes_put_i64(w, lots[i].earn_seq);
+    }
+    bytes_put_i64(w, a->nuses);
+    for (uint32_t i = 0; i < point_usecap(a); i++) {
+        const point_use *u = a->uses[i];
+        if (!u) continue;
+        bytes_put_str(w, u->order_id);
+        bytes_put_u8(w, u->cancelled);
+        bytes_put_i64(w, u->amount);
+        bytes_put_i64(w, u->npieces);
+        for (uint32_t j = 0; j < u->npieces; j++) {
+            bytes_put_i64(w, u->pieces[j].earn_seq);
+            point_put_expiry(w, u->pieces[j].expires_at);
+            bytes_put_i64(w, u->pieces[j].taken);
+        }
+    }
+}
+
+static int point_emit(bytes_w *w, const point_account *a, domain_emit_fn emit, void *ctx) {
+    char key[POINT_KEY_MAX];
+    int klen = snprintf(key, sizeof key, "a:%s", a->user_id);
+    bytes_w_reset(w);
+    point_encode(w, a);
+    if (w->err) return -1;
+    return emit(ctx, key, (size_t)klen, w->data, w->len);
+}
+
+static int point_dump(void *state, int all, domain_emit_fn emit, void *ctx) {
+    point_state *st = state;
+    bytes_w w = {0};
+    int rc = 0;
+    if (all) {
+        for (size_t i = 0; i < st->cap && rc == 0; i++)
+            if (st->slots[i]) rc = point_emit(&w, st->slots[i], emit, ctx);
+    } else {
+        for (size_t i = 0; i < st->ndirty && rc == 0; i++) rc = point_emit(&w, st->dirty[i], emit, ctx);
+    }
+    free(w.data);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < st->ndirty; i++) st->dirty[i]->dirty = false;
+    st->ndirty = 0;
+    return 0;
+}
+
+/* Decodes and checks one account; NULL if the value is malformed (or on out
+ * of memory). Caller frees with point_account_free(). */
+static point_account *point_decode(const char *user_id, const uint8_t *val, size_t val_len) {
+    bytes_r r;
+    bytes_r_init(&r, val, val_len);
+    point_account *a = point_account_new(user_id);
+    if (!a) return NULL;
+    if (bytes_get_u8(&r) != POINT_CKPT_V1) goto bad;
+    a->balance = bytes_get_i64(&r);
+    a->version = bytes_get_i64(&r);
+    a->seq = bytes_get_i64(&r);
+    int64_t nlots = bytes_get_i64(&r);
+    /* Counts are bounded by the bytes left (a lot takes 5 at least), so a
+     * forged count cannot make us allocate much. */
+    if (r.err || a->balance < 0 || a->version < 0 || a->seq < 0 || nlots < 0 || nlots > r.end - r.p) goto bad;
+    if (point_lots_reserve(a, (uint64_t)nlots) != 0) goto bad;
+    point_lot *lots = point_lots(a);
+    int64_t sum = 0;
+    for (int64_t i = 0; i < nlots; i++) {
+        point_lot *l = &lots[i];
+        l->left = bytes_get_i64(&r);
+        l->amount = bytes_get_i64(&r);
+        l->expires_at = point_get_expiry(&r);
+        l->earn_seq = bytes_get_i64(&r);
+        if (r.err || l->left < 0 || l->amount <= 0 || l->left > l->amount || l->earn_seq < 1 || l->earn_seq > a->seq ||
+            l->left > INT64_MAX - sum)
+            goto bad;
+        if (i > 0 &&
+            (l[-1].expires_at > l->expires_at || (l[-1].expires_at == l->expires_at && l[-1].earn_seq >= l->earn_seq)))
+            goto bad;
+        sum += l->left;
+        a->nlots++;
+    }
+    if (sum != a->balance) goto bad;
+    int64_t nuses = bytes_get_i64(&r);
+    if (r.err || nuses < 0 || nuses > r.end - r.p) goto bad;
+    for (int64_t i = 0; i < nuses; i++) {
+        char order_id[PROMO_ID_MAX + 1];
+        bytes_get_str(&r, order_id, sizeof order_id);
+        uint8_t cancelled = bytes_get_u8(&r);
+        int64_t amount = bytes_get_i64(&r);
+        int64_t npieces = bytes_get_i64(&r);
+        if (r.err || !promo_id_valid(order_id) || cancelled > 1 || amount <= 0 || npieces < 1 ||
+            npieces > r.end - r.p || point_use_find(a, order_id))
+            goto bad;
+        point_use *u = calloc(1, sizeof *u + (size_t)npieces * sizeof u->pieces[0]);
+        if (!u) goto bad;
+        if (point_use_reserve(a) != 0) {
+            free(u);
+            goto bad;
+        }
+        snprintf(u->order_id, sizeof u->order_id, "%s", order_id);
+        u->hash = point_hash(order_id);
+        u->cancelled = cancelled;
+        u->amount = amount;
+        u->npieces = (uint32_t)npieces;
+        point_use_add(a, u);
+        int64_t taken = 0;
+        for (int64_t j = 0; j < npieces; j++) {
+            point_piece *p = &u->pieces[j];
+            p->earn_seq = bytes_get_i64(&r);
+            p->expires_at = point_get_expiry(&r);
+            p->taken = bytes_get_i64(&r);
+            if (r.err || p->taken <= 0 || p->taken > amount - taken) goto bad;
+            taken += p->taken;
+            if (cancelled) continue;
+            /* An uncancelled use must be able to give back to its lots. */
+            point_lot *lot = point_lot_find(a, p->earn_seq);
+            if (!lot || lot->expires_at != p->expires_at || p->taken > lot->amount - lot->left) goto bad;
+            lot->refs++;
+        }
+        if (taken != amount) goto bad;
+    }
+    if (r.p != r.end) goto bad;
+    return a;
+bad:
+    point_account_free(a);
+    return NULL;
+}
+
+static int point_load(void *state, const char *key, size_t key_len, const uint8_t *val, size_t val_len) {
+    point_state *st = state;
+    char user_id[PROMO_ID_MAX + 1];
+    if (!key || key_len < 3 || key_len - 2 > PROMO_ID_MAX || memcmp(key, "a:", 2) != 0) return -1;
+    memcpy(user_id, key + 2, key_len - 2);
+    user_id[key_len - 2] = '\0';
+    if (!promo_id_valid(user_id) || (!val && val_len)) return -1;
+    point_account *a = point_decode(user_id, val, val_len);
+    if (!a) return -1;
+    point_account **slot = point_slot(st->slots, st->cap, a->user_id, a->hash);
+    if (*slot) {
+        /* A newer value of a loaded account (incremental checkpoints layered
+         * on a full one): swap the contents in place, so pointers held in the
+         * dirty list stay valid. */
+        point_account *old = *slot;
+        bool dirty = old->dirty;
+        point_account tmp = *old;
+        *old = *a;
+        old->dirty = dirty;
+        *a = tmp;
+        point_account_free(a);
+        return 0;
+    }
+    if (point_reserve(st) != 0) {
+        point_account_free(a);
+        return -1;
+    }
+    *point_slot(st->slots, st->cap, a->user_id, a->hash) = a;
+    st->n++;
+    return 0;
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+static void *point_state_new(void) {
+    point_state *st = calloc(1, sizeof *st);
+    if (!st) return NULL;
+    st->cap = 16;
+    if (!(st->slots = calloc(st->cap, sizeof *st->slots))) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void point_state_destroy(void *state) {
+    point_state *st = state;
+    if (!st) return;
+    for (size_t i = 0; i < st->cap; i++) point_account_free(st->slots[i]);
+    free(st->slots);
+    free(st->dirty);
+    free(st);
+}
+
+static size_t point_entries(void *state) { return ((point_state *)state)->n; }
+
+const domain_ops point_ops = {
+    .domain = DOMAIN_POINT,
+    .name = "point",
+    .topic = "promo.point.cmd",
+    .schema_id = 2,
+    .state_new = point_state_new,
+    .state_destroy = point_state_destroy,
+    .apply = point_apply,
+    .load = point_load,
+    .dump = point_dump,
+    .entries = point_entries,
+};

@@ -1,0 +1,504 @@
+/* timesale.c — the time-sale (stock) state machine of one promo.timesale.cmd
+ * partition.
+ *
+ * Pure: commands in, results out, no I/O and no clock ("now" is the command's
+ * submitted_at, passed in by the runtime). A sale holds its definition, the
+ * units sold, a version, its orders by order id (user, quantity, PLACED or
+ * CANCELLED) and, per user, the quantity in PLACED orders, which enforces the
+ * per-user limit. That per-user map is derived from the orders and never
+ * checkpointed.
+ *
+ * Invariants after every command: 0 <= sold <= stock; sold == the sum of the
+ * quantities of PLACED orders; no user holds more than per_user_limit units
+ * in PLACED orders. There are no partial fills: an order gets all it asks for
+ * or is rejected.
+ *
+ * Each apply() decides first, allocates next and mutates last, so an out of
+ * memory return leaves the state as it was. uthash is built with non-fatal
+ * out-of-memory handling (an add that cannot allocate leaves the item out and
+ * its hh.tbl NULL) so that no allocation failure can end the process.
+ *
+ * Checkpoint entries: "s:<sale_id>" (definition, sold, version) and
+ * "o:<sale_id>:<order_id>" (user, quantity, status), version byte 1 then
+ * bytes.h fields. load() accepts them in any order: an order read before its
+ * sale hangs on a placeholder sale that the sale's entry fills in.
+ */
+#include "domain.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+#include "bytes.h"
+
+#define TIMESALE_CKPT_V1 1
+#define TIMESALE_KEY_MAX (2 + PROMO_ID_MAX + 1 + PROMO_ID_MAX + 1)
+
+typedef struct timesale_user {
+    UT_hash_handle hh;
+    int64_t placed; /* units in this user's PLACED orders */
+    char user_id[];
+} timesale_user;
+
+typedef struct timesale_order {
+    UT_hash_handle hh;
+    timesale_user *user;
+    int32_t quantity;
+    bool cancelled;
+    bool dirty;
+    char order_id[];
+} timesale_order;
+
+typedef struct timesale_sale {
+    UT_hash_handle hh; /* keyed by def.sale_id */
+    time_sale_def def;
+    bool defined; /* false for a placeholder holding orders loaded before it */
+    bool dirty;
+    int64_t sold;
+    int64_t version;
+    timesale_order *orders;
+    timesale_user *users;
+} timesale_sale;
+
+/* One dirty checkpoint entry: the sale's own when order is NULL. */
+typedef struct timesale_dirty {
+    timesale_sale *sale;
+    timesale_order *order;
+} timesale_dirty;
+
+typedef struct timesale_state {
+    timesale_sale *sales;
+    size_t norders;
+    timesale_dirty *dirty;
+    size_t ndirty, dirtycap;
+} timesale_state;
+
+static timesale_sale *timesale_sale_find(timesale_state *st, const char *sale_id) {
+    timesale_sale *s = NULL;
+    HASH_FIND_STR(st->sales, sale_id, s);
+    return s;
+}
+
+static timesale_order *timesale_order_find(timesale_sale *s, const char *order_id) {
+    timesale_order *o = NULL;
+    HASH_FIND_STR(s->orders, order_id, o);
+    return o;
+}
+
+static timesale_user *timesale_user_find(timesale_sale *s, const char *user_id) {
+    timesale_user *u = NULL;
+    HASH_FIND_STR(s->users, user_id, u);
+    return u;
+}
+
+/* Creates a sale keyed sale_id and adds it to the state; NULL on out of
+ * memory. The state owns it. */
+static timesale_sale *timesale_sale_add(timesale_state *st, const char *sale_id) {
+    timesale_sale *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    snprintf(s->def.sale_id, sizeof s->def.sale_id, "%s", sale_id);
+    HASH_ADD_KEYPTR(hh, st->sales, s->def.sale_id, strlen(s->def.sale_id), s);
+    if (!s->hh.tbl) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The user's entry in s, created (with nothing placed) when missing; NULL on
+ * out of memory. *created tells whether it was. */
+static timesale_user *timesale_user_get(timesale_sale *s, const char *user_id, bool *created) {
+    timesale_user *u = timesale_user_find(s, user_id);
+    *created = false;
+    if (u) return u;
+    size_t len = strlen(user_id);
+    if (!(u = calloc(1, sizeof *u + len + 1))) return NULL;
+    memcpy(u->user_id, user_id, len + 1);
+    HASH_ADD_KEYPTR(hh, s->users, u->user_id, len, u);
+    if (!u->hh.tbl) {
+        free(u);
+        return NULL;
+    }
+    *created = true;
+    return u;
+}
+
+static void timesale_user_drop(timesale_sale *s, timesale_user *u) {
+    HASH_DEL(s->users, u);
+    free(u);
+}
+
+/* Creates an order in s; NULL on out of memory. The sale owns it. */
+static timesale_order *timesale_order_add(timesale_sale *s, const char *order_id, timesale_user *user,
+                                          int32_t quantity) {
+    size_t len = strlen(order_id);
+    timesale_order *o = calloc(1, sizeof *o + len + 1);
+    if (!o) return NULL;
+    memcpy(o->order_id, order_id, len + 1);
+    o->user = user;
+    o->quantity = quantity;
+    HASH_ADD_KEYPTR(hh, s->orders, o->order_id, len, o);
+    if (!o->hh.tbl) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+static void timesale_sale_free(timesale_sale *s) {
+    timesale_order *o, *otmp;
+    HASH_ITER(hh, s->orders, o, otmp) {
+        HASH_DEL(s->orders, o);
+        free(o);
+    }
+    timesale_user *u, *utmp;
+    HASH_ITER(hh, s->users, u, utmp) {
+        HASH_DEL(s->users, u);
+        free(u);
+    }
+    free(s);
+}
+
+static int timesale_dirty_reserve(timesale_state *st, size_t n) {
+    if (st->dirtycap - st->ndirty >= n) return 0;
+    size_t cap = st->dirtycap ? st->dirtycap : 64;
+    while (cap - st->ndirty < n) cap *= 2;
+    timesale_dirty *d = realloc(st->dirty, cap * sizeof *d);
+    if (!d) return -1;
+    st->dirty = d;
+    st->dirtycap = cap;
+    return 0;
+}
+
+/* Room must have been made with timesale_dirty_reserve(). */
+static void timesale_touch(timesale_state *st, timesale_sale *s, timesale_order *o) {
+    bool *flag = o ? &o->dirty : &s->dirty;
+    if (*flag) return;
+    *flag = true;
+    st->dirty[st->ndirty++] = (timesale_dirty){s, o};
+}
+
+/* What every result on an existing sale carries. */
+static void timesale_fill(promo_result *res, const timesale_sale *s) {
+    res->has_sold = true;
+    res->sold = s->sold;
+    res->has_remaining = true;
+    res->remaining = s->def.stock - s->sold;
+    res->version = s->version;
+}
+
+static void timesale_fill_order(promo_result *res, const timesale_order *o) {
+    snprintf(res->user_id, sizeof res->user_id, "%s", o->user->user_id);
+    res->has_quantity = true;
+    res->quantity = o->quantity;
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static int timesale_create(timesale_state *st, const promo_cmd *cmd, promo_result *res) {
+    const time_sale_def *def = &cmd->u.create_sale;
+    timesale_sale *s = timesale_sale_find(st, def->sale_id);
+    if (s && s->defined) {
+        timesale_fill(res, s);
+        result_reject(res, "ALREADY_EXISTS");
+        return 0;
+    }
+    if (timesale_dirty_reserve(st, 1) != 0) return -1;
+    /* A placeholder can only be left by a checkpoint that holds orders of a
+     * sale but not the sale: the definition arriving now completes it. */
+    if (!s && !(s = timesale_sale_add(st, def->sale_id))) return -1;
+    s->def = *def;
+    s->defined = true;
+    s->sold = 0;
+    s->version = 1;
+    timesale_touch(st, s, NULL);
+    res->has_sale = true;
+    res->sale = s->def;
+    timesale_fill(res, s);
+    return 0;
+}
+
+static int timesale_place(timesale_state *st, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    const char *user_id = cmd->u.place_order.user_id;
+    int32_t quantity = cmd->u.place_order.quantity;
+    const char *order_id = cmd->u.place_order.order_id[0] ? cmd->u.place_order.order_id : cmd->request_id;
+    snprintf(res->order_id, sizeof res->order_id, "%s", order_id);
+    snprintf(res->user_id, sizeof res->user_id, "%s", user_id);
+    res->has_quantity = true;
+    res->quantity = quantity;
+
+    timesale_sale *s = timesale_sale_find(st, cmd->u.place_order.sale_id);
+    if (!s || !s->defined) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    timesale_fill(res, s);
+    timesale_user *u = timesale_user_find(s, user_id);
+    int64_t placed = u ? u->placed : 0;
+    const char *reject = NULL;
+    if (now < s->def.starts_at)
+        reject = "NOT_STARTED";
+    else if (now >= s->def.ends_at)
+        reject = "ENDED";
+    else if (timesale_order_find(s, order_id))
+        reject = "DUPLICATE_ORDER";
+    /* cmd_validate() keeps quantity >= 1; the guard keeps sold honest anyway. */
+    else if (quantity <= 0)
+        reject = "INVALID_QUANTITY";
+    else if (placed + quantity > s->def.per_user_limit)
+        reject = "LIMIT_EXCEEDED";
+    else if (quantity > s->def.stock - s->sold)
+        reject = "SOLD_OUT";
+    if (reject) {
+        result_reject(res, reject);
+        return 0;
+    }
+
+    bool created;
+    if (timesale_dirty_reserve(st, 2) != 0 || !(u = timesale_user_get(s, user_id, &created))) return -1;
+    timesale_order *o = timesale_order_add(s, order_id, u, quantity);
+    if (!o) {
+        if (created) timesale_user_drop(s, u);
+        return -1;
+    }
+    st->norders++;
+    u->placed += quantity;
+    s->sold += quantity;
+    s->version++;
+    timesale_touch(st, s, NULL);
+    timesale_touch(st, s, o);
+    snprintf(res->order_status, sizeof res->order_status, "PLACED");
+    timesale_fill(res, s);
+    return 0;
+}
+
+static int timesale_cancel(timesale_state *st, const promo_cmd *cmd, promo_result *res) {
+    const char *order_id = cmd->u.cancel_order.order_id;
+    snprintf(res->order_id, sizeof res->order_id, "%s", order_id);
+    timesale_sale *s = timesale_sale_find(st, cmd->u.cancel_order.sale_id);
+    if (!s || !s->defined) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    timesale_fill(res, s);
+    timesale_order *o = timesale_order_find(s, order_id);
+    if (!o) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    timesale_fill_order(res, o);
+    if (o->cancelled) {
+        result_reject(res, "ALREADY_CANCELLED");
+        return 0;
+    }
+    if (timesale_dirty_reserve(st, 2) != 0) return -1;
+    /* Allowed after the sale has ended too: the stock comes back either way,
+     * and the user's limit is freed. */
+    o->cancelled = true;
+    o->user->placed -= o->quantity;
+    s->sold -= o->quantity;
+    s->version++;
+    timesale_touch(st, s, NULL);
+    timesale_touch(st, s, o);
+    snprintf(res->order_status, sizeof res->order_status, "CANCELLED");
+    timesale_fill(res, s);
+    return 0;
+}
+
+static int timesale_apply(void *state, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    timesale_state *st = state;
+    switch (cmd->type) {
+    case CMD_CREATE_TIME_SALE: return timesale_create(st, cmd, res);
+    case CMD_PLACE_ORDER: return timesale_place(st, cmd, now, res);
+    case CMD_CANCEL_ORDER: return timesale_cancel(st, cmd, res);
+    default: result_reject(res, "UNSUPPORTED_COMMAND"); return 0;
+    }
+}
+
+/* ---- checkpoint ---------------------------------------------------------- */
+
+static int timesale_emit_sale(bytes_w *w, const timesale_sale *s, domain_emit_fn emit, void *ctx) {
+    if (!s->defined) return 0; /* nothing of its own to write */
+    char key[TIMESALE_KEY_MAX];
+    int klen = snprintf(key, sizeof key, "s:%s", s->def.sale_id);
+    bytes_w_reset(w);
+    bytes_put_u8(w, TIMESALE_CKPT_V1);
+    bytes_put_str(w, s->def.product_id);
+    bytes_put_str(w, s->def.name);
+    bytes_put_i64(w, s->def.original_price);
+    bytes_put_i64(w, s->def.sale_price);
+    bytes_put_i64(w, s->def.stock);
+    bytes_put_i64(w, s->def.per_user_limit);
+    bytes_put_i64(w, s->def.starts_at);
+    bytes_put_i64(w, s->def.ends_at);
+    bytes_put_i64(w, s->sold);
+    bytes_put_i64(w, s->version);
+    if (w->err) return -1;
+    return emit(ctx, key, (size_t)klen, w->data, w->len);
+}
+
+static int timesale_emit_order(bytes_w *w, const timesale_sale *s, const timesale_order *o, domain_emit_fn emit,
+                               void *ctx) {
+    char key[TIMESALE_KEY_MAX];
+    int klen = snprintf(key, sizeof key, "o:%s:%s", s->def.sale_id, o->order_id);
+    bytes_w_reset(w);
+    bytes_put_u8(w, TIMESALE_CKPT_V1);
+    bytes_put_str(w, o->user->user_id);
+    bytes_put_i64(w, o->quantity);
+    bytes_put_u8(w, o->cancelled);
+    if (w->err) return -1;
+    return emit(ctx, key, (size_t)klen, w->data, w->len);
+}
+
+static int timesale_dump(void *state, int all, domain_emit_fn emit, void *ctx) {
+    timesale_state *st = state;
+    bytes_w w = {0};
+    int rc = 0;
+    if (all) {
+        for (timesale_sale *s = st->sales; s && rc == 0; s = s->hh.next) {
+            rc = timesale_emit_sale(&w, s, emit, ctx);
+            for (timesale_order *o = s->orders; o && rc == 0; o = o->hh.next)
+                rc = timesale_emit_order(&w, s, o, emit, ctx);
+        }
+    } else {
+        for (size_t i = 0; i < st->ndirty && rc == 0; i++) {
+            timesale_dirty *d = &st->dirty[i];
+            rc = d->order ? timesale_emit_order(&w, d->sale, d->order, emit, ctx)
+                          : timesale_emit_sale(&w, d->sale, emit, ctx);
+        }
+    }
+    free(w.data);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < st->ndirty; i++) {
+        if (st->dirty[i].order)
+            st->dirty[i].order->dirty = false;
+        else
+            st->dirty[i].sale->dirty = false;
+    }
+    st->ndirty = 0;
+    return 0;
+}
+
+static int timesale_load_sale(timesale_state *st, const char *sale_id, const uint8_t *val, size_t val_len) {
+    time_sale_def def = {0};
+    bytes_r r;
+    bytes_r_init(&r, val, val_len);
+    uint8_t v = bytes_get_u8(&r);
+    size_t idlen = strlen(sale_id);
+    if (idlen >= sizeof def.sale_id) return -1;
+    memcpy(def.sale_id, sale_id, idlen + 1);
+    bytes_get_str(&r, def.product_id, sizeof def.product_id);
+    bytes_get_str(&r, def.name, sizeof def.name);
+    def.original_price = bytes_get_i64(&r);
+    def.sale_price = bytes_get_i64(&r);
+    def.stock = bytes_get_i64(&r);
+    int64_t limit = bytes_get_i64(&r);
+    def.starts_at = bytes_get_i64(&r);
+    def.ends_at = bytes_get_i64(&r);
+    int64_t sold = bytes_get_i64(&r);
+    int64_t version = bytes_get_i64(&r);
+    if (r.err || v != TIMESALE_CKPT_V1 || r.p != r.end || def.stock < 0 || limit < 0 || limit > INT32_MAX || sold < 0 ||
+        sold > def.stock || version < 1)
+        return -1;
+    def.per_user_limit = (int32_t)limit;
+    timesale_sale *s = timesale_sale_find(st, sale_id);
+    if (!s && !(s = timesale_sale_add(st, sale_id))) return -1;
+    s->def = def;
+    s->defined = true;
+    s->sold = sold;
+    s->version = version;
+    return 0;
+}
+
+static int timesale_load_order(timesale_state *st, const char *sale_id, const char *order_id, const uint8_t *val,
+                               size_t val_len) {
+    char user_id[PROMO_ID_MAX + 1];
+    bytes_r r;
+    bytes_r_init(&r, val, val_len);
+    uint8_t v = bytes_get_u8(&r);
+    bytes_get_str(&r, user_id, sizeof user_id);
+    int64_t quantity = bytes_get_i64(&r);
+    uint8_t cancelled = bytes_get_u8(&r);
+    if (r.err || v != TIMESALE_CKPT_V1 || r.p != r.end || !promo_id_valid(user_id) || quantity < 1 ||
+        quantity > INT32_MAX || cancelled > 1)
+        return -1;
+
+    timesale_sale *s = timesale_sale_find(st, sale_id);
+    if (!s && !(s = timesale_sale_add(st, sale_id))) return -1;
+    bool created;
+    timesale_user *u = timesale_user_get(s, user_id, &created);
+    if (!u) return -1;
+    timesale_order *o = timesale_order_find(s, order_id);
+    if (o) {
+        /* A newer value layered over an older one: take the old one's share
+         * off before adding the new one's. */
+        if (!o->cancelled) o->user->placed -= o->quantity;
+    } else {
+        if (!(o = timesale_order_add(s, order_id, u, (int32_t)quantity))) {
+            if (created) timesale_user_drop(s, u);
+            return -1;
+        }
+        st->norders++;
+    }
+    o->user = u;
+    o->quantity = (int32_t)quantity;
+    o->cancelled = cancelled;
+    if (!o->cancelled) u->placed += quantity;
+    return 0;
+}
+
+static int timesale_load(void *state, const char *key, size_t key_len, const uint8_t *val, size_t val_len) {
+    char buf[TIMESALE_KEY_MAX];
+    if (!key || key_len < 3 || key_len >= sizeof buf || key[1] != ':' || (!val && val_len)) return -1;
+    memcpy(buf, key, key_len);
+    buf[key_len] = '\0';
+    if (strlen(buf) != key_len) return -1;
+    char *sale_id = buf + 2;
+    if (buf[0] == 's') return promo_id_valid(sale_id) ? timesale_load_sale(state, sale_id, val, val_len) : -1;
+    if (buf[0] != 'o') return -1;
+    /* Ids never hold ':', so the first one after the prefix ends the sale id. */
+    char *colon = strchr(sale_id, ':');
+    if (!colon) return -1;
+    *colon = '\0';
+    if (!promo_id_valid(sale_id) || !promo_id_valid(colon + 1)) return -1;
+    return timesale_load_order(state, sale_id, colon + 1, val, val_len);
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+static void *timesale_state_new(void) { return calloc(1, sizeof(timesale_state)); }
+
+static void timesale_state_destroy(void *state) {
+    timesale_state *st = state;
+    if (!st) return;
+    timesale_sale *s, *tmp;
+    HASH_ITER(hh, st->sales, s, tmp) {
+        HASH_DEL(st->sales, s);
+        timesale_sale_free(s);
+    }
+    free(st->dirty);
+    free(st);
+}
+
+static size_t timesale_entries(void *state) {
+    timesale_state *st = state;
+    size_t n = st->norders;
+    for (timesale_sale *s = st->sales; s; s = s->hh.next) n += s->defined;
+    return n;
+}
+
+const domain_ops timesale_ops = {
+    .domain = DOMAIN_TIMESALE,
+    .name = "timesale",
+    .topic = "promo.timesale.cmd",
+    .schema_id = 3,
+    .state_new = timesale_state_new,
+    .state_destroy = timesale_state_destroy,
+    .apply = timesale_apply,
+    .load = timesale_load,
+    .dump = timesale_dump,
+    .entries = timesale_entries,
+};

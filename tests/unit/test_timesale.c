@@ -1,0 +1,773 @@
+/* test_timesale.c — cmocka tests of processors/timesale.c, the time-sale
+ * (stock) state machine.
+ *
+ * Hand-written cases pin down every rule, every rejection reason and the order
+ * in which they are checked (NOT_FOUND, NOT_STARTED, ENDED, DUPLICATE_ORDER,
+ * LIMIT_EXCEEDED, SOLD_OUT), the window boundaries and cancels after the end.
+ * A randomized run drives 20,000 commands through the state and a tiny model
+ * kept here and checks after every step that they agree, that sold never
+ * passes stock, that sold + remaining == stock, and that the checkpoint's
+ * orders add up to sold with no user above the limit. Checkpoint round trips
+ * (full dump, and incremental dumps layered on an older full one, loaded
+ * shuffled, orders before their sale) must give byte-identical results for the
+ * next 1,000 commands.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "bytes.h"
+#include "domain.h"
+
+/* ---- commands and running them ------------------------------------------ */
+
+static int req_counter;
+
+static promo_cmd cmd_base(cmd_type t, int64_t now) {
+    promo_cmd c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.request_id, sizeof c.request_id, "r%d", ++req_counter);
+    c.submitted_at = now;
+    c.type = t;
+    return c;
+}
+
+static promo_cmd create(const char *sale, int64_t stock, int32_t limit, int64_t starts, int64_t ends, int64_t now) {
+    promo_cmd c = cmd_base(CMD_CREATE_TIME_SALE, now);
+    time_sale_def *d = &c.u.create_sale;
+    snprintf(d->sale_id, sizeof d->sale_id, "%s", sale);
+    snprintf(d->product_id, sizeof d->product_id, "p-%s", sale);
+    snprintf(d->name, sizeof d->name, "Sale %s", sale);
+    d->original_price = 20000;
+    d->sale_price = 9900;
+    d->stock = stock;
+    d->per_user_limit = limit;
+    d->starts_at = starts;
+    d->ends_at = ends;
+    return c;
+}
+
+static promo_cmd place(const char *sale, const char *user, int32_t quantity, const char *order, int64_t now) {
+    promo_cmd c = cmd_base(CMD_PLACE_ORDER, now);
+    snprintf(c.u.place_order.sale_id, sizeof c.u.place_order.sale_id, "%s", sale);
+    snprintf(c.u.place_order.user_id, sizeof c.u.place_order.user_id, "%s", user);
+    c.u.place_order.quantity = quantity;
+    snprintf(c.u.place_order.order_id, sizeof c.u.place_order.order_id, "%s", order ? order : "");
+    return c;
+}
+
+static promo_cmd cancel(const char *sale, const char *order, int64_t now) {
+    promo_cmd c = cmd_base(CMD_CANCEL_ORDER, now);
+    snprintf(c.u.cancel_order.sale_id, sizeof c.u.cancel_order.sale_id, "%s", sale);
+    snprintf(c.u.cancel_order.order_id, sizeof c.u.cancel_order.order_id, "%s", order);
+    return c;
+}
+
+static void run(void *st, const promo_cmd *c, promo_result *res) {
+    char field[64], why[256];
+    assert_int_equal(cmd_validate(c, field, sizeof field, why, sizeof why), 0);
+    result_init(res, c);
+    assert_int_equal(timesale_ops.apply(st, c, c->submitted_at, res), 0);
+}
+
+static promo_result expect(void *st, promo_cmd c, const char *reason) {
+    promo_result res;
+    run(st, &c, &res);
+    if (reason) {
+        assert_int_equal(res.status, STATUS_REJECTED);
+        assert_string_equal(res.reason, reason);
+    } else {
+        if (res.status != STATUS_SUCCEEDED) fail_msg("rejected: %s", res.reason);
+        assert_string_equal(res.reason, "");
+    }
+    return res;
+}
+
+static void expect_stock(const promo_result *r, int64_t sold, int64_t remaining, int64_t version) {
+    assert_true(r->has_sold && r->has_remaining);
+    assert_int_equal(r->sold, sold);
+    assert_int_equal(r->remaining, remaining);
+    assert_int_equal(r->version, version);
+}
+
+/* ---- a key/value store standing in for Redis ----------------------------- */
+
+typedef struct kv {
+    char key[160];
+    uint8_t *val;
+    size_t len;
+} kv;
+
+typedef struct store {
+    kv *items;
+    size_t n, cap;
+} store;
+
+static int store_emit(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len) {
+    store *s = ctx;
+    assert_true(key_len < 160);
+    assert_non_null(val);
+    kv *it = NULL;
+    for (size_t i = 0; i < s->n && !it; i++)
+        if (strlen(s->items[i].key) == key_len && memcmp(s->items[i].key, key, key_len) == 0) it = &s->items[i];
+    if (!it) {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 64;
+            s->items = realloc(s->items, s->cap * sizeof *s->items);
+            assert_non_null(s->items);
+        }
+        it = &s->items[s->n++];
+        memcpy(it->key, key, key_len);
+        it->key[key_len] = '\0';
+        it->val = NULL;
+    }
+    free(it->val);
+    it->val = malloc(val_len ? val_len : 1);
+    assert_non_null(it->val);
+    memcpy(it->val, val, val_len);
+    it->len = val_len;
+    return 0;
+}
+
+static void store_free(store *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->items[i].val);
+    free(s->items);
+    memset(s, 0, sizeof *s);
+}
+
+static void store_shuffle(store *s, unsigned *seed) {
+    for (size_t i = s->n; i > 1; i--) {
+        size_t j = (size_t)rand_r(seed) % i;
+        kv t = s->items[i - 1];
+        s->items[i - 1] = s->items[j];
+        s->items[j] = t;
+    }
+}
+
+static void store_load(void *st, const store *s) {
+    for (size_t i = 0; i < s->n; i++)
+        assert_int_equal(
+            timesale_ops.load(st, s->items[i].key, strlen(s->items[i].key), s->items[i].val, s->items[i].len), 0);
+}
+
+static size_t count_emits(void *st) {
+    store s = {0};
+    assert_int_equal(timesale_ops.dump(st, 0, store_emit, &s), 0);
+    size_t n = s.n;
+    store_free(&s);
+    return n;
+}
+
+/* ---- hand-written cases -------------------------------------------------- */
+
+static void test_create(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    promo_cmd c = create("s1", 10, 2, 1000, 2000, 500);
+    promo_result r = expect(st, c, NULL);
+    assert_true(r.has_sale);
+    assert_memory_equal(&r.sale, &c.u.create_sale, sizeof r.sale);
+    expect_stock(&r, 0, 10, 1);
+    assert_int_equal(timesale_ops.entries(st), 1);
+    assert_int_equal(count_emits(st), 1);
+    r = expect(st, create("s1", 99, 2, 1000, 2000, 501), "ALREADY_EXISTS");
+    assert_false(r.has_sale);
+    expect_stock(&r, 0, 10, 1);
+    assert_int_equal(count_emits(st), 0);
+    timesale_ops.state_destroy(st);
+}
+
+static void test_place(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    promo_result r = expect(st, place("s1", "u1", 1, "o1", 1500), "NOT_FOUND");
+    assert_false(r.has_sold);
+    assert_int_equal(r.version, 0);
+    expect(st, create("s1", 10, 3, 1000, 2000, 0), NULL);
+    r = expect(st, place("s1", "u1", 1, "o1", 999), "NOT_STARTED");
+    expect_stock(&r, 0, 10, 1);
+    assert_string_equal(r.order_status, "");
+    /* starts_at is inside the window, ends_at is not. */
+    r = expect(st, place("s1", "u1", 2, "o1", 1000), NULL);
+    assert_string_equal(r.order_id, "o1");
+    assert_string_equal(r.user_id, "u1");
+    assert_true(r.has_quantity && r.quantity == 2);
+    assert_string_equal(r.order_status, "PLACED");
+    expect_stock(&r, 2, 8, 2);
+    expect(st, place("s1", "u1", 1, "o2", 2000), "ENDED");
+    expect(st, place("s1", "u1", 1, "o2", 5000), "ENDED");
+    r = expect(st, place("s1", "u1", 1, "o2", 1999), NULL);
+    expect_stock(&r, 3, 7, 3);
+    /* Without an order id the request id names the order. */
+    promo_cmd c = place("s1", "u2", 1, NULL, 1500);
+    r = expect(st, c, NULL);
+    assert_string_equal(r.order_id, c.request_id);
+    r = expect(st, cancel("s1", c.request_id, 1501), NULL);
+    assert_string_equal(r.user_id, "u2");
+    assert_int_equal(timesale_ops.entries(st), 4);
+    timesale_ops.state_destroy(st);
+}
+
+static void test_place_rejections_in_order(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    expect(st, create("s1", 5, 3, 1000, 2000, 0), NULL);
+    expect(st, place("s1", "u1", 3, "o1", 1100), NULL);
+    /* The user is at the limit and the order id is taken: the duplicate is
+     * named first. Outside the window, the window comes first. */
+    expect(st, place("s1", "u1", 1, "o1", 1100), "DUPLICATE_ORDER");
+    expect(st, place("s1", "u1", 1, "o1", 2100), "ENDED");
+    expect(st, place("s1", "u1", 1, "o1", 900), "NOT_STARTED");
+    promo_result r = expect(st, place("s1", "u1", 1, "o2", 1100), "LIMIT_EXCEEDED");
+    expect_stock(&r, 3, 2, 2);
+    assert_string_equal(r.order_id, "o2");
+    assert_true(r.has_quantity && r.quantity == 1);
+    /* Over the limit and over the stock: the limit is named. */
+    expect(st, place("s1", "u2", 4, "o3", 1100), "LIMIT_EXCEEDED");
+    /* No partial fill: 3 asked, 2 left. */
+    r = expect(st, place("s1", "u2", 3, "o3", 1100), "SOLD_OUT");
+    expect_stock(&r, 3, 2, 2);
+    r = expect(st, place("s1", "u2", 2, "o3", 1100), NULL);
+    expect_stock(&r, 5, 0, 3);
+    expect(st, place("s1", "u3", 1, "o4", 1100), "SOLD_OUT");
+    /* Order ids are per sale. */
+    expect(st, create("s2", 5, 3, 1000, 2000, 0), NULL);
+    expect(st, place("s2", "u1", 1, "o1", 1100), NULL);
+    /* Rejections change nothing. */
+    store s = {0};
+    assert_int_equal(timesale_ops.dump(st, 0, store_emit, &s), 0);
+    store_free(&s);
+    expect(st, place("s1", "u3", 1, "o4", 1100), "SOLD_OUT");
+    expect(st, place("s1", "u1", 1, "o1", 1100), "DUPLICATE_ORDER");
+    assert_int_equal(count_emits(st), 0);
+    timesale_ops.state_destroy(st);
+}
+
+static void test_cancel(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    expect(st, cancel("s1", "o1", 1100), "NOT_FOUND");
+    expect(st, create("s1", 4, 2, 1000, 2000, 0), NULL);
+    promo_result r = expect(st, cancel("s1", "o1", 1100), "NOT_FOUND");
+    expect_stock(&r, 0, 4, 1);
+    expect(st, place("s1", "u1", 2, "o1", 1100), NULL);
+    expect(st, place("s1", "u2", 2, "o2", 1100), NULL);
+    expect(st, place("s1", "u1", 1, "o3", 1100), "LIMIT_EXCEEDED");
+    expect(st, place("s1", "u3", 1, "o3", 1100), "SOLD_OUT");
+    r = expect(st, cancel("s1", "o1", 1200), NULL);
+    assert_string_equal(r.order_id, "o1");
+    assert_string_equal(r.user_id, "u1");
+    assert_true(r.has_quantity && r.quantity == 2);
+    assert_string_equal(r.order_status, "CANCELLED");
+    expect_stock(&r, 2, 2, 4);
+    r = expect(st, cancel("s1", "o1", 1200), "ALREADY_CANCELLED");
+    expect_stock(&r, 2, 2, 4);
+    /* Restocked, and u1's limit is free again; the cancelled id stays taken. */
+    expect(st, place("s1", "u1", 2, "o1", 1300), "DUPLICATE_ORDER");
+    expect(st, place("s1", "u1", 2, "o4", 1300), NULL);
+    /* Cancelling after the end still restocks. */
+    r = expect(st, cancel("s1", "o2", 9000), NULL);
+    expect_stock(&r, 2, 2, 6);
+    expect(st, place("s1", "u9", 1, "o5", 9000), "ENDED");
+    timesale_ops.state_destroy(st);
+}
+
+static void test_load_any_order_and_malformed(void **unused) {
+    (void)unused;
+    void *src = timesale_ops.state_new();
+    expect(src, create("s1", 10, 3, 1000, 2000, 0), NULL);
+    expect(src, place("s1", "u1", 2, "o1", 1100), NULL);
+    expect(src, place("s1", "u1", 1, "o2", 1100), NULL);
+    expect(src, cancel("s1", "o2", 1101), NULL);
+    store s = {0};
+    assert_int_equal(timesale_ops.dump(src, 1, store_emit, &s), 0);
+    assert_int_equal(s.n, 3);
+
+    /* Orders first, then the sale. */
+    void *st = timesale_ops.state_new();
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < s.n; i++)
+            if ((s.items[i].key[0] == 'o') == (pass == 0))
+                assert_int_equal(
+                    timesale_ops.load(st, s.items[i].key, strlen(s.items[i].key), s.items[i].val, s.items[i].len), 0);
+    assert_int_equal(timesale_ops.entries(st), 3);
+    /* u1 holds 2 of 3: the derived per-user count came back. */
+    expect(st, place("s1", "u1", 2, "o3", 1200), "LIMIT_EXCEEDED");
+    promo_result r = expect(st, place("s1", "u1", 1, "o3", 1200), NULL);
+    expect_stock(&r, 3, 7, 5);
+
+    const kv *sale = NULL, *order = NULL;
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.items[i].key[0] == 's')
+            sale = &s.items[i];
+        else
+            order = &s.items[i];
+    }
+    const char *bad_keys[] = {"", "s", "s:", "o:s1", "o:s1:", "o::o1", "x:s1", "s:bad id", "o:s1:o 1", "o:s1:o1:x"};
+    for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++) {
+        assert_int_equal(timesale_ops.load(st, bad_keys[i], strlen(bad_keys[i]), sale->val, sale->len), -1);
+        assert_int_equal(timesale_ops.load(st, bad_keys[i], strlen(bad_keys[i]), order->val, order->len), -1);
+    }
+    assert_int_equal(timesale_ops.load(st, "s:\0x", 4, sale->val, sale->len), -1);
+    assert_int_equal(timesale_ops.load(st, "s:s9", 4, NULL, 0), -1);
+    for (size_t n = 0; n < sale->len; n++) assert_int_equal(timesale_ops.load(st, "s:s9", 4, sale->val, n), -1);
+    for (size_t n = 0; n < order->len; n++) assert_int_equal(timesale_ops.load(st, "o:s9:o1", 7, order->val, n), -1);
+    /* A sale value is not an order value and the other way round. */
+    assert_int_equal(timesale_ops.load(st, "s:s9", 4, order->val, order->len), -1);
+    assert_int_equal(timesale_ops.load(st, "o:s9:o1", 7, sale->val, sale->len), -1);
+
+    /* Random bytes and flipped bytes: no crash, and whatever loads still
+     * works. */
+    unsigned seed = 3;
+    uint8_t v[256];
+    for (int round = 0; round < 20000; round++) {
+        const kv *it = round % 2 ? sale : order;
+        memcpy(v, it->val, it->len);
+        for (int f = 0; f < 1 + rand_r(&seed) % 3; f++) v[(size_t)rand_r(&seed) % it->len] = (uint8_t)rand_r(&seed);
+        const char *key = round % 2 ? "s:s1" : "o:s1:o1";
+        if (timesale_ops.load(st, key, strlen(key), v, it->len) == 0) {
+            promo_result res;
+            promo_cmd c = place("s1", "u1", 1 + rand_r(&seed) % 3, NULL, 1000 + rand_r(&seed) % 2000);
+            run(st, &c, &res);
+            c = cancel("s1", "o1", 1500);
+            run(st, &c, &res);
+        }
+        size_t n = (size_t)rand_r(&seed) % 40;
+        for (size_t i = 0; i < n; i++) v[i] = (uint8_t)rand_r(&seed);
+        if (n) v[0] = 1;
+        (void)timesale_ops.load(st, key, strlen(key), v, n);
+    }
+    store_free(&s);
+    timesale_ops.state_destroy(st);
+    timesale_ops.state_destroy(src);
+}
+
+static int failing_emit(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len) {
+    (void)key, (void)key_len, (void)val, (void)val_len;
+    int *calls = ctx;
+    return ++*calls == 2 ? 9 : 0;
+}
+
+static void test_dump(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    expect(st, create("s1", 10, 3, 1000, 2000, 0), NULL);
+    expect(st, place("s1", "u1", 1, "o1", 1100), NULL);
+    int calls = 0;
+    assert_int_equal(timesale_ops.dump(st, 0, failing_emit, &calls), 9);
+    store s = {0};
+    assert_int_equal(timesale_ops.dump(st, 0, store_emit, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.items[0].key, "s:s1");
+    assert_string_equal(s.items[1].key, "o:s1:o1");
+    store_free(&s);
+    expect(st, place("s1", "u1", 1, "o2", 1100), NULL);
+    assert_int_equal(timesale_ops.dump(st, 0, store_emit, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.items[1].key, "o:s1:o2");
+    store_free(&s);
+    assert_int_equal(timesale_ops.dump(st, 1, store_emit, &s), 0);
+    assert_int_equal(s.n, 3);
+    store_free(&s);
+    timesale_ops.state_destroy(st);
+}
+
+/* ---- the reference model ------------------------------------------------- */
+
+#define SALES 64
+#define USERS 30
+#define POOL 100
+
+typedef struct msale {
+    bool exists;
+    int64_t stock, limit, starts, ends, sold, version;
+} msale;
+
+typedef struct morder {
+    char id[PROMO_ID_MAX + 1];
+    int user;
+    int qty;
+    bool cancelled;
+} morder;
+
+typedef struct model {
+    msale sales[SALES];
+    morder *orders[SALES]; /* per sale */
+    int n[SALES];
+} model;
+
+typedef struct mresult {
+    const char *reason;
+    bool has_stock;
+    int64_t sold, remaining, version;
+    const char *status; /* order_status */
+} mresult;
+
+static morder *m_find(model *m, int sale, const char *id) {
+    for (int i = 0; i < m->n[sale]; i++)
+        if (strcmp(m->orders[sale][i].id, id) == 0) return &m->orders[sale][i];
+    return NULL;
+}
+
+static int64_t m_placed(const model *m, int sale, int user) {
+    int64_t sum = 0;
+    for (int i = 0; i < m->n[sale]; i++) {
+        const morder *o = &m->orders[sale][i];
+        if ((user < 0 || o->user == user) && !o->cancelled) sum += o->qty;
+    }
+    return sum;
+}
+
+static mresult m_apply(model *m, const promo_cmd *c) {
+    mresult r = {0};
+    int64_t now = c->submitted_at;
+    if (c->type == CMD_CREATE_TIME_SALE) {
+        msale *s = &m->sales[atoi(c->u.create_sale.sale_id + 1)];
+        if (s->exists)
+            r.reason = "ALREADY_EXISTS";
+        else {
+            const time_sale_def *d = &c->u.create_sale;
+            *s = (msale){true, d->stock, d->per_user_limit, d->starts_at, d->ends_at, 0, 1};
+        }
+        r.has_stock = true;
+        r.sold = s->sold;
+        r.remaining = s->stock - s->sold;
+        r.version = s->version;
+        return r;
+    }
+    int si = atoi((c->type == CMD_PLACE_ORDER ? c->u.place_order.sale_id : c->u.cancel_order.sale_id) + 1);
+    msale *s = &m->sales[si];
+    if (!s->exists) {
+        r.reason = "NOT_FOUND";
+        return r;
+    }
+    if (c->type == CMD_PLACE_ORDER) {
+        const char *id = c->u.place_order.order_id[0] ? c->u.place_order.order_id : c->request_id;
+        int user = atoi(c->u.place_order.user_id + 1), qty = c->u.place_order.quantity;
+        if (now < s->starts)
+            r.reason = "NOT_STARTED";
+        else if (now >= s->ends)
+            r.reason = "ENDED";
+        else if (m_find(m, si, id))
+            r.reason = "DUPLICATE_ORDER";
+        else if (m_placed(m, si, user) + qty > s->limit)
+            r.reason = "LIMIT_EXCEEDED";
+        else if (s->sold + qty > s->stock)
+            r.reason = "SOLD_OUT";
+        else {
+            m->orders[si] = realloc(m->orders[si], (size_t)(m->n[si] + 1) * sizeof *m->orders[si]);
+            morder *o = &m->orders[si][m->n[si]++];
+            *o = (morder){.user = user, .qty = qty};
+            snprintf(o->id, sizeof o->id, "%s", id);
+            s->sold += qty;
+            s->version++;
+            r.status = "PLACED";
+        }
+    } else {
+        morder *o = m_find(m, si, c->u.cancel_order.order_id);
+        if (!o)
+            r.reason = "NOT_FOUND";
+        else if (o->cancelled)
+            r.reason = "ALREADY_CANCELLED";
+        else {
+            o->cancelled = true;
+            s->sold -= o->qty;
+            s->version++;
+            r.status = "CANCELLED";
+        }
+    }
+    r.has_stock = true;
+    r.sold = s->sold;
+    r.remaining = s->stock - s->sold;
+    r.version = s->version;
+    return r;
+}
+
+static void m_check(const mresult *m, const promo_result *r) {
+    if (m->reason) {
+        assert_int_equal(r->status, STATUS_REJECTED);
+        assert_string_equal(r->reason, m->reason);
+        assert_string_equal(r->order_status, "");
+    } else {
+        if (r->status != STATUS_SUCCEEDED) fail_msg("model succeeds, state rejects with %s", r->reason);
+        if (m->status) assert_string_equal(r->order_status, m->status);
+    }
+    assert_int_equal(r->has_sold, m->has_stock);
+    assert_int_equal(r->has_remaining, m->has_stock);
+    if (m->has_stock) {
+        assert_int_equal(r->sold, m->sold);
+        assert_int_equal(r->remaining, m->remaining);
+    }
+    assert_int_equal(r->version, m->version);
+}
+
+/* ---- randomized runs ----------------------------------------------------- */
+
+typedef struct gen {
+    unsigned seed;
+    int64_t base;
+    char recent[8][PROMO_ID_MAX + 1]; /* request ids that named orders */
+} gen;
+
+static int64_t rnd(gen *g, int64_t lo, int64_t hi) {
+    return lo + (int64_t)((unsigned)rand_r(&g->seed) % (unsigned)(hi - lo + 1));
+}
+
+/* A random command: sales created now and then (some twice), orders inside
+ * and around their windows, repeated order ids, orders named by their request
+ * id, cancels of unknown and cancelled orders, times that mostly go forward. */
+static promo_cmd gen_cmd(gen *g) {
+    char sale[16], user[16], order[16];
+    g->base += rnd(g, 0, 3);
+    int64_t now = g->base + rnd(g, -5, 5);
+    if (now < 0) now = 0;
+    /* New sales come up as time goes by, a few live at once. */
+    int64_t si = g->base / 600 + rnd(g, 0, 4);
+    snprintf(sale, sizeof sale, "s%d", (int)(si < SALES ? si : SALES - 1));
+    snprintf(user, sizeof user, "u%d", (int)rnd(g, 0, USERS - 1));
+    snprintf(order, sizeof order, "o%d", (int)rnd(g, 0, POOL - 1));
+    int k = (int)rnd(g, 0, 99);
+    if (k < 5) {
+        int64_t starts = now + rnd(g, -200, 500);
+        if (starts < 0) starts = 0;
+        return create(sale, rnd(g, 1, 150), (int32_t)rnd(g, 1, 5), starts, starts + rnd(g, 1, 4000), now);
+    }
+    if (k < 70) {
+        bool named = rnd(g, 0, 9) < 7;
+        promo_cmd c = place(sale, user, (int32_t)rnd(g, 1, 4), named ? order : NULL, now);
+        if (!named) memcpy(g->recent[rnd(g, 0, 7)], c.request_id, sizeof c.request_id);
+        return c;
+    }
+    const char *recent = g->recent[rnd(g, 0, 7)];
+    return cancel(sale, k < 85 && recent[0] ? recent : order, now);
+}
+
+/* Reads every checkpoint entry and checks the stock invariants on the real
+ * state: sold == the sum of PLACED orders, sold <= stock, no user above the
+ * limit. */
+static void check_checkpoint(void *st) {
+    store s = {0};
+    assert_int_equal(timesale_ops.dump(st, 1, store_emit, &s), 0);
+    int64_t stock[SALES] = {0}, limit[SALES] = {0}, sold[SALES] = {0}, placed[SALES] = {0};
+    int64_t per_user[SALES][USERS] = {{0}};
+    for (size_t i = 0; i < s.n; i++) {
+        bytes_r r;
+        bytes_r_init(&r, s.items[i].val, s.items[i].len);
+        assert_int_equal(bytes_get_u8(&r), 1);
+        int si = atoi(s.items[i].key + 3);
+        char buf[PROMO_TEXT_MAX + 1];
+        if (s.items[i].key[0] == 's') {
+            bytes_get_str(&r, buf, sizeof buf);
+            bytes_get_str(&r, buf, sizeof buf);
+            bytes_get_i64(&r);
+            bytes_get_i64(&r);
+            stock[si] = bytes_get_i64(&r);
+            limit[si] = bytes_get_i64(&r);
+            bytes_get_i64(&r);
+            bytes_get_i64(&r);
+            sold[si] = bytes_get_i64(&r);
+        } else {
+            bytes_get_str(&r, buf, sizeof buf);
+            int64_t qty = bytes_get_i64(&r);
+            if (!bytes_get_u8(&r)) {
+                placed[si] += qty;
+                per_user[si][atoi(buf + 1)] += qty;
+            }
+        }
+        assert_int_equal(r.err, 0);
+    }
+    for (int si = 0; si < SALES; si++) {
+        assert_int_equal(sold[si], placed[si]);
+        assert_true(sold[si] <= stock[si]);
+        for (int u = 0; u < USERS; u++) assert_true(per_user[si][u] <= limit[si]);
+    }
+    store_free(&s);
+}
+
+static void test_random_against_model(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    model m = {0};
+    gen g = {.seed = 777};
+    int rejected = 0, sold_out = 0, placed = 0;
+    const char *reasons[] = {"NOT_FOUND", "NOT_STARTED",       "ENDED",         "DUPLICATE_ORDER", "LIMIT_EXCEEDED",
+                             "SOLD_OUT",  "ALREADY_CANCELLED", "ALREADY_EXISTS"};
+    int seen[8] = {0};
+    for (int step = 0; step < 20000; step++) {
+        promo_cmd c = gen_cmd(&g);
+        promo_result r;
+        run(st, &c, &r);
+        mresult mr = m_apply(&m, &c);
+        m_check(&mr, &r);
+        rejected += r.status == STATUS_REJECTED;
+        sold_out += strcmp(r.reason, "SOLD_OUT") == 0;
+        placed += strcmp(r.order_status, "PLACED") == 0;
+        for (int i = 0; i < 8; i++) seen[i] += strcmp(r.reason, reasons[i]) == 0;
+        if (r.has_sold) {
+            assert_true(r.sold >= 0 && r.remaining >= 0);
+            int si = atoi(r.entity_key + 1);
+            assert_int_equal(r.sold + r.remaining, m.sales[si].stock);
+            assert_int_equal(r.sold, m_placed(&m, si, -1));
+            if (c.type == CMD_PLACE_ORDER)
+                assert_true(m_placed(&m, si, atoi(c.u.place_order.user_id + 1)) <= m.sales[si].limit);
+        }
+        /* Exactly the changed entries are dirty. */
+        store s = {0};
+        assert_int_equal(timesale_ops.dump(st, 0, store_emit, &s), 0);
+        size_t want = r.status == STATUS_REJECTED ? 0 : c.type == CMD_CREATE_TIME_SALE ? 1 : 2;
+        assert_int_equal(s.n, want);
+        if (want == 2) {
+            char key[160];
+            snprintf(key, sizeof key, "o:%s:%s", r.entity_key, r.order_id);
+            assert_string_equal(s.items[1].key, key);
+        }
+        store_free(&s);
+        if (step % 1000 == 999) check_checkpoint(st);
+    }
+    print_message("random: 20000 commands, %d rejected, %d placed, %d sold out\n", rejected, placed, sold_out);
+    assert_true(placed > 1000 && sold_out > 100);
+    for (int i = 0; i < 8; i++) {
+        print_message("  %-18s %d\n", reasons[i], seen[i]);
+        assert_true(seen[i] > 0);
+    }
+    for (int i = 0; i < SALES; i++) free(m.orders[i]);
+    timesale_ops.state_destroy(st);
+}
+
+static void run_n(void *st, gen *g, int n) {
+    for (int i = 0; i < n; i++) {
+        promo_cmd c = gen_cmd(g);
+        promo_result r;
+        run(st, &c, &r);
+    }
+}
+
+static void test_checkpoint_full_round_trip(void **unused) {
+    (void)unused;
+    void *a = timesale_ops.state_new();
+    gen g = {.seed = 31337};
+    run_n(a, &g, 5000);
+    store s = {0};
+    assert_int_equal(timesale_ops.dump(a, 1, store_emit, &s), 0);
+    assert_int_equal(s.n, timesale_ops.entries(a));
+    unsigned seed = 8;
+    store_shuffle(&s, &seed);
+    void *b = timesale_ops.state_new();
+    store_load(b, &s);
+    assert_int_equal(timesale_ops.entries(b), timesale_ops.entries(a));
+    assert_int_equal(count_emits(b), 0);
+    for (int i = 0; i < 1000; i++) {
+        promo_cmd c = gen_cmd(&g);
+        promo_result ra, rb;
+        run(a, &c, &ra);
+        run(b, &c, &rb);
+        assert_memory_equal(&ra, &rb, sizeof ra);
+    }
+    store_free(&s);
+    timesale_ops.state_destroy(a);
+    timesale_ops.state_destroy(b);
+}
+
+static void test_checkpoint_incremental_round_trip(void **unused) {
+    (void)unused;
+    void *a = timesale_ops.state_new();
+    gen g = {.seed = 2718};
+    run_n(a, &g, 3000);
+    store full = {0}, merged = {0};
+    assert_int_equal(timesale_ops.dump(a, 1, store_emit, &full), 0);
+    for (size_t i = 0; i < full.n; i++)
+        store_emit(&merged, full.items[i].key, strlen(full.items[i].key), full.items[i].val, full.items[i].len);
+    unsigned seed = 13;
+    store_shuffle(&full, &seed);
+    /* b: the older full dump, then each delta loaded over it in turn;
+     * c: every delta merged into one store (as Redis holds it), shuffled. */
+    void *b = timesale_ops.state_new();
+    store_load(b, &full);
+    for (int round = 0; round < 10; round++) {
+        run_n(a, &g, 1 + round * 41);
+        store delta = {0};
+        assert_int_equal(timesale_ops.dump(a, 0, store_emit, &delta), 0);
+        for (size_t i = 0; i < delta.n; i++)
+            store_emit(&merged, delta.items[i].key, strlen(delta.items[i].key), delta.items[i].val, delta.items[i].len);
+        store_shuffle(&delta, &seed);
+        store_load(b, &delta);
+        store_free(&delta);
+    }
+    store_shuffle(&merged, &seed);
+    void *c = timesale_ops.state_new();
+    store_load(c, &merged);
+    assert_int_equal(timesale_ops.entries(b), timesale_ops.entries(a));
+    assert_int_equal(timesale_ops.entries(c), timesale_ops.entries(a));
+    for (int i = 0; i < 1000; i++) {
+        promo_cmd cmd = gen_cmd(&g);
+        promo_result ra, rb, rc;
+        run(a, &cmd, &ra);
+        run(b, &cmd, &rb);
+        run(c, &cmd, &rc);
+        assert_memory_equal(&ra, &rb, sizeof ra);
+        assert_memory_equal(&ra, &rc, sizeof ra);
+    }
+    store_free(&full);
+    store_free(&merged);
+    timesale_ops.state_destroy(a);
+    timesale_ops.state_destroy(b);
+    timesale_ops.state_destroy(c);
+}
+
+/* ---- throughput ---------------------------------------------------------- */
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A flash sale: 200,000 orders at one sale, most of them after it sold out. */
+static void test_throughput(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    expect(st, create("hot", 100000, 2, 0, INT64_MAX / 4, 0), NULL);
+    enum { N = 200000 };
+    promo_cmd *cmds = malloc(N * sizeof *cmds);
+    assert_non_null(cmds);
+    for (int i = 0; i < N; i++) {
+        char user[16];
+        snprintf(user, sizeof user, "u%d", i);
+        cmds[i] = place("hot", user, 1, NULL, 1 + i);
+    }
+    promo_result r;
+    int ok = 0;
+    double t0 = seconds();
+    for (int i = 0; i < N; i++) {
+        result_init(&r, &cmds[i]);
+        assert_int_equal(timesale_ops.apply(st, &cmds[i], cmds[i].submitted_at, &r), 0);
+        ok += r.status == STATUS_SUCCEEDED;
+    }
+    double dt = seconds() - t0;
+    print_message("timesale apply: %d commands in %.3f s = %.0f commands/s\n", N, dt, N / dt);
+    assert_int_equal(ok, 100000);
+    free(cmds);
+    timesale_ops.state_destroy(st);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create),
+        cmocka_unit_test(test_place),
+        cmocka_unit_test(test_place_rejections_in_order),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_load_any_order_and_malformed),
+        cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_random_against_model),
+        cmocka_unit_test(test_checkpoint_full_round_trip),
+        cmocka_unit_test(test_checkpoint_incremental_round_trip),
+        cmocka_unit_test(test_throughput),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
