@@ -1,0 +1,507 @@
+/* status.c — Redis and MySQL for ingest: request status, read models,
+ * readiness pings, over one connection of each per CivetWeb worker.
+ *
+ * Connections live in thread-local storage (`tl`), so no request waits for a
+ * lock or a pool; CivetWeb's exit_thread callback closes them. A connection
+ * that fails is dropped and reopened by the next request that needs it, at
+ * most every RETRY_MS, so an outage gives fast errors instead of a connect
+ * timeout on every request.
+ *
+ * The read endpoints answer from the tables the MySQL sink keeps
+ * (sinks/migrations/001_init.sql). Every value put into SQL is a path id or
+ * cursor that parse.c has already checked against the id syntax, and is
+ * escaped with mysql_real_escape_string() all the same.
+ */
+#include "status.h"
+
+#include <errmsg.h>
+#include <errno.h>
+#include <hiredis.h>
+#include <jansson.h>
+#include <mysql.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "util.h"
+
+#define RETRY_MS 500
+#define ID_BUF (PROMO_COUPON_ID_MAX + 1)
+#define POLL_MS 10
+#define REQ_PREFIX "promo:req:"
+
+static status_config cfg;
+
+typedef struct conns {
+    redisContext *redis;
+    int64_t redis_retry_at; /* mono_ms before which we do not reconnect */
+    MYSQL *mysql;
+    int64_t mysql_retry_at;
+    bool mysql_thread; /* mysql_thread_init() done */
+} conns;
+
+static _Thread_local conns tl;
+
+int status_init(const status_config *c, char *errstr, size_t errstr_size) {
+    cfg = *c;
+    /* Not thread-safe: must run before the workers start. */
+    if (mysql_library_init(0, NULL, NULL)) {
+        snprintf(errstr, errstr_size, "mysql_library_init failed");
+        return -1;
+    }
+    return 0;
+}
+
+void status_shutdown(void) { mysql_library_end(); }
+
+static void redis_drop(void) {
+    if (tl.redis) redisFree(tl.redis);
+    tl.redis = NULL;
+}
+
+static void mysql_drop(void) {
+    if (tl.mysql) mysql_close(tl.mysql);
+    tl.mysql = NULL;
+}
+
+void status_thread_end(void) {
+    redis_drop();
+    mysql_drop();
+    if (tl.mysql_thread) mysql_thread_end();
+    tl.mysql_thread = false;
+}
+
+/* ---- Redis ---- */
+
+static redisContext *redis_conn(char *errstr, size_t errstr_size) {
+    if (tl.redis && !tl.redis->err) return tl.redis;
+    redis_drop();
+    int64_t now = mono_ms();
+    if (now < tl.redis_retry_at) {
+        snprintf(errstr, errstr_size, "redis unavailable (retrying shortly)");
+        return NULL;
+    }
+    struct timeval connect_tv = {0, 500 * 1000}, io_tv = {2, 0};
+    redisContext *c = cfg.redis_host[0] == '/' ? redisConnectUnixWithTimeout(cfg.redis_host, connect_tv)
+                                               : redisConnectWithTimeout(cfg.redis_host, cfg.redis_port, connect_tv);
+    if (!c || c->err) {
+        snprintf(errstr, errstr_size, "redis connect %s:%d: %s", cfg.redis_host, cfg.redis_port,
+                 c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        tl.redis_retry_at = now + RETRY_MS;
+        return NULL;
+    }
+    redisSetTimeout(c, io_tv);
+    tl.redis = c;
+    return c;
+}
+
+/* Runs one command; on a transport error drops the connection. Caller frees
+ * the reply with freeReplyObject(). */
+static redisReply *redis_cmd(char *errstr, size_t errstr_size, const char *fmt, ...) {
+    redisContext *c = redis_conn(errstr, errstr_size);
+    if (!c) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        snprintf(errstr, errstr_size, "redis: %s", c->errstr[0] ? c->errstr : "no reply");
+        redis_drop();
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(errstr, errstr_size, "redis: %.*s", (int)r->len, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+int status_put_pending(const char *request_id, const char *json, char *errstr, size_t errstr_size) {
+    redisReply *r = redis_cmd(errstr, errstr_size, "SET " REQ_PREFIX "%s %s NX EX %d", request_id, json, cfg.ttl_s);
+    if (!r) return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* 0 with *val (caller frees), STATUS_NOT_FOUND, or -1. */
+static int redis_get_request(const char *request_id, char **val, char *errstr, size_t errstr_size) {
+    redisReply *r = redis_cmd(errstr, errstr_size, "GET " REQ_PREFIX "%s", request_id);
+    if (!r) return -1;
+    int rc = STATUS_NOT_FOUND;
+    if (r->type == REDIS_REPLY_STRING) {
+        *val = strndup(r->str, r->len);
+        rc = *val ? 0 : -1;
+        if (rc) snprintf(errstr, errstr_size, "out of memory");
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int status_ping_redis(char *errstr, size_t errstr_size) {
+    redisReply *r = redis_cmd(errstr, errstr_size, "PING");
+    if (!r) return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* ---- MySQL ---- */
+
+static MYSQL *mysql_conn(char *errstr, size_t errstr_size) {
+    if (tl.mysql) return tl.mysql;
+    int64_t now = mono_ms();
+    if (now < tl.mysql_retry_at) {
+        snprintf(errstr, errstr_size, "mysql unavailable (retrying shortly)");
+        return NULL;
+    }
+    if (!tl.mysql_thread) {
+        mysql_thread_init();
+        tl.mysql_thread = true;
+    }
+    MYSQL *m = mysql_init(NULL);
+    if (!m) {
+        snprintf(errstr, errstr_size, "mysql_init: out of memory");
+        return NULL;
+    }
+    unsigned int connect_s = 2, io_s = 5;
+    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
+    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &io_s);
+    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &io_s);
+    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    const char *host = cfg.mysql_host, *sock = NULL;
+    if (host[0] == '/') sock = host, host = "localhost";
+    if (!mysql_real_connect(m, host, cfg.mysql_user, cfg.mysql_password, cfg.mysql_db, (unsigned)cfg.mysql_port, sock,
+                            0)) {
+        snprintf(errstr, errstr_size, "mysql connect %s:%d: %s", cfg.mysql_host, cfg.mysql_port, mysql_error(m));
+        mysql_close(m);
+        tl.mysql_retry_at = now + RETRY_MS;
+        return NULL;
+    }
+    tl.mysql = m;
+    return m;
+}
+
+/* Escapes s (an id, a few dozen bytes) for a quoted SQL literal. */
+static int mysql_esc(const char *s, char *out, size_t out_size, char *errstr, size_t errstr_size) {
+    MYSQL *m = mysql_conn(errstr, errstr_size);
+    if (!m) return -1;
+    size_t n = strlen(s);
+    if (2 * n + 1 > out_size) {
+        snprintf(errstr, errstr_size, "value too long for a query");
+        return -1;
+    }
+    mysql_real_escape_string(m, out, s, (unsigned long)n);
+    return 0;
+}
+
+/* Runs a SELECT; on a lost connection reconnects once and retries (a read is
+ * safe to repeat). Caller frees *res with mysql_free_result(). */
+static int mysql_select(const char *sql, MYSQL_RES **res, char *errstr, size_t errstr_size) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        MYSQL *m = mysql_conn(errstr, errstr_size);
+        if (!m) return -1;
+        if (mysql_real_query(m, sql, (unsigned long)strlen(sql)) == 0 && (*res = mysql_store_result(m)) != NULL)
+            return 0;
+        unsigned int e = mysql_errno(m);
+        snprintf(errstr, errstr_size, "mysql: %s", mysql_error(m));
+        if (e < CR_MIN_ERROR || e > CR_MAX_ERROR) return -1; /* a server-side error: retrying won't help */
+        mysql_drop();
+        if (e != CR_SERVER_GONE_ERROR && e != CR_SERVER_LOST) return -1;
+    }
+    return -1;
+}
+
+int status_ping_mysql(char *errstr, size_t errstr_size) {
+    MYSQL *m = mysql_conn(errstr, errstr_size);
+    if (!m) return -1;
+    if (mysql_ping(m) == 0) return 0;
+    snprintf(errstr, errstr_size, "mysql: %s", mysql_error(m));
+    mysql_drop();
+    return -1;
+}
+
+typedef enum { COL_STR, COL_INT } col_type;
+typedef struct col {
+    const char *name;
+    col_type type;
+} col;
+
+/* One row as an object; SQL NULL becomes JSON null. */
+static json_t *row_json(MYSQL_ROW row, const unsigned long *len, const col *cols, size_t n) {
+    json_t *o = json_object();
+    if (!o) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v;
+        if (!row[i])
+            v = json_null();
+        else if (cols[i].type == COL_INT)
+            v = json_integer(strtoll(row[i], NULL, 10));
+        else
+            v = json_stringn(row[i], len[i]);
+        if (!v) v = json_null(); /* text the sink wrote is UTF-8; never fail a read over one field */
+        json_object_set_new(o, cols[i].name, v);
+    }
+    return o;
+}
+
+/* SELECT columns listed in cols; the SQL's column order must match. */
+static int select_rows(const char *sql, const col *cols, size_t ncols, json_t **rows, char *errstr,
+                       size_t errstr_size) {
+    MYSQL_RES *res;
+    if (mysql_select(sql, &res, errstr, errstr_size)) return -1;
+    int rc = 0;
+    *rows = json_array();
+    if (mysql_num_fields(res) != ncols) {
+        snprintf(errstr, errstr_size, "mysql: unexpected column count");
+        rc = -1;
+    }
+    MYSQL_ROW row;
+    while (rc == 0 && *rows && (row = mysql_fetch_row(res)) != NULL) {
+        json_t *o = row_json(row, mysql_fetch_lengths(res), cols, ncols);
+        if (!o || json_array_append_new(*rows, o)) rc = -1, snprintf(errstr, errstr_size, "out of memory");
+    }
+    mysql_free_result(res);
+    if (!*rows) rc = -1, snprintf(errstr, errstr_size, "out of memory");
+    if (rc) {
+        json_decref(*rows);
+        *rows = NULL;
+    }
+    return rc;
+}
+
+/* Dumps and frees j into *out. */
+static int finish(json_t *j, char **out, char *errstr, size_t errstr_size) {
+    *out = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (!*out) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Fetches at most one row as an object, or STATUS_NOT_FOUND. */
+static int select_one(const char *sql, const col *cols, size_t ncols, json_t **obj, char *errstr, size_t errstr_size) {
+    json_t *rows;
+    if (select_rows(sql, cols, ncols, &rows, errstr, errstr_size)) return -1;
+    if (json_array_size(rows) == 0) {
+        json_decref(rows);
+        return STATUS_NOT_FOUND;
+    }
+    *obj = json_incref(json_array_get(rows, 0));
+    json_decref(rows);
+    return 0;
+}
+
+/* A page of rows plus "next": the cursor of its last row when one more row
+ * exists (the query fetched limit + 1). */
+static int finish_page(json_t *rows, int limit, const char *cursor_field, char **out, char *errstr,
+                       size_t errstr_size) {
+    json_t *next = json_null();
+    if (json_array_size(rows) > (size_t)limit) {
+        json_array_remove(rows, (size_t)limit);
+        json_t *c = json_object_get(json_array_get(rows, (size_t)limit - 1), cursor_field);
+        if (json_is_integer(c)) {
+            char buf[24];
+            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(c));
+            next = json_string(buf);
+        } else if (json_is_string(c)) {
+            next = json_string(json_string_value(c));
+        }
+    }
+    return finish(json_pack("{s:o,s:o}", "items", rows, "next", next ? next : json_null()), out, errstr, errstr_size);
+}
+
+static const col policy_cols[] = {
+    {"policy_id", COL_STR},      {"name", COL_STR},           {"discount_type", COL_STR},
+    {"discount_value", COL_INT}, {"max_discount", COL_INT},   {"min_order_amount", COL_INT},
+    {"total_quantity", COL_INT}, {"per_user_limit", COL_INT}, {"issue_starts_at", COL_INT},
+    {"issue_ends_at", COL_INT},  {"valid_until", COL_INT},    {"valid_days", COL_INT},
+    {"issued", COL_INT},         {"redeemed", COL_INT},       {"created_at", COL_INT},
+};
+
+int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[512];
+    if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT policy_id, name, discount_type, discount_value, max_discount, min_order_amount, "
+             "total_quantity, per_user_limit, issue_starts_at, issue_ends_at, valid_until, valid_days, issued, "
+             "redeemed, created_at FROM coupon_policies WHERE policy_id = '%s'",
+             id);
+    json_t *o;
+    int rc = select_one(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
+    json_int_t total = json_integer_value(json_object_get(o, "total_quantity"));
+    json_int_t issued = json_integer_value(json_object_get(o, "issued"));
+    json_object_set_new(o, "remaining", json_integer(total > issued ? total - issued : 0));
+    return finish(o, out, errstr, errstr_size);
+}
+
+static const col coupon_cols[] = {
+    {"coupon_id", COL_STR}, {"policy_id", COL_STR},  {"user_id", COL_STR},  {"status", COL_STR},
+    {"issued_at", COL_INT}, {"expires_at", COL_INT}, {"order_id", COL_STR}, {"discount", COL_INT},
+};
+
+int status_list_coupons(const char *user_id, const char *after_coupon_id, int limit, char **out, char *errstr,
+                        size_t errstr_size) {
+    char uid[2 * ID_BUF], after[2 * ID_BUF], sql[720];
+    if (mysql_esc(user_id, uid, sizeof uid, errstr, errstr_size) ||
+        mysql_esc(after_coupon_id, after, sizeof after, errstr, errstr_size))
+        return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT coupon_id, policy_id, user_id, status, issued_at, expires_at, order_id, discount FROM coupons "
+             "WHERE user_id = '%s' AND coupon_id > '%s' ORDER BY coupon_id LIMIT %d",
+             uid, after, limit + 1);
+    json_t *rows;
+    if (select_rows(sql, coupon_cols, sizeof coupon_cols / sizeof coupon_cols[0], &rows, errstr, errstr_size))
+        return -1;
+    return finish_page(rows, limit, "coupon_id", out, errstr, errstr_size);
+}
+
+static const col points_cols[] = {
+    {"balance", COL_INT}, {"next_expiry_at", COL_INT}, {"next_expiry_amount", COL_INT}, {"version", COL_INT}};
+
+int status_get_points(const char *user_id, char **out, char *errstr, size_t errstr_size) {
+    char uid[2 * ID_BUF], sql[320];
+    if (mysql_esc(user_id, uid, sizeof uid, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT balance, next_expiry_at, next_expiry_amount, version FROM point_accounts WHERE user_id = '%s'",
+             uid);
+    json_t *o;
+    int rc = select_one(sql, points_cols, sizeof points_cols / sizeof points_cols[0], &o, errstr, errstr_size);
+    if (rc < 0) return rc;
+    if (rc == STATUS_NOT_FOUND)
+        o = json_pack("{s:I,s:n,s:n,s:I}", "balance", (json_int_t)0, "next_expiry_at", "next_expiry_amount", "version",
+                      (json_int_t)0);
+    json_t *all = json_pack("{s:s}", "user_id", user_id);
+    if (all && o) json_object_update(all, o);
+    json_decref(o);
+    return finish(all, out, errstr, errstr_size);
+}
+
+static const col ledger_cols[] = {
+    {"seq", COL_INT},    {"kind", COL_STR},       {"delta", COL_INT}, {"balance_after", COL_INT}, {"order_id", COL_STR},
+    {"reason", COL_STR}, {"expires_at", COL_INT}, {"at", COL_INT},    {"request_id", COL_STR},
+};
+
+int status_list_history(const char *user_id, int64_t before_seq, int limit, char **out, char *errstr,
+                        size_t errstr_size) {
+    char uid[2 * ID_BUF], sql[512], cond[48] = "";
+    if (mysql_esc(user_id, uid, sizeof uid, errstr, errstr_size)) return -1;
+    if (before_seq > 0) snprintf(cond, sizeof cond, " AND seq < %lld", (long long)before_seq);
+    snprintf(sql, sizeof sql,
+             "SELECT seq, kind, delta, balance_after, order_id, reason, expires_at, at, request_id FROM point_ledger "
+             "WHERE user_id = '%s'%s ORDER BY seq DESC LIMIT %d",
+             uid, cond, limit + 1);
+    json_t *rows;
+    if (select_rows(sql, ledger_cols, sizeof ledger_cols / sizeof ledger_cols[0], &rows, errstr, errstr_size))
+        return -1;
+    return finish_page(rows, limit, "seq", out, errstr, errstr_size);
+}
+
+static const col sale_cols[] = {
+    {"sale_id", COL_STR},    {"product_id", COL_STR}, {"name", COL_STR},           {"original_price", COL_INT},
+    {"sale_price", COL_INT}, {"stock", COL_INT},      {"per_user_limit", COL_INT}, {"starts_at", COL_INT},
+    {"ends_at", COL_INT},    {"sold", COL_INT},       {"created_at", COL_INT},
+};
+
+int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[512];
+    if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, "
+             "ends_at, sold, created_at FROM time_sales WHERE sale_id = '%s'",
+             id);
+    json_t *o;
+    int rc = select_one(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
+    json_int_t stock = json_integer_value(json_object_get(o, "stock"));
+    json_int_t sold = json_integer_value(json_object_get(o, "sold"));
+    json_object_set_new(o, "remaining", json_integer(stock > sold ? stock - sold : 0));
+    return finish(o, out, errstr, errstr_size);
+}
+
+static const col order_cols[] = {
+    {"sale_id", COL_STR},  {"order_id", COL_STR}, {"user_id", COL_STR},
+    {"quantity", COL_INT}, {"status", COL_STR},   {"placed_at", COL_INT},
+};
+
+int status_get_order(const char *sale_id, const char *order_id, char **out, char *errstr, size_t errstr_size) {
+    char sid[2 * ID_BUF], oid[2 * ID_BUF], sql[512];
+    if (mysql_esc(sale_id, sid, sizeof sid, errstr, errstr_size) ||
+        mysql_esc(order_id, oid, sizeof oid, errstr, errstr_size))
+        return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT sale_id, order_id, user_id, quantity, status, placed_at FROM sale_orders "
+             "WHERE sale_id = '%s' AND order_id = '%s'",
+             sid, oid);
+    json_t *o;
+    int rc = select_one(sql, order_cols, sizeof order_cols / sizeof order_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
+    return finish(o, out, errstr, errstr_size);
+}
+
+/* requests.result holds the exact body, so it is returned untouched. */
+static int mysql_get_request(const char *request_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[320];
+    if (mysql_esc(request_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, "SELECT result FROM requests WHERE request_id = '%s'", id);
+    MYSQL_RES *res;
+    if (mysql_select(sql, &res, errstr, errstr_size)) return -1;
+    int rc = STATUS_NOT_FOUND;
+    MYSQL_ROW row = mysql_fetch_row(res);
+    if (row && row[0]) {
+        unsigned long *len = mysql_fetch_lengths(res);
+        *out = strndup(row[0], len[0]);
+        rc = *out ? 0 : -1;
+        if (rc) snprintf(errstr, errstr_size, "out of memory");
+    }
+    mysql_free_result(res);
+    return rc;
+}
+
+/* Only ingest writes PENDING, always in this compact spelling (http.c). */
+static bool is_pending(const char *json) { return strstr(json, "\"status\":\"PENDING\"") != NULL; }
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+int status_get_request(const char *request_id, int wait_ms, char **out, char *errstr, size_t errstr_size) {
+    int64_t deadline = mono_ms() + wait_ms;
+    bool asked_mysql = false;
+    for (;;) {
+        char *val = NULL;
+        int rc = redis_get_request(request_id, &val, errstr, errstr_size);
+        bool time_left = mono_ms() < deadline;
+        if (rc == 0) {
+            if (!is_pending(val) || !time_left) {
+                *out = val;
+                return 0;
+            }
+            free(val);
+        } else if (rc < 0) {
+            /* Redis is down: MySQL alone can still say the request is done;
+             * if it does not know it, the honest answer is "unavailable". */
+            char why[128];
+            int mrc = mysql_get_request(request_id, out, why, sizeof why);
+            return mrc == 0 ? 0 : -1;
+        } else if (!asked_mysql || !time_left) {
+            /* Unknown to Redis: expired from it, or written straight to Kafka
+             * and not yet processed. Ask MySQL at the start and at the end of
+             * the wait, not every 10 ms. */
+            asked_mysql = true;
+            int mrc = mysql_get_request(request_id, out, errstr, errstr_size);
+            if (mrc <= 0) return mrc;
+            if (!time_left) return STATUS_NOT_FOUND;
+        }
+        sleep_ms(POLL_MS);
+    }
+}

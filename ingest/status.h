@@ -1,0 +1,65 @@
+/* status.h — what ingest reads and records outside Kafka: request status in
+ * Redis (with MySQL as the fallback) and the read models in MySQL.
+ *
+ * Each CivetWeb worker thread has its own Redis and MySQL connection, opened
+ * on first use and reopened after a failure (not more often than every half
+ * second, so a dead server costs a request one quick error, not a connect
+ * timeout each). Nothing here is shared between threads except the
+ * configuration, which is fixed before the server starts.
+ *
+ * The getters answer with a JSON body the caller sends as is: 0 and *out set
+ * (caller frees with free()), STATUS_NOT_FOUND, or -1 with errstr when a store
+ * is unreachable (the caller answers 503).
+ */
+#ifndef PROMO_INGEST_STATUS_H
+#define PROMO_INGEST_STATUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STATUS_NOT_FOUND 1
+
+typedef struct status_config {
+    const char *redis_host;
+    int redis_port;
+    const char *mysql_host;
+    int mysql_port;
+    const char *mysql_user;
+    const char *mysql_password;
+    const char *mysql_db;
+    int ttl_s; /* of the PENDING record */
+} status_config;
+
+/* Copies cfg and initialises the MySQL client library. Call once from main
+ * before any worker starts. Returns 0 or -1 with errstr. */
+int status_init(const status_config *cfg, char *errstr, size_t errstr_size);
+void status_shutdown(void);
+/* Closes the calling thread's connections; CivetWeb's exit_thread calls it. */
+void status_thread_end(void);
+
+/* SET promo:req:<id> json NX EX ttl: the sink's result, if it came first,
+ * is never overwritten. Returns 0 (also when the key existed) or -1. */
+int status_put_pending(const char *request_id, const char *json, char *errstr, size_t errstr_size);
+
+/* The status body of a request: Redis, else MySQL's requests.result. With
+ * wait_ms > 0, polls Redis every 10 ms while the request is unknown or
+ * PENDING, until it is decided or the time is up. */
+int status_get_request(const char *request_id, int wait_ms, char **out, char *errstr, size_t errstr_size);
+
+/* Read models. Lists answer {"items": [...], "next": cursor-or-null}. */
+int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size);
+int status_list_coupons(const char *user_id, const char *after_coupon_id, int limit, char **out, char *errstr,
+                        size_t errstr_size);
+/* A user never seen has balance 0 (never STATUS_NOT_FOUND). */
+int status_get_points(const char *user_id, char **out, char *errstr, size_t errstr_size);
+/* Newest first; before_seq 0 = from the newest. */
+int status_list_history(const char *user_id, int64_t before_seq, int limit, char **out, char *errstr,
+                        size_t errstr_size);
+int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size);
+int status_get_order(const char *sale_id, const char *order_id, char **out, char *errstr, size_t errstr_size);
+
+/* Round trips for /readyz. Return 0 or -1 with errstr. */
+int status_ping_redis(char *errstr, size_t errstr_size);
+int status_ping_mysql(char *errstr, size_t errstr_size);
+
+#endif
