@@ -218,10 +218,13 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
 /* Reloads a partition from its checkpoint and seeks back to it: used when
  * our epoch was fenced or a result was lost, so whatever we applied since
  * the checkpoint is replayed and produced again. */
+static volatile sig_atomic_t *run_stop;
+
 static void part_reset(runtime *rt, int32_t id) {
     part_destroy(rt, rt->parts[id]);
     rt->parts[id] = NULL;
-    part *p = part_restore(rt, id, NULL);
+    part *p = part_restore(rt, id, run_stop);
+    if (!p) return; /* stopping: the next owner restores it */
     rt->parts[id] = p;
     atomic_fetch_add(&rt->st.resets, 1);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -337,8 +340,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         log_error("result delivery failed: %s", rd_kafka_err2str(m->err));
     }
 }
-
-static volatile sig_atomic_t *run_stop;
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                          void *opaque) {
