@@ -1,0 +1,741 @@
+/* mysql_main.c — promo-sink-mysql: Results from Kafka into MySQL and Redis.
+ *
+ * Consumes promo.results in a consumer group, collects a batch (up to
+ * PROMO_SINK_BATCH messages or PROMO_SINK_LINGER_MS after its first), and
+ * writes it. The crash-safe order of a batch, and why:
+ *
+ *   1. undecodable messages -> promo.dlq, flushed and acknowledged
+ *      (once the offset is committed, only the dead letter remembers them);
+ *   2. the decoded results -> MySQL in ONE transaction (sink_mysql_write),
+ *      retried with backoff on any error, never skipped;
+ *   3. each request's status JSON -> Redis (pipelined SET EX), after the
+ *      commit, so a status is never visible before its rows;
+ *   4. the batch's offsets -> Kafka, synchronously, last.
+ *
+ * A crash anywhere before 4 re-reads the batch, and every step is idempotent
+ * (a dead letter may be sent twice). A rebalance drops a batch still being
+ * collected: its partitions' next owner reads it again from the committed
+ * offset. Offsets are never stored automatically, and a batch is written
+ * between polls, so a revocation never lands in the middle of a write.
+ *
+ * Threads: everything runs on the main thread except the CivetWeb workers
+ * behind /metrics, /healthz and /readyz, which only read atomic counters.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <civetweb.h>
+#include <hiredis.h>
+#include <librdkafka/rdkafka.h>
+
+#include "codec.h"
+#include "result_json.h"
+#include "sink_mysql.h"
+#include "util.h"
+
+#define PROGRAM "promo-sink-mysql"
+#define RESULTS_TOPIC "promo.results"
+#define DLQ_TOPIC "promo.dlq"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+static volatile sig_atomic_t stopping;
+static int fatal; /* the consumer cannot go on: exit nonzero */
+
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+}
+
+/* Sleeps ms, waking early when a stop was asked. */
+static void nap_ms(int ms) {
+    while (ms > 0 && !stopping) {
+        int step = ms < 50 ? ms : 50;
+        struct timespec ts = {0, (long)step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
+
+/* ---- metrics -------------------------------------------------------- */
+
+static const double size_buckets[] = {1, 10, 50, 100, 250, 500, 1000, 2000, 5000};
+static const double commit_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+#define N_SIZE_BUCKETS (sizeof size_buckets / sizeof size_buckets[0])
+#define N_COMMIT_BUCKETS (sizeof commit_buckets / sizeof commit_buckets[0])
+
+/* Written by the main thread, read by CivetWeb workers. */
+static struct {
+    atomic_ullong batches, results, rows, statuses, dead_letters, dropped;
+    atomic_ullong err_mysql, err_redis, err_kafka, err_dlq;
+    atomic_int mysql_up;
+    atomic_int ready; /* migrations applied and the consumer subscribed */
+    atomic_ullong size_le[N_SIZE_BUCKETS], size_count, size_sum;
+    atomic_ullong commit_le[N_COMMIT_BUCKETS], commit_count, commit_sum_us;
+} m;
+
+static void metrics_batch(size_t size, long long commit_us) {
+    for (size_t i = 0; i < N_SIZE_BUCKETS; i++)
+        if ((double)size <= size_buckets[i]) atomic_fetch_add(&m.size_le[i], 1);
+    atomic_fetch_add(&m.size_count, 1);
+    atomic_fetch_add(&m.size_sum, size);
+    for (size_t i = 0; i < N_COMMIT_BUCKETS; i++)
+        if ((double)commit_us / 1e6 <= commit_buckets[i]) atomic_fetch_add(&m.commit_le[i], 1);
+    atomic_fetch_add(&m.commit_count, 1);
+    atomic_fetch_add(&m.commit_sum_us, (unsigned long long)commit_us);
+}
+
+typedef struct text {
+    char buf[8192];
+    size_t len;
+} text;
+
+static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(text *t, const char *fmt, ...) {
+    if (t->len >= sizeof t->buf) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, ap);
+    va_end(ap);
+    if (n > 0) t->len += (size_t)n;
+    if (t->len > sizeof t->buf) t->len = sizeof t->buf;
+}
+
+static void counter(text *t, const char *name, const char *help, unsigned long long v) {
+    text_add(t, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
+}
+
+static void histogram(text *t, const char *name, const char *help, const double *le, size_t n, atomic_ullong *counts,
+                      unsigned long long count, double sum) {
+    text_add(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t i = 0; i < n; i++) text_add(t, "%s_bucket{le=\"%g\"} %llu\n", name, le[i], atomic_load(&counts[i]));
+    text_add(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, count, name, sum, name, count);
+}
+
+/* CivetWeb worker thread. */
+static int metrics_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    static _Thread_local text t;
+    t.len = 0;
+    counter(&t, "promo_sink_mysql_batches_total", "Batches committed to MySQL.", atomic_load(&m.batches));
+    counter(&t, "promo_sink_mysql_results_total", "Results written.", atomic_load(&m.results));
+    counter(&t, "promo_sink_mysql_rows_written_total", "Rows the server reported changed.", atomic_load(&m.rows));
+    counter(&t, "promo_sink_mysql_statuses_total", "Request statuses set in Redis.", atomic_load(&m.statuses));
+    counter(&t, "promo_sink_mysql_dead_letters_total", "Undecodable results sent to promo.dlq.",
+            atomic_load(&m.dead_letters));
+    counter(&t, "promo_sink_mysql_batches_dropped_total", "Uncommitted batches dropped on a rebalance or stop.",
+            atomic_load(&m.dropped));
+    text_add(&t, "# HELP promo_sink_mysql_errors_total Failed attempts, by stage (each is retried).\n"
+                 "# TYPE promo_sink_mysql_errors_total counter\n");
+    text_add(&t, "promo_sink_mysql_errors_total{stage=\"mysql\"} %llu\n", atomic_load(&m.err_mysql));
+    text_add(&t, "promo_sink_mysql_errors_total{stage=\"redis\"} %llu\n", atomic_load(&m.err_redis));
+    text_add(&t, "promo_sink_mysql_errors_total{stage=\"kafka\"} %llu\n", atomic_load(&m.err_kafka));
+    text_add(&t, "promo_sink_mysql_errors_total{stage=\"dlq\"} %llu\n", atomic_load(&m.err_dlq));
+    text_add(&t, "# HELP promo_sink_mysql_up 1 while the last MySQL write succeeded.\n"
+                 "# TYPE promo_sink_mysql_up gauge\npromo_sink_mysql_up %d\n",
+             atomic_load(&m.mysql_up));
+    histogram(&t, "promo_sink_mysql_batch_size", "Messages per batch.", size_buckets, N_SIZE_BUCKETS, m.size_le,
+              atomic_load(&m.size_count), (double)atomic_load(&m.size_sum));
+    histogram(&t, "promo_sink_mysql_commit_seconds", "Time to write and commit one batch's transaction.",
+              commit_buckets, N_COMMIT_BUCKETS, m.commit_le, atomic_load(&m.commit_count),
+              (double)atomic_load(&m.commit_sum_us) / 1e6);
+    mg_printf(conn,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
+              "Connection: close\r\n\r\n",
+              t.len);
+    mg_write(conn, t.buf, t.len);
+    return 200;
+}
+
+/* CivetWeb worker thread. Liveness only: a sink waiting for MySQL is alive. */
+static int healthz_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+    return 200;
+}
+
+/* CivetWeb worker thread. Ready once the schema is migrated (ingest reads
+ * those tables) and the consumer is subscribed. */
+static int readyz_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    if (atomic_load(&m.ready)) {
+        mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+                        "Connection: close\r\n\r\nready\n");
+        return 200;
+    }
+    mg_printf(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
+                    "Connection: close\r\n\r\nstarting\n");
+    return 503;
+}
+
+static struct mg_context *metrics_start(int port) {
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    const char *options[] = {"listening_ports", ports, "num_threads", "2", NULL};
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    struct mg_context *ctx = mg_start(&cb, NULL, options);
+    if (!ctx) return NULL;
+    mg_set_request_handler(ctx, "/metrics", metrics_handler, NULL);
+    mg_set_request_handler(ctx, "/healthz", healthz_handler, NULL);
+    mg_set_request_handler(ctx, "/readyz", readyz_handler, NULL);
+    return ctx;
+}
+
+/* ---- the batch ------------------------------------------------------ */
+
+typedef struct dead {
+    codec_buf value;
+    void *key; /* NULL = null */
+    size_t key_len;
+    rd_kafka_resp_err_t err; /* set by the delivery report */
+    bool delivered;
+} dead;
+
+typedef struct batch {
+    size_t max;
+    size_t n;           /* messages consumed, decoded or not */
+    int64_t first_ms;   /* mono_ms() of the first message */
+    promo_result *res;  /* max entries */
+    char **json;        /* status text per result, or NULL */
+    size_t nres;
+    dead *dead;         /* max entries */
+    size_t ndead;
+    rd_kafka_topic_partition_list_t *offsets; /* next offset per partition */
+} batch;
+
+typedef struct app {
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    codec *codec;
+    sink_mysql *db;
+    redisContext *redis;
+    const char *redis_host;
+    int redis_port;
+    long long status_ttl_s;
+    int linger_ms;
+    batch b;
+} app;
+
+static void batch_clear(batch *b) {
+    for (size_t i = 0; i < b->nres; i++) {
+        free(b->json[i]);
+        b->json[i] = NULL;
+    }
+    for (size_t i = 0; i < b->ndead; i++) {
+        free(b->dead[i].value.data);
+        free(b->dead[i].key);
+    }
+    if (b->offsets) rd_kafka_topic_partition_list_destroy(b->offsets);
+    b->offsets = NULL;
+    b->n = b->nres = b->ndead = 0;
+}
+
+static void batch_drop(batch *b, const char *why) {
+    if (b->n == 0) return;
+    log_warn("dropping uncommitted batch of %zu messages (%s); it will be read again", b->n, why);
+    atomic_fetch_add(&m.dropped, 1);
+    batch_clear(b);
+}
+
+/* Turns an undecodable message into a dead letter kept in the batch. */
+static int batch_add_dead(app *a, const rd_kafka_message_t *msg, int code, const char *why) {
+    batch *b = &a->b;
+    dead *d = &b->dead[b->ndead];
+    memset(d, 0, sizeof *d);
+    dead_letter dl = {
+        .source_topic = rd_kafka_topic_name(msg->rkt),
+        .source_partition = msg->partition,
+        .source_offset = msg->offset,
+        .key = msg->key,
+        .key_len = msg->key_len,
+        .value = msg->payload,
+        .value_len = msg->len,
+        .error_code = codec_err_code(code),
+        .reason = why,
+        .failed_at = now_ms(),
+        .consumer = PROGRAM,
+    };
+    char errstr[256];
+    if (codec_encode_dead_letter(a->codec, &dl, &d->value, errstr, sizeof errstr) != CODEC_OK) {
+        log_error("cannot encode dead letter for %s[%d]@%lld: %s", dl.source_topic, (int)msg->partition,
+                  (long long)msg->offset, errstr);
+        free(d->value.data);
+        return -1;
+    }
+    if (msg->key) {
+        d->key = malloc(msg->key_len ? msg->key_len : 1);
+        if (!d->key) {
+            free(d->value.data);
+            return -1;
+        }
+        memcpy(d->key, msg->key, msg->key_len);
+        d->key_len = msg->key_len;
+    }
+    b->ndead++;
+    log_warn("dead letter %s[%d]@%lld: %s: %s", dl.source_topic, (int)msg->partition, (long long)msg->offset,
+             dl.error_code, why);
+    return 0;
+}
+
+/* Decodes msg into the batch (or makes it a dead letter) and remembers its
+ * offset. Returns -1 only when memory runs out or a dead letter cannot be
+ * encoded; the caller then stops without committing. */
+static int batch_add(app *a, const rd_kafka_message_t *msg) {
+    batch *b = &a->b;
+    if (!b->offsets && !(b->offsets = rd_kafka_topic_partition_list_new(8))) return -1;
+    if (b->n == 0) b->first_ms = mono_ms();
+    char errstr[256];
+    static const uint8_t empty[1];
+    const uint8_t *data = msg->payload ? msg->payload : empty;
+    int rc = codec_decode_result(a->codec, data, msg->len, &b->res[b->nres], errstr, sizeof errstr);
+    /* Even CODEC_ERR_INTERNAL goes to the dead letters: the codec may say
+     * so for input Avro-C cannot represent, and no input may stop the sink. */
+    if (rc == CODEC_OK)
+        b->nres++;
+    else if (batch_add_dead(a, msg, rc, errstr) != 0)
+        return -1;
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(b->offsets, topic, msg->partition);
+    if (!p) p = rd_kafka_topic_partition_list_add(b->offsets, topic, msg->partition);
+    if (msg->offset + 1 > p->offset) p->offset = msg->offset + 1;
+    b->n++;
+    return 0;
+}
+
+/* ---- the stages of a batch ------------------------------------------ */
+
+/* librdkafka's thread-free delivery report, served inside rd_kafka_flush(). */
+static void dlq_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    dead *d = msg->_private;
+    if (!d) return;
+    d->err = msg->err;
+    d->delivered = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Stage 1: every dead letter acknowledged by promo.dlq. */
+static int stage_dead_letters(app *a) {
+    batch *b = &a->b;
+    int backoff = BACKOFF_MIN_MS;
+    for (;;) {
+        size_t pending = 0;
+        for (size_t i = 0; i < b->ndead; i++) {
+            dead *d = &b->dead[i];
+            if (d->delivered) continue;
+            d->err = RD_KAFKA_RESP_ERR__IN_PROGRESS;
+            /* Copied: a copy still queued after a timed-out flush must not
+             * point into a batch that is gone by then. */
+            rd_kafka_resp_err_t err = rd_kafka_producev(
+                a->producer, RD_KAFKA_V_TOPIC(DLQ_TOPIC), RD_KAFKA_V_KEY(d->key, d->key_len),
+                RD_KAFKA_V_VALUE(d->value.data, d->value.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+            if (err) d->err = err;
+            pending++;
+        }
+        if (pending == 0) return 0;
+        rd_kafka_flush(a->producer, 10000);
+        size_t failed = 0;
+        rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
+        for (size_t i = 0; i < b->ndead; i++)
+            if (!b->dead[i].delivered) {
+                failed++;
+                last = b->dead[i].err;
+            }
+        if (failed == 0) {
+            atomic_fetch_add(&m.dead_letters, pending);
+            return 0;
+        }
+        atomic_fetch_add(&m.err_dlq, 1);
+        log_error("%zu dead letters not acknowledged by %s: %s; retrying in %d ms", failed, DLQ_TOPIC,
+                  rd_kafka_err2str(last), backoff);
+        if (stopping) return -1;
+        nap_ms(backoff);
+        backoff = backoff_next(backoff);
+        if (stopping) return -1;
+    }
+}
+
+/* The status text of each result that sets one. Returns 0, or -1 when
+ * memory ran out (the caller retries: dropping the batch would skip it). */
+static int render_statuses(batch *b, char *errstr, size_t errstr_size) {
+    for (size_t i = 0; i < b->nres; i++) {
+        if (b->json[i] || !sink_mysql_status_wanted(&b->res[i])) continue;
+        if (!(b->json[i] = result_json_dump(&b->res[i]))) {
+            snprintf(errstr, errstr_size, "out of memory rendering request %s", b->res[i].request_id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Stage 2: the batch in one MySQL transaction, retried until it commits. */
+static int stage_mysql(app *a) {
+    batch *b = &a->b;
+    int backoff = BACKOFF_MIN_MS;
+    char errstr[512];
+    for (;;) {
+        long long rows = 0;
+        struct timespec s0, s1;
+        clock_gettime(CLOCK_MONOTONIC, &s0);
+        if (render_statuses(b, errstr, sizeof errstr) == 0 &&
+            sink_mysql_write(a->db, b->res, b->json, b->nres, &rows, errstr, sizeof errstr) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &s1);
+            long long us = (s1.tv_sec - s0.tv_sec) * 1000000LL + (s1.tv_nsec - s0.tv_nsec) / 1000;
+            atomic_store(&m.mysql_up, 1);
+            atomic_fetch_add(&m.rows, (unsigned long long)rows);
+            atomic_fetch_add(&m.results, b->nres);
+            metrics_batch(b->n, us);
+            return 0;
+        }
+        atomic_store(&m.mysql_up, 0);
+        atomic_fetch_add(&m.err_mysql, 1);
+        log_error("mysql batch of %zu results (first request %s) failed: %s; retrying in %d ms", b->nres,
+                  b->nres ? b->res[0].request_id : "-", errstr, backoff);
+        if (stopping) return -1;
+        nap_ms(backoff);
+        backoff = backoff_next(backoff);
+        if (stopping) return -1;
+        /* A failed reconnect leaves no connection; the next write tries
+         * again and its error is the one logged. */
+        sink_mysql_reconnect(a->db, errstr, sizeof errstr);
+    }
+}
+
+static void redis_drop(app *a) {
+    if (a->redis) redisFree(a->redis);
+    a->redis = NULL;
+}
+
+static int redis_connect(app *a, char *errstr, size_t errstr_size) {
+    struct timeval tv = {2, 0};
+    a->redis = redisConnectWithTimeout(a->redis_host, a->redis_port, tv);
+    if (!a->redis || a->redis->err) {
+        snprintf(errstr, errstr_size, "connecting: %s", a->redis ? a->redis->errstr : "out of memory");
+        redis_drop(a);
+        return -1;
+    }
+    struct timeval io = {5, 0};
+    redisSetTimeout(a->redis, io);
+    return 0;
+}
+
+/* One pipelined round of SETs. Returns 0, or -1 with errstr filled (and the
+ * connection dropped when it broke). */
+static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_size) {
+    batch *b = &a->b;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", a->status_ttl_s);
+    size_t n = 0;
+    for (size_t i = 0; i < b->nres; i++) {
+        if (!b->json[i]) continue;
+        char key[16 + PROMO_ID_MAX + 1];
+        int klen = snprintf(key, sizeof key, "promo:req:%s", b->res[i].request_id);
+        const char *argv[] = {"SET", key, b->json[i], "EX", ttl};
+        size_t lens[] = {3, (size_t)klen, strlen(b->json[i]), 2, strlen(ttl)};
+        if (redisAppendCommandArgv(a->redis, 5, argv, lens) != REDIS_OK) goto io_error;
+        /* Wakes ingest's long-polls (GET /v1/requests/{id}?wait_ms=) at once,
+         * after the status they will read is in place. */
+        const char *pub[] = {"PUBLISH", "promo:done", b->res[i].request_id};
+        size_t publens[] = {7, 10, strlen(b->res[i].request_id)};
+        if (redisAppendCommandArgv(a->redis, 3, pub, publens) != REDIS_OK) goto io_error;
+        n += 2;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *reply = NULL;
+        if (redisGetReply(a->redis, (void **)&reply) != REDIS_OK) goto io_error;
+        if (reply->type == REDIS_REPLY_ERROR && rc == 0) {
+            snprintf(errstr, errstr_size, "SET: %s", reply->str);
+            rc = -1;
+        }
+        freeReplyObject(reply);
+    }
+    *sent = n / 2;
+    return rc;
+io_error:
+    snprintf(errstr, errstr_size, "%s", a->redis->errstr);
+    redis_drop(a);
+    return -1;
+}
+
+/* Stage 3: the status of every request in Redis. The rows are committed, so
+ * a retry only repeats SETs of identical values. */
+static int stage_redis(app *a) {
+    int backoff = BACKOFF_MIN_MS;
+    char errstr[256];
+    for (;;) {
+        size_t sent = 0;
+        if ((a->redis || redis_connect(a, errstr, sizeof errstr) == 0) &&
+            redis_set_statuses(a, &sent, errstr, sizeof errstr) == 0) {
+            atomic_fetch_add(&m.statuses, sent);
+            return 0;
+        }
+        atomic_fetch_add(&m.err_redis, 1);
+        log_error("redis %s:%d: statuses of a batch of %zu not set: %s; retrying in %d ms", a->redis_host,
+                  a->redis_port, a->b.nres, errstr, backoff);
+        if (stopping) return -1;
+        nap_ms(backoff);
+        backoff = backoff_next(backoff);
+        if (stopping) return -1;
+    }
+}
+
+/* Stage 4: the offsets. A failure here (the group rebalanced while we wrote)
+ * costs a re-read by the next owner, never a loss: the writes are idempotent. */
+static void stage_commit(app *a) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(a->consumer, a->b.offsets, 0);
+    if (err) {
+        atomic_fetch_add(&m.err_kafka, 1);
+        log_warn("committing offsets of a batch of %zu: %s (it will be re-read and rewritten)", a->b.n,
+                 rd_kafka_err2str(err));
+    }
+}
+
+static void batch_flush(app *a) {
+    batch *b = &a->b;
+    if (b->n == 0) return;
+    if (stage_dead_letters(a) || stage_mysql(a) || stage_redis(a)) {
+        batch_drop(b, "stopping before it was written");
+        return;
+    }
+    stage_commit(a);
+    atomic_fetch_add(&m.batches, 1);
+    batch_clear(b);
+}
+
+/* ---- Kafka ---------------------------------------------------------- */
+
+/* Served inside rd_kafka_consumer_poll() on the main thread, so it never
+ * runs while a batch is being written. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque) {
+    app *a = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_info("assigned %d partitions", parts->cnt);
+        rd_kafka_assign(rk, parts);
+    } else {
+        log_info("revoked %d partitions", parts->cnt);
+        batch_drop(&a->b, "partitions revoked");
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value) {
+    char errstr[256];
+    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        log_error("kafka config %s=%s: %s", name, value, errstr);
+        return -1;
+    }
+    return 0;
+}
+
+static rd_kafka_t *consumer_new(app *a, const char *bootstrap) {
+    char session[24], heartbeat[24], errstr[512];
+    long long session_ms = cfg_int("PROMO_SESSION_TIMEOUT_MS", 6000);
+    if (session_ms < 1000) session_ms = 1000;
+    snprintf(session, sizeof session, "%lld", session_ms);
+    snprintf(heartbeat, sizeof heartbeat, "%lld", session_ms / 3);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
+        conf_set(conf, "group.id", cfg_str("PROMO_SINK_GROUP", PROGRAM)) ||
+        conf_set(conf, "enable.auto.commit", "false") || conf_set(conf, "enable.auto.offset.store", "false") ||
+        conf_set(conf, "auto.offset.reset", "earliest") ||
+        conf_set(conf, "partition.assignment.strategy", "range") ||
+        conf_set(conf, "session.timeout.ms", session) || conf_set(conf, "heartbeat.interval.ms", heartbeat)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_opaque(conf, a);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        log_error("kafka consumer: %s", errstr);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, RESULTS_TOPIC, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        log_error("subscribing to %s: %s", RESULTS_TOPIC, rd_kafka_err2str(err));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+static rd_kafka_t *producer_new(const char *bootstrap) {
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
+        conf_set(conf, "acks", "all") || conf_set(conf, "enable.idempotence", "true") ||
+        conf_set(conf, "linger.ms", "5")) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dlq_delivered);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!rk) log_error("kafka producer: %s", errstr);
+    return rk;
+}
+
+/* ---- start and run -------------------------------------------------- */
+
+/* Waits for MySQL, then brings its schema up to date. Returns 0, or -1 when
+ * stopped first. */
+static int mysql_start(app *a) {
+    sink_mysql_cfg cfg = {
+        .host = cfg_str("PROMO_MYSQL_HOST", "127.0.0.1"),
+        .port = (int)cfg_int("PROMO_MYSQL_PORT", 3306),
+        .user = cfg_str("PROMO_MYSQL_USER", "promo"),
+        .password = cfg_str("PROMO_MYSQL_PASSWORD", "promo"),
+        .db = cfg_str("PROMO_MYSQL_DB", "promo"),
+    };
+    const char *dir = cfg_str("PROMO_MIGRATIONS_DIR", "sinks/migrations");
+    char errstr[512];
+    int backoff = BACKOFF_MIN_MS;
+    while (!stopping) {
+        if (!a->db) a->db = sink_mysql_new(&cfg, errstr, sizeof errstr);
+        if (a->db && sink_mysql_migrate(a->db, dir, errstr, sizeof errstr) == 0) {
+            atomic_store(&m.mysql_up, 1);
+            return 0;
+        }
+        log_error("mysql not ready: %s; retrying in %d ms", errstr, backoff);
+        if (a->db) {
+            sink_mysql_destroy(a->db);
+            a->db = NULL;
+        }
+        nap_ms(backoff);
+        backoff = backoff_next(backoff);
+    }
+    return -1;
+}
+
+static int wait_bootstrap(char *out, size_t out_size) {
+    char errstr[256];
+    int logged = 0;
+    while (!stopping) {
+        if (cfg_kafka_bootstrap(out, out_size, errstr, sizeof errstr) == 0) return 0;
+        if (!logged++) log_warn("waiting for the Kafka bootstrap list: %s", errstr);
+        nap_ms(500);
+    }
+    return -1;
+}
+
+static void run(app *a) {
+    batch *b = &a->b;
+    while (!stopping) {
+        int timeout = 200;
+        if (b->n) {
+            int64_t left = b->first_ms + a->linger_ms - mono_ms();
+            timeout = left > 0 ? (int)left : 0;
+        }
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(a->consumer, timeout);
+        if (msg) {
+            if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                /* nothing: the end of a partition for now */
+            } else if (msg->err) {
+                atomic_fetch_add(&m.err_kafka, 1);
+                log_warn("kafka: %s", rd_kafka_message_errstr(msg));
+                if (msg->err == RD_KAFKA_RESP_ERR__FATAL) {
+                    rd_kafka_message_destroy(msg);
+                    fatal = 1;
+                    stopping = 1;
+                    break;
+                }
+            } else if (batch_add(a, msg) != 0) {
+                /* Dropping the batch but keeping the partitions would skip
+                 * it; stopping unassigned re-reads it on the next start. */
+                log_error("cannot hold message %s[%d]@%lld; stopping", rd_kafka_topic_name(msg->rkt),
+                          (int)msg->partition, (long long)msg->offset);
+                fatal = 1;
+                stopping = 1;
+            }
+            rd_kafka_message_destroy(msg);
+        }
+        if (b->n && (b->n >= b->max || mono_ms() - b->first_ms >= a->linger_ms)) batch_flush(a);
+    }
+    /* A collected batch is written if that works at once; otherwise dropped. */
+    batch_flush(a);
+}
+
+int main(void) {
+    log_init(PROGRAM);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    app a;
+    memset(&a, 0, sizeof a);
+    int status = 1;
+    struct mg_context *http = NULL;
+    char errstr[512], bootstrap[1024];
+    a.redis_host = cfg_str("PROMO_REDIS_HOST", "127.0.0.1");
+    a.redis_port = (int)cfg_int("PROMO_REDIS_PORT", 6379);
+    a.status_ttl_s = cfg_int("PROMO_STATUS_TTL_S", 86400);
+    if (a.status_ttl_s < 1) a.status_ttl_s = 86400;
+    a.linger_ms = (int)cfg_int("PROMO_SINK_LINGER_MS", 20);
+    if (a.linger_ms < 0) a.linger_ms = 0;
+    long long max = cfg_int("PROMO_SINK_BATCH", 2000);
+    a.b.max = max < 1 ? 1 : max > 100000 ? 100000 : (size_t)max;
+    a.b.res = calloc(a.b.max, sizeof *a.b.res);
+    a.b.json = calloc(a.b.max, sizeof *a.b.json);
+    a.b.dead = calloc(a.b.max, sizeof *a.b.dead);
+    if (!a.b.res || !a.b.json || !a.b.dead) {
+        log_error("out of memory for a batch of %zu", a.b.max);
+        goto out;
+    }
+    if (!(a.codec = codec_new(errstr, sizeof errstr))) {
+        log_error("codec: %s", errstr);
+        goto out;
+    }
+    int metrics_port = (int)cfg_int("PROMO_METRICS_PORT", 0);
+    if (metrics_port > 0 && !(http = metrics_start(metrics_port))) {
+        log_error("cannot serve metrics on port %d", metrics_port);
+        goto out;
+    }
+    if (mysql_start(&a) != 0) goto stopped;
+    if (wait_bootstrap(bootstrap, sizeof bootstrap) != 0) goto stopped;
+    if (!(a.producer = producer_new(bootstrap)) || !(a.consumer = consumer_new(&a, bootstrap))) goto out;
+    log_info("consuming %s as group %s (batch %zu, linger %d ms)", RESULTS_TOPIC,
+             cfg_str("PROMO_SINK_GROUP", PROGRAM), a.b.max, a.linger_ms);
+    atomic_store(&m.ready, 1);
+    run(&a);
+stopped:
+    log_info("stopping");
+    status = fatal;
+out:
+    if (a.consumer) {
+        /* Commits nothing: auto commit is off and every written batch has
+         * been committed already. */
+        rd_kafka_consumer_close(a.consumer);
+        rd_kafka_destroy(a.consumer);
+    }
+    if (a.producer) {
+        rd_kafka_flush(a.producer, 5000);
+        rd_kafka_destroy(a.producer);
+    }
+    if (http) mg_stop(http);
+    batch_clear(&a.b);
+    free(a.b.res);
+    free(a.b.json);
+    free(a.b.dead);
+    redis_drop(&a);
+    sink_mysql_destroy(a.db);
+    if (a.codec) codec_destroy(a.codec);
+    return status;
+}
