@@ -2,7 +2,7 @@
 a per-user limit of 2, some orders cancelled while the stampede runs (so stock
 comes back and sells again), once undisturbed and once with the time-sale
 processor killed with SIGKILL mid-run. In the end, over HTTP and in MySQL:
-sold + remaining == stock, sold == the quantity of placed orders, no user above
+sold + remaining == stock, sold == the quantity of live orders, no user above
 the limit, every accepted request has exactly one outcome."""
 
 import random
@@ -103,12 +103,14 @@ def check(fleet, sale_id, plan, rids, cancels, outcomes):
         per_user[user] = per_user.get(user, 0) + q
     assert max(per_user.values()) <= LIMIT
     assert sold <= STOCK
-    # 2,000 orders for 50 units: the sale must sell out, cancellations included
-    assert sold == STOCK
+    # 2,000 orders for 50 units sell out; only units cancelled after the last
+    # order was applied may stay unsold.
+    restocked = sum(outcomes[r]["result"]["quantity"] for r in cancels)
+    assert sold >= STOCK - restocked
 
     with fleet.mysql() as db, db.cursor() as cur:
         cur.execute("SELECT sold, stock FROM time_sales WHERE sale_id = %s", (sale_id,))
-        assert cur.fetchone() == (STOCK, STOCK)
+        assert cur.fetchone() == (sold, STOCK)
         cur.execute("SELECT order_id, user_id, quantity FROM sale_orders WHERE sale_id = %s AND status = 'PLACED'",
                     (sale_id,))
         rows = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
@@ -122,7 +124,7 @@ def check(fleet, sale_id, plan, rids, cancels, outcomes):
         assert cur.fetchone()[0] == 1 + len(rids) + len(cancels)
 
     status, doc, _ = Client(fleet.http_port).get("/v1/time-sales/" + sale_id)
-    assert status == 200 and doc["sold"] == STOCK and doc["remaining"] == 0, doc
+    assert status == 200 and doc["sold"] == sold and doc["remaining"] == STOCK - sold, doc
 
 
 def test_timesale_stampede(fleet):
