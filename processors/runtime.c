@@ -76,6 +76,7 @@ typedef struct stats {
     _Atomic uint64_t resets;
     _Atomic uint64_t delivery_errors;
     _Atomic int64_t partitions;
+    _Atomic int ready; /* the first assignment arrived: the group is joined */
     _Atomic int64_t lag;
     _Atomic int64_t entries;
 } stats;
@@ -357,6 +358,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         }
         rd_kafka_assign(rk, parts);
         atomic_store(&rt->st.partitions, parts->cnt);
+        atomic_store(&rt->st.ready, 1);
         log_info("assigned %d partitions", parts->cnt);
     } else {
         if (runtime_checkpoint(rt) != 0) log_warn("checkpoint before revoke failed; the next owner replays more");
@@ -550,6 +552,17 @@ static int health_handler(struct mg_connection *conn, void *cbdata) {
     return 200;
 }
 
+/* 200 once the processor has joined its group and restored what it was
+ * given (possibly nothing, when other members own every partition). */
+static int ready_handler(struct mg_connection *conn, void *cbdata) {
+    runtime *rt = cbdata;
+    int ok = atomic_load(&rt->st.ready);
+    const char *body = ok ? "{\"status\":\"ready\"}" : "{\"status\":\"joining\"}";
+    mg_printf(conn, "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+              ok ? "200 OK" : "503 Service Unavailable", strlen(body), body);
+    return ok ? 200 : 503;
+}
+
 static void metrics_start(runtime *rt) {
     long long port = cfg_int("PROMO_METRICS_PORT", 0);
     if (port <= 0) return;
@@ -565,6 +578,7 @@ static void metrics_start(runtime *rt) {
     }
     mg_set_request_handler(rt->metrics, "/metrics", metrics_handler, rt);
     mg_set_request_handler(rt->metrics, "/healthz", health_handler, rt);
+    mg_set_request_handler(rt->metrics, "/readyz", ready_handler, rt);
 }
 
 static void update_gauges(runtime *rt) {

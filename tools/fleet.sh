@@ -342,21 +342,30 @@ start_program() {
     PROMO_METRICS_PORT=$mport spawn "$name" "$BIN/$bin" "${args[@]}"
 }
 
+# 200 from a program's /readyz on its metrics port: the sink once its
+# migrations ran and it subscribed, a processor once it joined its group and
+# restored its partitions.
+metrics_ready() {
+    local code
+    code=$(http_status "$1" /readyz)
+    WAIT_DETAIL="last answer: $code"
+    [[ $code == 200 ]]
+}
+
 wait_program() {
-    local name=$1 v
+    local name=$1 v port
     case $name in
-    sink-mysql) wait_for "$name" "tables in $PROMO_MYSQL_DB (migrations)" sink_migrated ;;
     ingest) wait_for ingest "200 from http://127.0.0.1:$PROMO_HTTP_PORT/readyz" ingest_ready ;;
     *)
-        # A processor has no readiness endpoint of its own: its metrics port
-        # answering means it got through its start; give it a few seconds.
         v=$(metrics_var "$name")
-        local port=${!v} t=$((SECONDS + 5))
-        while ((port > 0)) && ! port_open "$port" && ((SECONDS < t)); do
+        port=${!v}
+        if ((port > 0)); then
+            wait_for "$name" "200 from its /readyz on port $port" metrics_ready "$port"
+        elif [[ $name == sink-mysql ]]; then
+            wait_for "$name" "tables in $PROMO_MYSQL_DB (migrations)" sink_migrated
+        else
             spawned_alive "$name" || fail_start "$name" "process exited"
-            sleep 0.1
-        done
-        spawned_alive "$name" || fail_start "$name" "process exited"
+        fi
         ;;
     esac
 }
@@ -405,9 +414,17 @@ cmd_start() {
     # start in order, each once the one before it is up.
     for c in redis mysql kafka; do launch "$c" && started+=("$c"); done
     for c in "${started[@]}"; do wait_component "$c"; done
-    for c in "${PROGRAMS[@]}" ingest; do
-        if launch "$c"; then wait_component "$c"; fi
+    # The sink first (it runs the migrations), then the processors side by
+    # side (each group's first join takes the broker a few seconds), then
+    # ingest, so that "ready" means a command sent now is applied now.
+    launch sink-mysql && wait_component sink-mysql
+    started=()
+    for c in "${PROGRAMS[@]}"; do
+        [[ $c == sink-mysql ]] && continue
+        launch "$c" && started+=("$c")
     done
+    for c in "${started[@]}"; do wait_component "$c"; done
+    launch ingest && wait_component ingest
     log "ready: http://127.0.0.1:$PROMO_HTTP_PORT (redis $PROMO_REDIS_PORT, mysql $PROMO_MYSQL_PORT," \
         "kafka $(cat "$PROMO_KAFKA_BOOTSTRAP_FILE" 2>/dev/null || echo "${PROMO_KAFKA_BOOTSTRAP:-?}"), logs $LOGDIR)"
 }
