@@ -59,6 +59,7 @@ typedef struct part {
     int64_t ckpt_offset; /* next_offset as of the last checkpoint */
     int need_full;       /* next checkpoint must be a full snapshot */
     int64_t high;        /* high watermark, for the lag gauge */
+    int blocked;         /* its history is gone: applying the rest would be wrong */
 } part;
 
 /* Counters read by the metrics thread. */
@@ -207,6 +208,20 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
             p->seq = 0;
             p->next_offset = p->ckpt_offset = RD_KAFKA_OFFSET_BEGINNING;
             p->need_full = 1; /* anything left under the state key is not ours */
+            /* Rebuilding from the start needs the whole log. If retention
+             * already dropped its head, the rebuilt state would miss those
+             * commands and every later result would be wrong: stop this
+             * partition and say so, unless an operator accepts the loss. */
+            int64_t lo = -1, hi = -1;
+            if (rd_kafka_query_watermark_offsets(rt->consumer, rt->ops->topic, id, &lo, &hi, 5000) ==
+                    RD_KAFKA_RESP_ERR_NO_ERROR &&
+                lo > 0 && !cfg_int("PROMO_ALLOW_TRUNCATED_REPLAY", 0)) {
+                p->blocked = 1;
+                log_error("partition %d: no checkpoint and the log now starts at offset %lld: the state before it "
+                          "is lost, so this partition is NOT processed (restore Redis, or set "
+                          "PROMO_ALLOW_TRUNCATED_REPLAY=1 to accept the loss)",
+                          (int)id, (long long)lo);
+            }
         }
         log_info("partition %d restored: epoch %lld, %s offset %lld, seq %lld, %zu entries, %zu request ids, %lld ms",
                  (int)id, (long long)p->epoch, found ? "checkpoint" : "no checkpoint, from the start",
@@ -261,7 +276,8 @@ static int part_write(runtime *rt, part *p, int full, char *err, size_t errsz) {
 static int runtime_checkpoint(runtime *rt) {
     int moved = 0;
     for (int i = 0; i < MAX_PARTITIONS; i++)
-        if (rt->parts[i] && (rt->parts[i]->next_offset != rt->parts[i]->ckpt_offset || rt->parts[i]->need_full))
+        if (rt->parts[i] && rt->parts[i]->next_offset >= 0 &&
+            (rt->parts[i]->next_offset != rt->parts[i]->ckpt_offset || rt->parts[i]->need_full))
             moved = 1;
     if (!moved) return 0;
     int64_t t0 = mono_ms();
@@ -284,7 +300,7 @@ static int runtime_checkpoint(runtime *rt) {
     rd_kafka_topic_partition_list_t *commit = rd_kafka_topic_partition_list_new(8);
     for (int i = 0; i < MAX_PARTITIONS; i++) {
         part *p = rt->parts[i];
-        if (!p || (p->next_offset == p->ckpt_offset && !p->need_full)) continue;
+        if (!p || p->blocked || (p->next_offset == p->ckpt_offset && !p->need_full)) continue;
         if (p->next_offset < 0) continue; /* nothing consumed yet: no offset to name */
         char err[512];
         int rc = CKPT_ERR;
@@ -425,7 +441,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
 static void handle(runtime *rt, const rd_kafka_message_t *m) {
     if (m->partition < 0 || m->partition >= MAX_PARTITIONS) return;
     part *p = rt->parts[m->partition];
-    if (!p) return; /* revoked while this message was in flight */
+    if (!p || p->blocked) return; /* revoked while in flight, or stopped (see part_restore) */
     if (p->next_offset >= 0 && m->offset < p->next_offset) return; /* already applied */
     p->next_offset = m->offset + 1;
 
@@ -652,7 +668,9 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         conf_set(cc, "heartbeat.interval.ms", heartbeat, errstr, errstr_size) ||
         conf_set(cc, "enable.auto.commit", "false", errstr, errstr_size) ||
         conf_set(cc, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-        conf_set(cc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        /* A checkpointed offset that retention has deleted must stop the
+         * partition, not silently skip to whatever is left. */
+        conf_set(cc, "auto.offset.reset", "error", errstr, errstr_size) ||
         conf_set(cc, "fetch.wait.max.ms", cfg_str("PROMO_FETCH_WAIT_MS", "10"), errstr, errstr_size) ||
         conf_set(cc, "enable.partition.eof", "false", errstr, errstr_size)) {
         rd_kafka_conf_destroy(cc);
