@@ -12,7 +12,7 @@
 #                               period; KILL: kill and wait until gone; any other signal
 #                               (STOP, CONT, USR1...) is only delivered
 #
-# Components, in start order: redis mysql kafka sink-mysql processor-coupon
+# Components, in start order: redis mysql kafka sink-mysql webhook processor-coupon
 # processor-point processor-timesale ingest. Logs go to $PROMO_VAR/log/NAME.log,
 # pids to $PROMO_VAR/run/NAME.pid. Every setting is a PROMO_* variable, exported
 # to the programs; the effective values are kept in $PROMO_VAR/fleet.env so
@@ -34,8 +34,8 @@ LOGDIR="$PROMO_VAR/log"
 RUNDIR="$PROMO_VAR/run"
 ENVFILE="$PROMO_VAR/fleet.env"
 
-COMPONENTS=(redis mysql kafka sink-mysql processor-coupon processor-point processor-timesale ingest)
-PROGRAMS=(sink-mysql processor-coupon processor-point processor-timesale)
+COMPONENTS=(redis mysql kafka sink-mysql webhook processor-coupon processor-point processor-timesale ingest)
+PROGRAMS=(sink-mysql webhook processor-coupon processor-point processor-timesale)
 
 log() { printf 'fleet: %s\n' "$*" >&2; }
 die() {
@@ -48,7 +48,7 @@ die() {
 # Which port variables the caller chose: those must be used as given.
 declare -A EXPLICIT=()
 for v in PROMO_REDIS_PORT PROMO_MYSQL_PORT PROMO_HTTP_PORT PROMO_METRICS_PORT_BASE \
-    PROMO_METRICS_PORT_SINK_MYSQL PROMO_METRICS_PORT_PROCESSOR_COUPON \
+    PROMO_METRICS_PORT_SINK_MYSQL PROMO_METRICS_PORT_WEBHOOK PROMO_METRICS_PORT_PROCESSOR_COUPON \
     PROMO_METRICS_PORT_PROCESSOR_POINT PROMO_METRICS_PORT_PROCESSOR_TIMESALE; do
     if [[ -n ${!v:-} ]]; then EXPLICIT[$v]=1; fi
 done
@@ -332,6 +332,7 @@ start_program() {
     local name=$1 bin args=() mport v
     case $name in
     sink-mysql) bin=promo-sink-mysql ;;
+    webhook) bin=promo-webhook ;;
     processor-*) bin=promo-processor args=(--domain "${name#processor-}") ;;
     ingest) bin=promo-ingest ;;
     *) die "unknown component $name" ;;
@@ -480,7 +481,7 @@ cmd_stop() {
     local rc=0
     stop_tier ingest || rc=1
     stop_tier processor-coupon processor-point processor-timesale || rc=1
-    stop_tier sink-mysql || rc=1
+    stop_tier sink-mysql webhook || rc=1
     stop_tier kafka || rc=1
     stop_tier mysql redis || rc=1
     rm -f "$ENVFILE"

@@ -29,9 +29,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLEET_SH = os.path.join(ROOT, "tools", "fleet.sh")
 
-NAMES = ("redis", "mysql", "kafka", "sink-mysql", "processor-coupon", "processor-point",
+NAMES = ("redis", "mysql", "kafka", "sink-mysql", "webhook", "processor-coupon", "processor-point",
          "processor-timesale", "ingest")
-PROGRAMS = ("sink-mysql", "processor-coupon", "processor-point", "processor-timesale")
+PROGRAMS = ("sink-mysql", "webhook", "processor-coupon", "processor-point", "processor-timesale")
 TOPICS = ("promo.coupon.cmd", "promo.point.cmd", "promo.timesale.cmd", "promo.results", "promo.dlq")
 
 ADMIN_KEY = "dev-admin-key"
@@ -111,6 +111,10 @@ class Fleet:
             "PROMO_MYSQL_USER": "promo",
             "PROMO_MYSQL_PASSWORD": "promo",
             "PROMO_MYSQL_DB": "promo",
+            # Webhook retries in fractions of a second, so a test sees a
+            # schedule play out; the secret in its Standard Webhooks form.
+            "PROMO_WEBHOOK_SCHEDULE": "0,300ms,300ms,300ms,1s,2s,3s,5s,5s,5s",
+            "PROMO_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         })
         for i, prog in enumerate(PROGRAMS):
             env["PROMO_METRICS_PORT_" + prog.upper().replace("-", "_")] = str(ports[4 + i])
