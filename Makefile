@@ -22,7 +22,7 @@ COMMON_SRC   := common/cmd.c common/codec.c common/util.c $(B)/gen/schemas.c
 DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
                 processors/point.c processors/timesale.c
 PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
-                processors/dedupe.c
+                processors/dedupe.c processors/partition.c
 INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c \
                 ingest/status.c
 SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c
@@ -42,7 +42,7 @@ PROGRAMS := $(B)/bin/promo-devkafka $(B)/bin/promo-processor $(B)/bin/promo-inge
 
 UNIT_TESTS := $(B)/bin/test-codec $(B)/bin/test-coupon $(B)/bin/test-point \
               $(B)/bin/test-timesale $(B)/bin/test-dedupe $(B)/bin/test-parse \
-              $(B)/bin/test-result-json
+              $(B)/bin/test-result-json $(B)/bin/test-partition
 
 # Programs and tests added by other parts of the tree (webhook dispatcher,
 # benchmarks) append to PROGRAMS and UNIT_TESTS in their own fragments.
@@ -90,7 +90,8 @@ $(B)/bin/test-codec: $(call obj,tests/unit/test_codec.c $(COMMON_SRC))
 $(B)/bin/test-coupon: $(call obj,tests/unit/test_coupon.c $(DOMAIN_SRC) common/cmd.c)
 $(B)/bin/test-point: $(call obj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd.c)
 $(B)/bin/test-timesale: $(call obj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
-$(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c processors/dedupe.c processors/bytes.c common/cmd.c)
+$(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c processors/dedupe.c common/cmd.c)
+$(B)/bin/test-partition: $(call obj,tests/unit/test_partition.c processors/partition.c)
 $(B)/bin/test-parse: $(call obj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
 $(B)/bin/test-result-json: $(call obj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
 $(UNIT_TESTS):
@@ -101,7 +102,8 @@ $(SAN)/bin/test-codec: $(call sanobj,tests/unit/test_codec.c $(COMMON_SRC))
 $(SAN)/bin/test-coupon: $(call sanobj,tests/unit/test_coupon.c $(DOMAIN_SRC) common/cmd.c)
 $(SAN)/bin/test-point: $(call sanobj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd.c)
 $(SAN)/bin/test-timesale: $(call sanobj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
-$(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c processors/dedupe.c processors/bytes.c common/cmd.c)
+$(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c processors/dedupe.c common/cmd.c)
+$(SAN)/bin/test-partition: $(call sanobj,tests/unit/test_partition.c processors/partition.c)
 $(SAN)/bin/test-parse: $(call sanobj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
 $(SAN)/bin/test-result-json: $(call sanobj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
 $(SAN_TESTS):

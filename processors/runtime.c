@@ -43,6 +43,7 @@
 #include "checkpoint.h"
 #include "codec.h"
 #include "dedupe.h"
+#include "partition.h"
 #include "util.h"
 
 #define RESULTS_TOPIC "promo.results"
@@ -93,6 +94,7 @@ struct runtime {
     int64_t checkpoint_ms;
     int64_t dedupe_window_ms;
     int delivery_failed; /* set by the delivery callback, on our thread */
+    int32_t partition_count; /* of the command topic, refreshed on assignment */
     char name[64];       /* "processor-coupon", the DeadLetter consumer */
     char redis_host[256];
     int redis_port;
@@ -346,6 +348,24 @@ static int runtime_checkpoint(runtime *rt) {
     return failed ? -1 : 0;
 }
 
+/* Dead-letter causes found after decoding (decode errors are codec_err < 0). */
+enum { DL_INVALID_FIELD = 1, DL_KEY_MISMATCH, DL_WRONG_PARTITION };
+
+
+/* The command topic's partition count, from the cluster's metadata; 0 when
+ * unknown (then the partition check is skipped rather than guessed). */
+static int32_t topic_partitions(runtime *rt) {
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rt->consumer, rt->ops->topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int32_t n = 0;
+    if (t && rd_kafka_metadata(rt->consumer, 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
+        md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        n = md->topics[0].partition_cnt;
+    if (md) rd_kafka_metadata_destroy(md);
+    if (t) rd_kafka_topic_destroy(t);
+    return n;
+}
+
 /* ---- Kafka callbacks -------------------------------------------------------- */
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -362,6 +382,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                          void *opaque) {
     runtime *rt = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        int32_t n = topic_partitions(rt);
+        if (n > 0) rt->partition_count = n;
         for (int i = 0; i < parts->cnt; i++) {
             int32_t id = parts->elems[i].partition;
             if (id < 0 || id >= MAX_PARTITIONS) continue;
@@ -419,7 +441,10 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
         .key_len = m->key_len,
         .value = m->payload,
         .value_len = m->len,
-        .error_code = code < 0 ? codec_err_code(code) : (code == 1 ? "INVALID_FIELD" : "KEY_MISMATCH"),
+        .error_code = code < 0                  ? codec_err_code(code)
+                      : code == DL_INVALID_FIELD  ? "INVALID_FIELD"
+                      : code == DL_KEY_MISMATCH   ? "KEY_MISMATCH"
+                                                  : "WRONG_PARTITION",
         .reason = why,
         .failed_at = now_ms(),
         .consumer = rt->name,
@@ -438,6 +463,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
 
 /* ---- one message -------------------------------------------------------------- */
 
+
 static void handle(runtime *rt, const rd_kafka_message_t *m) {
     if (m->partition < 0 || m->partition >= MAX_PARTITIONS) return;
     part *p = rt->parts[m->partition];
@@ -455,16 +481,29 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
     char field[64], why[256], key[PROMO_ID_MAX + 1];
     if (cmd_validate(&cmd, field, sizeof field, why, sizeof why) != 0) {
         snprintf(err, sizeof err, "%s: %s", field, why);
-        send_dead_letter(rt, m, 1, err);
+        send_dead_letter(rt, m, DL_INVALID_FIELD, err);
         return;
     }
     /* The key decides the partition, and so which state the command meets:
      * a command keyed otherwise would act on the wrong state. */
+    key[0] = '\0';
     if (cmd_entity_key(&cmd, key, sizeof key) != 0 || !m->key || m->key_len != strlen(key) ||
         memcmp(m->key, key, m->key_len) != 0) {
         snprintf(err, sizeof err, "message key must be the entity key '%s'", key);
-        send_dead_letter(rt, m, 2, err);
+        send_dead_letter(rt, m, DL_KEY_MISMATCH, err);
         return;
+    }
+    /* And the partition must be the one Kafka's default partitioner gives
+     * that key: a producer hashing differently would create an entity on a
+     * second partition, where its limits would be counted a second time. */
+    if (rt->partition_count > 0) {
+        int32_t want = murmur2_partition(key, strlen(key), rt->partition_count);
+        if (want != m->partition) {
+            snprintf(err, sizeof err, "key '%s' belongs on partition %d (murmur2), not %d", key, (int)want,
+                     (int)m->partition);
+            send_dead_letter(rt, m, DL_WRONG_PARTITION, err);
+            return;
+        }
     }
 
     uint64_t fp = cmd_fingerprint(&cmd);
