@@ -170,7 +170,9 @@ static int validate_policy(vctx *v, const coupon_policy_def *p) {
         return fail(v, "valid_until", "one of valid_until or valid_days is required");
     if (p->has_valid_until) {
         TRY(check_range(v, "valid_until", p->valid_until, 0, INT64_MAX / 2));
-        if (p->valid_until <= p->issue_starts_at) return fail(v, "valid_until", "must be after issue_starts_at");
+        /* Else a coupon issued late in the window would be born expired,
+         * and still count against the quantity. */
+        if (p->valid_until < p->issue_ends_at) return fail(v, "valid_until", "must not be before issue_ends_at");
     }
     if (p->has_valid_days) TRY(check_range(v, "valid_days", p->valid_days, 1, VALID_DAYS_MAX));
     return 0;

@@ -429,7 +429,20 @@ static int redis_connect(app *a, char *errstr, size_t errstr_size) {
     return 0;
 }
 
-/* One pipelined round of SETs. Returns 0, or -1 with errstr filled (and the
+/* The first final result of a request id is the one kept, in Redis as in
+ * the requests table (INSERT IGNORE): a status is written over nothing, over
+ * ingest's PENDING or over itself (a replay), never over another result —
+ * such as a command sent under a reused id to another entity's partition,
+ * which no single processor can see. The PUBLISH wakes ingest's long-polls
+ * (GET /v1/requests/{id}?wait_ms=) once the status they read is in place. */
+static const char status_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and v ~= ARGV[1] and not string.find(v, '\"status\":\"PENDING\"', 1, true) then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
+    "redis.call('PUBLISH', 'promo:done', ARGV[3])\n"
+    "return 1\n";
+
+/* One pipelined round of status writes. Returns 0, or -1 with errstr filled (and the
  * connection dropped when it broke). */
 static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_size) {
     batch *b = &a->b;
@@ -440,15 +453,11 @@ static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_
         if (!b->json[i]) continue;
         char key[16 + PROMO_ID_MAX + 1];
         int klen = snprintf(key, sizeof key, "promo:req:%s", b->res[i].request_id);
-        const char *argv[] = {"SET", key, b->json[i], "EX", ttl};
-        size_t lens[] = {3, (size_t)klen, strlen(b->json[i]), 2, strlen(ttl)};
-        if (redisAppendCommandArgv(a->redis, 5, argv, lens) != REDIS_OK) goto io_error;
-        /* Wakes ingest's long-polls (GET /v1/requests/{id}?wait_ms=) at once,
-         * after the status they will read is in place. */
-        const char *pub[] = {"PUBLISH", "promo:done", b->res[i].request_id};
-        size_t publens[] = {7, 10, strlen(b->res[i].request_id)};
-        if (redisAppendCommandArgv(a->redis, 3, pub, publens) != REDIS_OK) goto io_error;
-        n += 2;
+        const char *argv[] = {"EVAL", status_script, "1", key, b->json[i], ttl, b->res[i].request_id};
+        size_t lens[] = {4, strlen(status_script), 1, (size_t)klen, strlen(b->json[i]), strlen(ttl),
+                         strlen(b->res[i].request_id)};
+        if (redisAppendCommandArgv(a->redis, 7, argv, lens) != REDIS_OK) goto io_error;
+        n++;
     }
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -460,7 +469,7 @@ static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_
         }
         freeReplyObject(reply);
     }
-    *sent = n / 2;
+    *sent = n;
     return rc;
 io_error:
     snprintf(errstr, errstr_size, "%s", a->redis->errstr);

@@ -76,7 +76,7 @@ def test_coupons_end_to_end(fleet):
     t = now_ms()
     exp_until = t + 1500
     exp_create, exp_issue = run_in_order(c, [
-        ("/v1/coupon-policies", policy_body("c30-exp", valid_until=exp_until, valid_days=None), ADMIN),
+        ("/v1/coupon-policies", policy_body("c30-exp", valid_until=exp_until, issue_ends_at=exp_until, valid_days=None), ADMIN),
         issue("c30-exp", erin)])
     ok(exp_create)
     exp_coupon = ok(exp_issue)
