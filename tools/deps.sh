@@ -6,7 +6,19 @@ set -eu
 PKGS="gcc make pkg-config librdkafka-dev libavro-dev libcivetweb-dev libhiredis-dev
 default-libmysqlclient-dev libjansson-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
 uthash-dev redis-server redis-tools mariadb-server mariadb-client kcat
-python3-confluent-kafka python3-avro python3-pytest python3-pymysql"
+python3-confluent-kafka python3-avro python3-pytest python3-pymysql chromium docker-compose lcov clang-14 libclang-rt-14-dev"
+
+# Swagger UI for ingest's /api/docs, from the npm registry into build/npm
+# (never into git); without npm, /api/docs falls back to a plain page.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SWAGGER_UI=swagger-ui-dist@5.35.0
+if command -v npm >/dev/null 2>&1 && [ ! -f "$ROOT/build/npm/node_modules/swagger-ui-dist/swagger-ui-bundle.js" ]; then
+    echo "deps: installing $SWAGGER_UI into build/npm"
+    mkdir -p "$ROOT/build/npm"
+    npm install --prefix "$ROOT/build/npm" --no-audit --no-fund --no-save --silent "$SWAGGER_UI" ||
+        echo "deps: npm install failed; /api/docs will show the plain page" >&2
+fi
+
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
