@@ -222,7 +222,12 @@ int checkpoint_write(redisContext *rc, const char *domain, int32_t partition, in
     int rcode = CKPT_OK;
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(errstr, errstr_size, "checkpoint %s: %s", meta, r->str);
-        rcode = strstr(r->str, "FENCED") ? CKPT_FENCED : strstr(r->str, "GAP") ? CKPT_GAP : CKPT_ERR;
+        /* "FENCED epoch false": no epoch at all, so Redis lost the meta;
+         * a number: another owner claimed the partition after us. */
+        if (strstr(r->str, "FENCED epoch false"))
+            rcode = CKPT_LOST;
+        else
+            rcode = strstr(r->str, "FENCED") ? CKPT_FENCED : strstr(r->str, "GAP") ? CKPT_GAP : CKPT_ERR;
     }
     freeReplyObject(r);
     return rcode;

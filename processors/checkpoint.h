@@ -25,6 +25,7 @@ enum {
     CKPT_ERR = -1,    /* Redis unreachable or replied with an error */
     CKPT_FENCED = -2, /* another owner holds a newer epoch */
     CKPT_GAP = -3,    /* stored seq is not ours: write a full snapshot */
+    CKPT_LOST = -4,   /* Redis lost the partition's meta, epoch included */
 };
 
 /* A pending write: deletions and key/value pairs, gathered from dump()
@@ -58,7 +59,8 @@ int checkpoint_restore(redisContext *rc, const char *domain, int32_t partition, 
                        int *found, int64_t *offset, int64_t *seq, char *errstr, size_t errstr_size);
 
 /* Writes batch as checkpoint seq = prev_seq + 1 with the given next offset;
- * full replaces the whole state. Returns CKPT_OK, CKPT_FENCED, CKPT_GAP or
+ * full replaces the whole state. Returns CKPT_OK, CKPT_FENCED, CKPT_GAP,
+ * CKPT_LOST or
  * CKPT_ERR (errstr filled). */
 int checkpoint_write(redisContext *rc, const char *domain, int32_t partition, int64_t epoch, int64_t prev_seq,
                      int64_t offset, int full, int64_t now, checkpoint_batch *batch, char *errstr,

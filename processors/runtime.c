@@ -308,6 +308,16 @@ static int runtime_checkpoint(runtime *rt) {
         int rc = CKPT_ERR;
         if (redis_ready(rt) == 0) {
             rc = part_write(rt, p, p->need_full, err, sizeof err);
+            if (rc == CKPT_LOST) {
+                /* Redis lost everything of this partition, its epoch too.
+                 * We still own it (a zombie would see a newer epoch, not
+                 * none): claim afresh and write our whole state. */
+                log_warn("partition %d: %s; claiming a new epoch and writing a full snapshot", i, err);
+                if (checkpoint_claim(rt->redis, rt->ops->name, i, &p->epoch, err, sizeof err) == CKPT_OK) {
+                    p->seq = 0;
+                    rc = part_write(rt, p, 1, err, sizeof err);
+                }
+            }
             if (rc == CKPT_GAP) {
                 /* Redis lost our previous checkpoint (restart, failover):
                  * a delta would sit on a hole, so write everything. */
@@ -323,9 +333,14 @@ static int runtime_checkpoint(runtime *rt) {
             p->need_full = 0;
             rd_kafka_topic_partition_list_add(commit, rt->ops->topic, i)->offset = p->next_offset;
         } else if (rc == CKPT_FENCED) {
-            log_warn("partition %d: %s; reloading", i, err);
+            /* Another process claimed the partition after us: we are a
+             * zombie whose revocation has not arrived yet. Stop applying
+             * (never claim it back: that would fence the rightful owner) and
+             * let the group's revoke or next assignment settle it. */
+            log_warn("partition %d: %s; dropping it until the group reassigns it", i, err);
             atomic_fetch_add(&rt->st.fenced, 1);
-            part_reset(rt, i);
+            part_destroy(rt, p);
+            rt->parts[i] = NULL;
             failed = 1;
         } else {
             /* The dump already cleared the dirty set: only a full snapshot
