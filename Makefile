@@ -24,7 +24,8 @@ DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
 PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
                 processors/dedupe.c processors/partition.c
 INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c \
-                ingest/status.c
+                ingest/status.c ingest/notify.c ingest/ratelimit.c ingest/docs.c \
+                $(B)/gen/openapi.c
 SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c
 DEVKAFKA_SRC := tools/devkafka.c
 
@@ -71,6 +72,13 @@ $(B)/gen/schemas.c: schemas/coupon_command.avsc schemas/point_command.avsc \
                     schemas/timesale_command.avsc schemas/result.avsc schemas/dead_letter.avsc tools/embed.sh
 	@mkdir -p $(dir $@)
 	sh tools/embed.sh $(filter %.avsc,$^) > $@
+
+# The OpenAPI document ingest serves at /openapi.json, compiled in likewise.
+$(B)/gen/openapi.c: ingest/openapi.json
+	@mkdir -p $(dir $@)
+	{ echo '/* Generated from ingest/openapi.json by the Makefile; do not edit. */'; \
+	  echo 'const char ingest_openapi_json[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
 
 $(B)/bin/promo-devkafka: $(call obj,$(DEVKAFKA_SRC) common/util.c)
 	@mkdir -p $(dir $@)

@@ -9,11 +9,19 @@
  * out so that a client polling right away finds its request; a Redis failure
  * there is logged and the 202 still stands, because the command is in Kafka.
  *
+ * Before any of that, every request but the probes and /metrics takes a
+ * token from its client address's bucket, and an authenticated one from its
+ * API key's bucket (ratelimit.c); an empty bucket answers 429 with
+ * Retry-After. A write that Kafka does not acknowledge within
+ * PROMO_PRODUCE_TIMEOUT_MS (queue full, brokers down) answers 503 with
+ * Retry-After: that bound is the backpressure, and since the producer keeps
+ * reconnecting, writes succeed again as soon as Kafka is back.
+ *
  * Every handler runs on a CivetWeb worker thread. Per-thread things (the
  * codec, which is not thread-safe, the body buffer, the Redis and MySQL
- * connections in status.c) live in thread-local storage; the only state all
- * workers touch is the metric counters, which are atomics. No lock is taken
- * on the request path.
+ * connections in status.c) live in thread-local storage; the state all
+ * workers touch is the metric counters, which are atomics, and the rate
+ * limiters' lock stripes.
  */
 #include "http.h"
 
@@ -30,12 +38,21 @@
 #include <time.h>
 
 #include "codec.h"
+#include "docs.h"
 #include "parse.h"
+#include "ratelimit.h"
 #include "status.h"
 #include "util.h"
 
 #define MAX_KEYS 64
 #define READY_TIMEOUT_MS 2000
+#define RATE_IP_ENTRIES 100000
+
+/* The OpenAPI document, ingest/openapi.json compiled in (see the Makefile). */
+extern const char ingest_openapi_json[];
+
+typedef enum { LIMITER_IP, LIMITER_KEY, LIMITER__COUNT } limiter;
+static const char *const limiter_names[LIMITER__COUNT] = {"ip", "key"};
 
 typedef struct api_key {
     unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -46,7 +63,7 @@ typedef struct api_key {
 static const int metric_codes[] = {200, 202, 400, 401, 403, 404, 405, 413, 415, 429, 500, 503};
 #define N_CODES (sizeof metric_codes / sizeof metric_codes[0])
 
-/* Produce latency buckets, in microseconds (rendered in seconds). */
+/* Latency buckets (produce and request), in microseconds (rendered in seconds). */
 static const long long latency_us[] = {500,    1000,   2500,   5000,    10000,   25000,   50000,
                                        100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
 #define N_BUCKETS (sizeof latency_us / sizeof latency_us[0])
@@ -61,6 +78,11 @@ struct http_server {
     atomic_ullong produce_count;
     atomic_ullong produce_sum_us;
     atomic_llong in_flight;
+    atomic_ullong request_buckets[ROUTE__COUNT][N_BUCKETS + 1];
+    atomic_ullong request_sum_us[ROUTE__COUNT];
+    ratelimit *limiters[LIMITER__COUNT];
+    atomic_ullong rate_limited[LIMITER__COUNT];
+    atomic_bool draining;
 };
 
 /* Per worker thread; created on the first request it serves. */
@@ -218,9 +240,11 @@ static int keys_parse(http_server *s, const char *list, char *errstr, size_t err
     return 0;
 }
 
-/* The role of the presented key, or ROLE_NONE. Digests have one length, and
- * every key is compared, so timing tells nothing about any key. */
-static parse_role auth_role(http_server *s, const char *header) {
+/* The role of the presented key, or ROLE_NONE; *index is the key's place in
+ * the list (its rate-limit bucket). Digests have one length, and every key
+ * is compared, so timing tells nothing about any key. */
+static parse_role auth_role(http_server *s, const char *header, int *index) {
+    *index = -1;
     if (!header || strncasecmp(header, "Bearer ", 7) != 0) return ROLE_NONE;
     const char *key = header + 7;
     while (*key == ' ')
@@ -229,7 +253,7 @@ static parse_role auth_role(http_server *s, const char *header) {
     SHA256((const unsigned char *)key, strlen(key), d);
     parse_role role = ROLE_NONE;
     for (int i = 0; i < s->n_keys; i++)
-        if (CRYPTO_memcmp(d, s->keys[i].digest, sizeof d) == 0) role = s->keys[i].role;
+        if (CRYPTO_memcmp(d, s->keys[i].digest, sizeof d) == 0) role = s->keys[i].role, *index = i;
     return role;
 }
 
@@ -461,6 +485,67 @@ static int handle_metrics(http_server *s, struct mg_connection *conn) {
     fprintf(f, "promo_ingest_produce_seconds_sum %.6f\n",
             atomic_load_explicit(&s->produce_sum_us, memory_order_relaxed) / 1e6);
     fprintf(f, "promo_ingest_produce_seconds_count %llu\n", cum);
+    fputs("# HELP promo_ingest_request_seconds Time to answer a request, by route.\n"
+          "# TYPE promo_ingest_request_seconds histogram\n",
+          f);
+    for (int r = 0; r < ROUTE__COUNT; r++) {
+        const char *name = parse_route_name((parse_route_id)r);
+        unsigned long long seen = 0;
+        for (size_t b = 0; b <= N_BUCKETS; b++)
+            seen += atomic_load_explicit(&s->request_buckets[r][b], memory_order_relaxed);
+        if (!seen) continue; /* a route never asked for is 24 lines of zeros */
+        cum = 0;
+        for (size_t b = 0; b <= N_BUCKETS; b++) {
+            cum += atomic_load_explicit(&s->request_buckets[r][b], memory_order_relaxed);
+            if (b < N_BUCKETS)
+                fprintf(f, "promo_ingest_request_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", name,
+                        latency_us[b] / 1e6, cum);
+            else
+                fprintf(f, "promo_ingest_request_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, cum);
+        }
+        fprintf(f, "promo_ingest_request_seconds_sum{route=\"%s\"} %.6f\n", name,
+                atomic_load_explicit(&s->request_sum_us[r], memory_order_relaxed) / 1e6);
+        fprintf(f, "promo_ingest_request_seconds_count{route=\"%s\"} %llu\n", name, cum);
+    }
+    fputs("# HELP promo_ingest_rate_limited_total Requests refused with 429, by limiter.\n"
+          "# TYPE promo_ingest_rate_limited_total counter\n",
+          f);
+    for (int l = 0; l < LIMITER__COUNT; l++)
+        fprintf(f, "promo_ingest_rate_limited_total{limiter=\"%s\"} %llu\n", limiter_names[l],
+                atomic_load_explicit(&s->rate_limited[l], memory_order_relaxed));
+    fputs("# HELP promo_ingest_rate_limit_rps Configured refill rate per bucket (0 = no limit).\n"
+          "# TYPE promo_ingest_rate_limit_rps gauge\n",
+          f);
+    for (int l = 0; l < LIMITER__COUNT; l++)
+        fprintf(f, "promo_ingest_rate_limit_rps{limiter=\"%s\"} %g\n", limiter_names[l],
+                ratelimit_rps(s->limiters[l]));
+    fputs("# HELP promo_ingest_rate_limit_burst Configured bucket size (0 = no limit).\n"
+          "# TYPE promo_ingest_rate_limit_burst gauge\n",
+          f);
+    for (int l = 0; l < LIMITER__COUNT; l++)
+        fprintf(f, "promo_ingest_rate_limit_burst{limiter=\"%s\"} %g\n", limiter_names[l],
+                ratelimit_burst(s->limiters[l]));
+    if (s->cfg.notify) {
+        notify_stats ns;
+        notify_get_stats(s->cfg.notify, &ns);
+        fprintf(f,
+                "# HELP promo_ingest_notify_messages_total Decided request ids received on " NOTIFY_CHANNEL ".\n"
+                "# TYPE promo_ingest_notify_messages_total counter\n"
+                "promo_ingest_notify_messages_total %llu\n"
+                "# HELP promo_ingest_notify_wakeups_total Long-polls woken by a decided request.\n"
+                "# TYPE promo_ingest_notify_wakeups_total counter\n"
+                "promo_ingest_notify_wakeups_total %llu\n"
+                "# HELP promo_ingest_notify_subscriptions_total Subscriptions made (1 + reconnects).\n"
+                "# TYPE promo_ingest_notify_subscriptions_total counter\n"
+                "promo_ingest_notify_subscriptions_total %llu\n"
+                "# HELP promo_ingest_notify_subscribed 1 while subscribed to " NOTIFY_CHANNEL ".\n"
+                "# TYPE promo_ingest_notify_subscribed gauge\n"
+                "promo_ingest_notify_subscribed %d\n"
+                "# HELP promo_ingest_long_polls Long-polls waiting now.\n"
+                "# TYPE promo_ingest_long_polls gauge\n"
+                "promo_ingest_long_polls %lld\n",
+                ns.messages, ns.wakeups, ns.reconnects, ns.connected, ns.waiting);
+    }
     fprintf(f,
             "# HELP promo_ingest_in_flight Requests being handled now.\n"
             "# TYPE promo_ingest_in_flight gauge\n"
@@ -472,52 +557,56 @@ static int handle_metrics(http_server *s, struct mg_connection *conn) {
     return rc;
 }
 
-static const char openapi_json[] =
-    "{\"openapi\":\"3.0.3\",\"info\":{\"title\":\"Promotion engine\",\"version\":\"1\","
-    "\"description\":\"Writes answer 202 once Kafka has the command; poll status_url or use callback_url. "
-    "Errors are {error:{code,message,field}}.\"},"
-    "\"components\":{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\"}}},"
-    "\"security\":[{\"bearer\":[]}],\"paths\":{"
-    "\"/v1/coupon-policies\":{\"post\":{\"summary\":\"Create a coupon policy (admin)\"}},"
-    "\"/v1/coupon-policies/{policy_id}\":{\"get\":{\"summary\":\"Policy with issued and remaining\"}},"
-    "\"/v1/coupon-policies/{policy_id}/issue\":{\"post\":{\"summary\":\"Issue a coupon {user_id}\"}},"
-    "\"/v1/coupons/{coupon_id}/redeem\":{\"post\":{\"summary\":\"Redeem {user_id, order_id, order_amount}\"}},"
-    "\"/v1/coupons/{coupon_id}/cancel\":{\"post\":{\"summary\":\"Cancel a redemption {order_id}\"}},"
-    "\"/v1/users/{user_id}/coupons\":{\"get\":{\"summary\":\"A user's coupons (?limit, ?cursor)\"}},"
-    "\"/v1/points/{user_id}\":{\"get\":{\"summary\":\"Balance and next expiry\"}},"
-    "\"/v1/points/{user_id}/history\":{\"get\":{\"summary\":\"Ledger, newest first (?limit, ?cursor)\"}},"
-    "\"/v1/points/{user_id}/earn\":{\"post\":{\"summary\":\"Earn {amount, reason, expires_at?} (admin)\"}},"
-    "\"/v1/points/{user_id}/use\":{\"post\":{\"summary\":\"Use {amount, order_id}\"}},"
-    "\"/v1/points/{user_id}/cancel\":{\"post\":{\"summary\":\"Cancel a use {order_id}\"}},"
-    "\"/v1/time-sales\":{\"post\":{\"summary\":\"Create a time sale (admin)\"}},"
-    "\"/v1/time-sales/{sale_id}\":{\"get\":{\"summary\":\"Sale with sold and remaining\"}},"
-    "\"/v1/time-sales/{sale_id}/orders\":{\"post\":{\"summary\":\"Order {user_id, quantity, order_id?}\"}},"
-    "\"/v1/time-sales/{sale_id}/orders/{order_id}\":{\"get\":{\"summary\":\"One order\"}},"
-    "\"/v1/time-sales/{sale_id}/orders/{order_id}/cancel\":{\"post\":{\"summary\":\"Cancel an order\"}},"
-    "\"/v1/requests/{request_id}\":{\"get\":{\"summary\":\"Request status (?wait_ms long-polls, max 30000)\"}},"
-    "\"/healthz\":{\"get\":{\"security\":[]}},\"/readyz\":{\"get\":{\"security\":[]}},"
-    "\"/metrics\":{\"get\":{\"security\":[]}}}}";
-
-static const char docs_html[] =
-    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Promotion engine API</title></head><body>"
-    "<redoc spec-url=\"/openapi.json\"></redoc>"
-    "<script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>"
-    "<noscript><a href=\"/openapi.json\">openapi.json</a></noscript></body></html>";
+/* Serves one of Swagger UI's files, or docs.js. */
+static int handle_docs_asset(http_server *s, struct mg_connection *conn, const parse_route *r) {
+    if (strcmp(r->id1, "docs.js") == 0)
+        return send_body(conn, 200, "application/javascript", docs_script, strlen(docs_script), no_headers);
+    char path[4096];
+    const char *mime;
+    if (docs_asset(s->cfg.docs_dir, r->id1, path, sizeof path, &mime))
+        return send_error(conn, 404, "NOT_FOUND", NULL, "no such file", no_headers);
+    mg_send_mime_file(conn, path, mime);
+    return 200;
+}
 
 /* ---- the handler ---- */
 
-static void count(http_server *s, parse_route_id r, int status) {
+static void count(http_server *s, parse_route_id r, int status, int64_t us) {
     size_t c = 0;
     while (c < N_CODES && metric_codes[c] != status)
         c++;
     atomic_fetch_add_explicit(&s->requests[r][c], 1, memory_order_relaxed);
+    size_t b = 0;
+    while (b < N_BUCKETS && us > latency_us[b])
+        b++;
+    atomic_fetch_add_explicit(&s->request_buckets[r][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->request_sum_us[r], (unsigned long long)us, memory_order_relaxed);
+}
+
+/* Takes a token from the bucket of key in limiter l; on refusal answers 429
+ * and returns its status, else 0. */
+static int rate_check(http_server *s, struct mg_connection *conn, limiter l, const char *key) {
+    int64_t wait_ns = ratelimit_take(s->limiters[l], key, mono_us() * 1000);
+    if (wait_ns == 0) return 0;
+    atomic_fetch_add_explicit(&s->rate_limited[l], 1, memory_order_relaxed);
+    char retry[24];
+    snprintf(retry, sizeof retry, "%lld", (long long)((wait_ns + 999999999) / 1000000000));
+    const char *hdrs[] = {"Retry-After", retry, NULL};
+    return send_error(conn, 429, "RATE_LIMITED", NULL,
+                      l == LIMITER_KEY ? "too many requests for this API key" : "too many requests from this address",
+                      hdrs);
+}
+
+/* Probes and scraping must work however busy the clients are. */
+static bool route_rate_exempt(parse_route_id r) {
+    return r == ROUTE_HEALTHZ || r == ROUTE_READYZ || r == ROUTE_METRICS;
 }
 
 /* Runs on a CivetWeb worker thread for every request. */
 static int handle(struct mg_connection *conn, void *cbdata) {
     http_server *s = cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    int64_t t0 = s->cfg.access_log ? mono_us() : 0;
+    int64_t t0 = mono_us();
     atomic_fetch_add(&s->in_flight, 1);
     char rid[PROMO_ID_MAX + 1] = "";
     parse_route route;
@@ -529,14 +618,26 @@ static int handle(struct mg_connection *conn, void *cbdata) {
         status = send_parse_error(conn, &perr);
         goto done;
     }
+    if (atomic_load_explicit(&s->draining, memory_order_relaxed) && route.id != ROUTE_HEALTHZ &&
+        route.id != ROUTE_METRICS) {
+        const char *hdrs[] = {"Retry-After", "1", "Connection", "close", NULL};
+        status = send_error(conn, 503, "SHUTTING_DOWN", NULL, "this instance is shutting down; retry", hdrs);
+        goto done;
+    }
+    if (!route_rate_exempt(route.id) && (status = rate_check(s, conn, LIMITER_IP, ri->remote_addr)) != 0) goto done;
     parse_role need = parse_route_role(route.id);
     if (need != ROLE_NONE) {
-        parse_role have = auth_role(s, mg_get_header(conn, "Authorization"));
+        int key_index;
+        parse_role have = auth_role(s, mg_get_header(conn, "Authorization"), &key_index);
         if (have == ROLE_NONE) {
             const char *hdrs[] = {"WWW-Authenticate", "Bearer", NULL};
             status = send_error(conn, 401, "UNAUTHORIZED", NULL, "a valid API key is required", hdrs);
             goto done;
         }
+        /* The bucket is named by the key's place in the list, never by the key. */
+        char bucket[16];
+        snprintf(bucket, sizeof bucket, "k%d", key_index);
+        if ((status = rate_check(s, conn, LIMITER_KEY, bucket)) != 0) goto done;
         if (need == ROLE_ADMIN && have != ROLE_ADMIN) {
             status = send_error(conn, 403, "FORBIDDEN", NULL, "this operation needs an admin key", no_headers);
             goto done;
@@ -546,21 +647,67 @@ static int handle(struct mg_connection *conn, void *cbdata) {
     case ROUTE_HEALTHZ: status = send_json(conn, 200, "{\"status\":\"ok\"}", no_headers); break;
     case ROUTE_READYZ: status = handle_ready(s, conn); break;
     case ROUTE_METRICS: status = handle_metrics(s, conn); break;
-    case ROUTE_OPENAPI: status = send_json(conn, 200, openapi_json, no_headers); break;
+    case ROUTE_OPENAPI: status = send_json(conn, 200, ingest_openapi_json, no_headers); break;
     case ROUTE_DOCS:
-        status = send_body(conn, 200, "text/html; charset=utf-8", docs_html, sizeof docs_html - 1, no_headers);
+        status = send_body(conn, 200, "text/html; charset=utf-8", docs_page, strlen(docs_page), no_headers);
         break;
+    case ROUTE_DOCS_ASSET: status = handle_docs_asset(s, conn, &route); break;
     default:
         status = parse_route_is_write(route.id) ? handle_write(s, conn, ri, &route, rid, sizeof rid)
                                                 : handle_read(conn, ri, &route);
     }
-done:
-    count(s, route.id, status);
+done:;
+    int64_t us = mono_us() - t0;
+    count(s, route.id, status, us);
     atomic_fetch_sub(&s->in_flight, 1);
+    /* Failures log their own line where they happen; this is the access log. */
     if (s->cfg.access_log)
-        log_info("%s %s %d %lldus%s%s", ri->request_method, path ? path : "-", status, (long long)(mono_us() - t0),
+        log_info("%s %s %d %lldus%s%s", ri->request_method, path ? path : "-", status, (long long)us,
                  rid[0] ? " request_id=" : "", rid);
     return status;
+}
+
+/* Every route the server serves must be in the document it publishes, and
+ * every documented operation must be served: checked at start, so the two
+ * cannot drift apart unnoticed (tests/unit/test_parse.c checks the file too). */
+static int routes_documented(char *errstr, size_t errstr_size) {
+    json_error_t jerr;
+    json_t *doc = json_loads(ingest_openapi_json, 0, &jerr);
+    json_t *paths = json_object_get(doc, "paths");
+    int rc = 0;
+    if (!json_is_object(paths)) {
+        snprintf(errstr, errstr_size, "embedded openapi.json: %s", doc ? "no paths" : jerr.text);
+        rc = -1;
+    }
+    size_t served = 0;
+    for (size_t i = 0; rc == 0 && i < parse_route_count(); i++) {
+        const char *method, *pattern;
+        parse_route_at(i, &method, &pattern);
+        char lower[8];
+        snprintf(lower, sizeof lower, "%s", method);
+        for (char *c = lower; *c; c++)
+            *c = (char)(*c - 'A' + 'a');
+        if (!json_object_get(json_object_get(paths, pattern), lower)) {
+            snprintf(errstr, errstr_size, "openapi.json does not document %s %s", method, pattern);
+            rc = -1;
+        }
+        served++;
+    }
+    size_t documented = 0;
+    const char *key;
+    json_t *item;
+    json_object_foreach(paths, key, item) {
+        const char *ops[] = {"get", "post", "put", "patch", "delete"};
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+            documented += json_object_get(item, ops[i]) != NULL;
+    }
+    if (rc == 0 && documented != served) {
+        snprintf(errstr, errstr_size, "openapi.json documents %zu operations, the server serves %zu", documented,
+                 served);
+        rc = -1;
+    }
+    json_decref(doc);
+    return rc;
 }
 
 static int on_log_message(const struct mg_connection *conn, const char *message) {
@@ -581,10 +728,16 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
         return NULL;
     }
     s->cfg = *cfg;
-    if (keys_parse(s, cfg->api_keys, errstr, errstr_size)) {
+    if (keys_parse(s, cfg->api_keys, errstr, errstr_size) || routes_documented(errstr, errstr_size)) {
         free(s);
         return NULL;
     }
+    s->limiters[LIMITER_KEY] = ratelimit_new(cfg->rate_key_rps, cfg->rate_key_burst, MAX_KEYS, errstr, errstr_size);
+    s->limiters[LIMITER_IP] =
+        s->limiters[LIMITER_KEY]
+            ? ratelimit_new(cfg->rate_ip_rps, cfg->rate_ip_burst, RATE_IP_ENTRIES, errstr, errstr_size)
+            : NULL;
+    if (!s->limiters[LIMITER_IP]) goto fail;
     char threads[16], keep_alive[16];
     snprintf(threads, sizeof threads, "%d", cfg->threads);
     snprintf(keep_alive, sizeof keep_alive, "%d", cfg->keep_alive_ms);
@@ -613,15 +766,33 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
     s->ctx = mg_start2(&init, &err);
     if (!s->ctx) {
         if (!errstr[0]) snprintf(errstr, errstr_size, "cannot start the HTTP server on %s", cfg->listen);
-        free(s);
-        return NULL;
+        goto fail;
     }
     mg_set_request_handler(s->ctx, "/", handle, s);
     return s;
+fail:
+    for (int l = 0; l < LIMITER__COUNT; l++)
+        ratelimit_destroy(s->limiters[l]);
+    free(s);
+    return NULL;
+}
+
+void http_drain(http_server *s, int timeout_ms) {
+    if (!s) return;
+    atomic_store(&s->draining, true);
+    int64_t deadline = mono_us() + (int64_t)timeout_ms * 1000;
+    while (atomic_load(&s->in_flight) > 0 && mono_us() < deadline) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    long long left = atomic_load(&s->in_flight);
+    if (left > 0) log_warn("shutdown: %lld requests still in flight after %d ms", left, timeout_ms);
 }
 
 void http_stop(http_server *s) {
     if (!s) return;
     mg_stop(s->ctx);
+    for (int l = 0; l < LIMITER__COUNT; l++)
+        ratelimit_destroy(s->limiters[l]);
     free(s);
 }

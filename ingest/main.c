@@ -2,18 +2,23 @@
  * starts the Kafka producer, the status stores and the HTTP server, and on
  * SIGTERM or SIGINT shuts them down in the order that loses nothing.
  *
- * Shutdown order: stop CivetWeb first (it stops accepting and waits for every
- * worker, and a worker in a write is waiting for its delivery report, which
- * the producer's poll thread still delivers), then flush and free the
- * producer, then the MySQL client library. Exit status 0.
+ * Shutdown order: close the notifier (long-polls answer at once with what
+ * Redis holds instead of holding the shutdown up to 30 s); drain the HTTP
+ * server (new requests get 503 and the connection closed, those in flight
+ * finish: a write waits for its delivery report, which the producer's poll
+ * thread still delivers); stop CivetWeb; flush and free the producer; stop
+ * the subscriber thread; end the MySQL client library. Exit status 0.
  */
 #include <civetweb.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "docs.h"
 #include "http.h"
+#include "notify.h"
 #include "produce.h"
 #include "status.h"
 #include "util.h"
@@ -50,6 +55,12 @@ int main(void) {
     else
         snprintf(listen, sizeof listen, "%lld", port);
 
+    notify *notifier = notify_start(cfg_str("PROMO_REDIS_HOST", "127.0.0.1"), (int)cfg_int("PROMO_REDIS_PORT", 6379),
+                                    errstr, sizeof errstr);
+    if (!notifier) {
+        log_error("notifier: %s", errstr);
+        return 1;
+    }
     status_config scfg = {
         .redis_host = cfg_str("PROMO_REDIS_HOST", "127.0.0.1"),
         .redis_port = (int)cfg_int("PROMO_REDIS_PORT", 6379),
@@ -59,11 +70,16 @@ int main(void) {
         .mysql_password = cfg_str("PROMO_MYSQL_PASSWORD", "promo"),
         .mysql_db = cfg_str("PROMO_MYSQL_DB", "promo"),
         .ttl_s = (int)cfg_int("PROMO_STATUS_TTL_S", 86400),
+        .notify = notifier,
     };
     if (status_init(&scfg, errstr, sizeof errstr)) {
         log_error("status: %s", errstr);
+        notify_stop(notifier);
         return 1;
     }
+    char docs_dir[4096];
+    bool have_docs = docs_find_dir(docs_dir, sizeof docs_dir) == 0;
+    if (!have_docs) log_warn("Swagger UI not found (make deps installs it); /api/docs shows the plain list");
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -88,6 +104,14 @@ int main(void) {
         .webhook_allow = cfg_str("PROMO_WEBHOOK_ALLOW", "127.0.0.1,localhost"),
         .access_log = cfg_int("PROMO_ACCESS_LOG", 0) == 1,
         .producer = producer,
+        .notify = notifier,
+        .docs_dir = have_docs ? docs_dir : NULL,
+        /* High by default so benchmarks and stampede tests are not throttled;
+         * set them to what one client may fairly take. */
+        .rate_key_rps = (double)cfg_int("PROMO_RATE_KEY_RPS", 100000),
+        .rate_key_burst = (double)cfg_int("PROMO_RATE_KEY_BURST", 100000),
+        .rate_ip_rps = (double)cfg_int("PROMO_RATE_IP_RPS", 100000),
+        .rate_ip_burst = (double)cfg_int("PROMO_RATE_IP_BURST", 100000),
     };
     http = http_start(&hcfg, errstr, sizeof errstr);
     if (!http) {
@@ -104,11 +128,15 @@ int main(void) {
     log_info("stopping");
     rc = 0;
 out:
+    notify_close(notifier);
+    /* Writes wait at most the produce timeout for their ack. */
+    http_drain(http, (int)timeout_ms + 2000);
     http_stop(http);
     if (producer) {
         produce_destroy(producer);
         mg_exit_library();
     }
+    notify_stop(notifier);
     status_shutdown();
     if (rc == 0) log_info("stopped");
     return rc;

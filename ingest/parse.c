@@ -49,6 +49,7 @@ static const route_def routes[] = {
     {"GET", "/metrics", ROUTE_METRICS, "metrics", ROLE_NONE},
     {"GET", "/openapi.json", ROUTE_OPENAPI, "openapi", ROLE_NONE},
     {"GET", "/api/docs", ROUTE_DOCS, "docs", ROLE_NONE},
+    {"GET", "/api/docs/{asset}", ROUTE_DOCS_ASSET, "docs_asset", ROLE_NONE},
     {"POST", "/v1/coupon-policies", ROUTE_POLICY_CREATE, "policy_create", ROLE_ADMIN},
     {"POST", "/v1/coupon-policies/{policy_id}/issue", ROUTE_COUPON_ISSUE, "coupon_issue", ROLE_CLIENT},
     {"POST", "/v1/coupons/{coupon_id}/redeem", ROUTE_COUPON_REDEEM, "coupon_redeem", ROLE_CLIENT},
@@ -69,6 +70,13 @@ static const route_def routes[] = {
     {"GET", "/v1/requests/{request_id}", ROUTE_REQUEST_GET, "request_get", ROLE_CLIENT},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
+
+size_t parse_route_count(void) { return N_ROUTES; }
+
+void parse_route_at(size_t i, const char **method, const char **pattern) {
+    *method = i < N_ROUTES ? routes[i].method : "";
+    *pattern = i < N_ROUTES ? routes[i].pattern : "";
+}
 
 static const route_def *route_def_of(parse_route_id r) {
     for (size_t i = 0; i < N_ROUTES; i++)

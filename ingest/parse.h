@@ -35,6 +35,7 @@ typedef enum {
     ROUTE_METRICS,
     ROUTE_OPENAPI,
     ROUTE_DOCS,
+    ROUTE_DOCS_ASSET, /* /api/docs/{asset}: Swagger UI's files */
     /* writes, one per command type */
     ROUTE_POLICY_CREATE,
     ROUTE_COUPON_ISSUE,
@@ -79,6 +80,12 @@ const char *parse_route_name(parse_route_id r);
 bool parse_route_is_write(parse_route_id r);
 cmd_type parse_route_cmd(parse_route_id r);    /* only for writes */
 parse_role parse_route_role(parse_route_id r); /* ROLE_NONE: no key needed */
+
+/* The route table, for checking it against /openapi.json: entry i's
+ * method ("GET"/"POST") and path pattern ("/v1/points/{user_id}"), static
+ * strings; i from 0 to parse_route_count() - 1. */
+size_t parse_route_count(void);
+void parse_route_at(size_t i, const char **method, const char **pattern);
 
 /* Matches method and path (no query string). Returns 0 with out filled; or -1
  * with err: 404 NOT_FOUND for an unknown path, 405 METHOD_NOT_ALLOWED for a

@@ -477,31 +477,50 @@ static void sleep_ms(int ms) {
 int status_get_request(const char *request_id, int wait_ms, char **out, char *errstr, size_t errstr_size) {
     int64_t deadline = mono_ms() + wait_ms;
     bool asked_mysql = false;
+    notify_waiter *w = NULL;
+    int rc;
     for (;;) {
         char *val = NULL;
-        int rc = redis_get_request(request_id, &val, errstr, errstr_size);
+        rc = redis_get_request(request_id, &val, errstr, errstr_size);
         bool time_left = mono_ms() < deadline;
         if (rc == 0) {
             if (!is_pending(val) || !time_left) {
                 *out = val;
-                return 0;
+                goto out;
             }
             free(val);
         } else if (rc < 0) {
             /* Redis is down: MySQL alone can still say the request is done;
              * if it does not know it, the honest answer is "unavailable". */
             char why[128];
-            int mrc = mysql_get_request(request_id, out, why, sizeof why);
-            return mrc == 0 ? 0 : -1;
+            rc = mysql_get_request(request_id, out, why, sizeof why) == 0 ? 0 : -1;
+            goto out;
         } else if (!asked_mysql || !time_left) {
             /* Unknown to Redis: expired from it, or written straight to Kafka
              * and not yet processed. Ask MySQL at the start and at the end of
-             * the wait, not every 10 ms. */
+             * the wait, not at every wake-up. */
             asked_mysql = true;
-            int mrc = mysql_get_request(request_id, out, errstr, errstr_size);
-            if (mrc <= 0) return mrc;
-            if (!time_left) return STATUS_NOT_FOUND;
+            rc = mysql_get_request(request_id, out, errstr, errstr_size);
+            if (rc <= 0) goto out;
+            if (!time_left) goto out;
         }
-        sleep_ms(POLL_MS);
+        if (!cfg.notify) {
+            sleep_ms(POLL_MS);
+            continue;
+        }
+        if (!w) {
+            /* Registered only now, so the read above may have just missed
+             * the result: read once more before sleeping (lost wakeup). */
+            w = notify_register(cfg.notify, request_id);
+            if (!w) sleep_ms(POLL_MS);
+            continue;
+        }
+        if (notify_wait(cfg.notify, w, deadline) == NOTIFY_CLOSED) {
+            /* Shutting down: answer with what the next read finds. */
+            deadline = mono_ms();
+        }
     }
+out:
+    if (w) notify_unregister(cfg.notify, w);
+    return rc;
 }

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "notify.h"
+
 #define STATUS_NOT_FOUND 1
 
 typedef struct status_config {
@@ -27,7 +29,8 @@ typedef struct status_config {
     const char *mysql_user;
     const char *mysql_password;
     const char *mysql_db;
-    int ttl_s; /* of the PENDING record */
+    int ttl_s;      /* of the PENDING record */
+    notify *notify; /* borrowed; wakes long-polls (NULL: poll every 10 ms) */
 } status_config;
 
 /* Copies cfg and initialises the MySQL client library. Call once from main
@@ -42,8 +45,9 @@ void status_thread_end(void);
 int status_put_pending(const char *request_id, const char *json, char *errstr, size_t errstr_size);
 
 /* The status body of a request: Redis, else MySQL's requests.result. With
- * wait_ms > 0, polls Redis every 10 ms while the request is unknown or
- * PENDING, until it is decided or the time is up. */
+ * wait_ms > 0, waits while the request is unknown or PENDING, until it is
+ * decided or the time is up: registered with the notifier, re-reading Redis
+ * only when woken (see notify.h). */
 int status_get_request(const char *request_id, int wait_ms, char **out, char *errstr, size_t errstr_size);
 
 /* Read models. Lists answer {"items": [...], "next": cursor-or-null}. */

@@ -6,6 +6,12 @@
  * right field. Further tests cover routes and path ids, headers that become
  * envelope fields, callback URLs, size and media-type limits, query values,
  * and random bytes as bodies (no input may crash, ASan build included).
+ *
+ * Two more pure pieces of ingest are tested here too, so they need no test
+ * binary of their own: the route table against ingest/openapi.json (both
+ * ways: every route documented with its error answers, every documented
+ * operation routed), and the token buckets of ratelimit.c, which is included
+ * whole so its clock can be driven by hand.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +25,7 @@
 #include <jansson.h>
 
 #include "../../ingest/parse.h"
+#include "../../ingest/ratelimit.c"
 
 #define ALLOW "127.0.0.1,localhost, hooks.example.com ,[::1]"
 #define NOW 1700000000000LL
@@ -629,6 +636,7 @@ static void test_routes(void **state) {
         {"GET", "/metrics", ROUTE_METRICS, "", "", ROLE_NONE},
         {"GET", "/openapi.json", ROUTE_OPENAPI, "", "", ROLE_NONE},
         {"GET", "/api/docs", ROUTE_DOCS, "", "", ROLE_NONE},
+        {"GET", "/api/docs/swagger-ui.css", ROUTE_DOCS_ASSET, "swagger-ui.css", "", ROLE_NONE},
         {"POST", "/v1/coupon-policies", ROUTE_POLICY_CREATE, "", "", ROLE_ADMIN},
         {"POST", "/v1/coupon-policies/p1/issue", ROUTE_COUPON_ISSUE, "p1", "", ROLE_CLIENT},
         {"POST", "/v1/coupons/p1:12/redeem", ROUTE_COUPON_REDEEM, "p1:12", "", ROLE_CLIENT},
@@ -810,6 +818,162 @@ static void test_random_bodies(void **state) {
     }
 }
 
+/* ---- the route table and the OpenAPI document ---- */
+
+/* make runs the tests from the top of the tree. */
+static json_t *openapi_load(void) {
+    const char *path = getenv("PROMO_OPENAPI_JSON");
+    json_error_t jerr;
+    json_t *doc = json_load_file(path ? path : "ingest/openapi.json", 0, &jerr);
+    if (!doc) fail_msg("ingest/openapi.json: %s (line %d)", jerr.text, jerr.line);
+    return doc;
+}
+
+/* "/v1/points/{user_id}/history" with every {name} replaced by a valid id. */
+static void pattern_fill(const char *pattern, char *out, size_t size) {
+    size_t n = 0;
+    for (const char *p = pattern; *p && n + 8 < size;) {
+        if (*p == '{') {
+            bool coupon = strncmp(p, "{coupon_id}", 11) == 0;
+            n += (size_t)snprintf(out + n, size - n, "%s", coupon ? "p1:7" : "x1");
+            p = strchr(p, '}') + 1;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+}
+
+static void test_openapi_matches_routes(void **state) {
+    (void)state;
+    json_t *doc = openapi_load();
+    assert_string_equal(json_string_value(json_object_get(doc, "openapi")), "3.1.0");
+    json_t *paths = json_object_get(doc, "paths");
+    assert_true(json_is_object(paths));
+    /* Route table → document. */
+    for (size_t i = 0; i < parse_route_count(); i++) {
+        const char *method, *pattern;
+        parse_route_at(i, &method, &pattern);
+        json_t *op = json_object_get(json_object_get(paths, pattern), strcmp(method, "GET") == 0 ? "get" : "post");
+        if (!op) fail_msg("%s %s is served but not documented", method, pattern);
+        json_t *responses = json_object_get(op, "responses");
+        assert_true(json_is_object(responses));
+        char path[256];
+        pattern_fill(pattern, path, sizeof path);
+        parse_route r;
+        parse_error e;
+        assert_int_equal(parse_route_match(method, path, &r, &e), 0);
+        const char *need_write[] = {"202", "400", "401", "404", "413", "415", "429", "503"};
+        const char *need_read[] = {"200", "400", "401", "404", "429", "503"};
+        if (parse_route_is_write(r.id)) {
+            for (size_t k = 0; k < sizeof need_write / sizeof need_write[0]; k++)
+                if (!json_object_get(responses, need_write[k]))
+                    fail_msg("%s %s does not document %s", method, pattern, need_write[k]);
+            assert_non_null(json_object_get(op, "requestBody"));
+        } else if (parse_route_role(r.id) != ROLE_NONE) {
+            for (size_t k = 0; k < sizeof need_read / sizeof need_read[0]; k++)
+                if (!json_object_get(responses, need_read[k]))
+                    fail_msg("%s %s does not document %s", method, pattern, need_read[k]);
+        } else {
+            /* No key needed: the operation must say so. */
+            json_t *sec = json_object_get(op, "security");
+            assert_true(json_is_array(sec) && json_array_size(sec) == 0);
+        }
+        if (parse_route_role(r.id) == ROLE_ADMIN && !json_object_get(responses, "403"))
+            fail_msg("%s %s is admin-only but does not document 403", method, pattern);
+    }
+    /* Document → route table: every operation is routed to its own route. */
+    const char *pattern;
+    json_t *item;
+    size_t ops = 0;
+    json_object_foreach(paths, pattern, item) {
+        const char *m;
+        json_t *op;
+        json_object_foreach(item, m, op) {
+            if (strcmp(m, "get") != 0 && strcmp(m, "post") != 0) fail_msg("%s %s: unexpected method", m, pattern);
+            char path[256];
+            pattern_fill(pattern, path, sizeof path);
+            parse_route r;
+            parse_error e;
+            if (parse_route_match(strcmp(m, "get") == 0 ? "GET" : "POST", path, &r, &e))
+                fail_msg("%s %s is documented but not served (%d %s)", m, pattern, e.status, e.code);
+            ops++;
+        }
+    }
+    assert_int_equal(ops, parse_route_count());
+    /* Every $ref points at something that exists. */
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_t *comps = json_object_get(doc, "components");
+    for (const char *p = text; (p = strstr(p, "\"$ref\":\"#/components/")) != NULL;) {
+        p += strlen("\"$ref\":\"#/components/");
+        char kind[32], name[64];
+        assert_int_equal(sscanf(p, "%31[^/]/%63[^\"]", kind, name), 2);
+        if (!json_object_get(json_object_get(comps, kind), name)) fail_msg("dangling $ref %s/%s", kind, name);
+    }
+    free(text);
+    json_decref(doc);
+}
+
+/* ---- token buckets ---- */
+
+#define SEC 1000000000LL
+
+static void test_ratelimit_bucket(void **state) {
+    (void)state;
+    char errstr[128];
+    ratelimit *rl = ratelimit_new(10, 3, 100, errstr, sizeof errstr);
+    assert_non_null(rl);
+    int64_t t = 5 * SEC;
+    /* A full bucket: burst requests pass at once, the next waits 1/rps. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ratelimit_take(rl, "a", t), 0);
+    int64_t wait = ratelimit_take(rl, "a", t);
+    assert_true(wait > 0 && wait <= SEC / 10);
+    /* Another key has its own bucket. */
+    assert_int_equal(ratelimit_take(rl, "b", t), 0);
+    /* After the wait, exactly one more. */
+    assert_int_equal(ratelimit_take(rl, "a", t + wait), 0);
+    assert_true(ratelimit_take(rl, "a", t + wait) > 0);
+    /* Over a long run the rate holds: 10 s at 10 rps gives about 100 + burst. */
+    int passed = 0;
+    for (int64_t now = t + SEC; now < t + 11 * SEC; now += SEC / 1000)
+        passed += ratelimit_take(rl, "c", now) == 0;
+    assert_true(passed >= 100 && passed <= 104);
+    ratelimit_destroy(rl);
+
+    /* Off: everything passes, nothing is stored. */
+    rl = ratelimit_new(0, 0, 100, errstr, sizeof errstr);
+    assert_non_null(rl);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ratelimit_take(rl, "a", t), 0);
+    ratelimit_destroy(rl);
+    assert_null(ratelimit_new(5, 0, 100, errstr, sizeof errstr));
+}
+
+static void test_ratelimit_bounded(void **state) {
+    (void)state;
+    char errstr[128], key[32];
+    /* Many addresses: memory stays bounded, and a busy bucket evicted under
+     * pressure never makes a request fail, only forgets its debt. */
+    ratelimit *rl = ratelimit_new(1, 1, 640, errstr, sizeof errstr);
+    assert_non_null(rl);
+    for (int i = 0; i < 100000; i++) {
+        snprintf(key, sizeof key, "10.0.%d.%d", i / 256, i % 256);
+        assert_int_equal(ratelimit_take(rl, key, SEC), 0);
+    }
+    size_t total = 0;
+    for (int i = 0; i < STRIPES; i++)
+        total += rl->stripes[i].n;
+    assert_true(total <= 640 + STRIPES);
+    /* A very long key is cut, not overflowed. */
+    char big[300];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(ratelimit_take(rl, big, SEC), 0);
+    assert_true(ratelimit_take(rl, big, SEC) > 0);
+    ratelimit_destroy(rl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_bodies),
@@ -830,6 +994,9 @@ int main(void) {
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_query_values),
         cmocka_unit_test(test_random_bodies),
+        cmocka_unit_test(test_openapi_matches_routes),
+        cmocka_unit_test(test_ratelimit_bucket),
+        cmocka_unit_test(test_ratelimit_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
