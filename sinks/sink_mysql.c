@@ -724,7 +724,7 @@ static int write_orders(wctx *w, entity_row *tab) {
         sb_add(b, ",");
         sb_text(s, status, strnlen(status, sizeof c->order_status));
         sb_add(b, ",");
-        sb_int(b, c->processed_at);
+        sb_int(b, c->submitted_at); /* the order's "now", as a coupon's issued_at */
         sb_add(b, ",");
         sb_int(b, r->last->version);
         sb_add(b, ")");
