@@ -60,7 +60,7 @@ typedef struct api_key {
 } api_key;
 
 /* HTTP codes the server answers with; anything else is counted as "other". */
-static const int metric_codes[] = {200, 202, 400, 401, 403, 404, 405, 413, 415, 429, 500, 503};
+static const int metric_codes[] = {200, 202, 400, 401, 403, 404, 405, 413, 415, 422, 429, 500, 503};
 #define N_CODES (sizeof metric_codes / sizeof metric_codes[0])
 
 /* Latency buckets (produce and request), in microseconds (rendered in seconds). */
@@ -341,15 +341,6 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
     }
 
     promo_domain d = cmd_domain(cmd.type);
-    int64_t t0 = mono_us();
-    int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, errstr, sizeof errstr);
-    observe_produce(s, mono_us() - t0);
-    if (prc) {
-        log_error("request %s: produce to %s failed: %s", cmd.request_id, produce_topic(d), errstr);
-        return send_unavailable(conn, "KAFKA_UNAVAILABLE",
-                                "the command could not be stored; retry with the same Idempotency-Key");
-    }
-
     /* Every string here is an id, a fixed name or a number: no escaping needed. */
     char pending[512];
     snprintf(pending, sizeof pending,
@@ -357,7 +348,38 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
              "\"command_type\":\"%s\",\"entity_key\":\"%s\",\"submitted_at\":%lld,\"processed_at\":null,"
              "\"result\":{}}",
              cmd.request_id, promo_domain_name(d), cmd_type_name(cmd.type), key, (long long)cmd.submitted_at);
-    if (status_put_pending(cmd.request_id, pending, errstr, sizeof errstr))
+
+    /* A client's own Idempotency-Key is claimed before the command is sent.
+     * The processor of one partition catches a key reused with another body
+     * for the same entity, but a key reused for another entity lands on
+     * another partition, where nobody has seen it: refuse that here. */
+    bool claimed = false;
+    if (in.idempotency_key) {
+        char *existing = NULL;
+        int crc = status_claim(cmd.request_id, pending, &existing, errstr, sizeof errstr);
+        if (crc < 0) log_warn("request %s: idempotency key not claimed: %s", cmd.request_id, errstr);
+        claimed = crc == 0;
+        if (crc == 1) {
+            int same = status_same_target(existing, promo_domain_name(d), cmd_type_name(cmd.type), key);
+            free(existing);
+            if (!same)
+                return send_error(conn, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key",
+                                  "this Idempotency-Key was already used for another command", no_headers);
+            claimed = true; /* ours from an earlier try; the processor dedupes */
+        }
+    }
+
+    int64_t t0 = mono_us();
+    int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, errstr, sizeof errstr);
+    observe_produce(s, mono_us() - t0);
+    if (prc) {
+        log_error("request %s: produce to %s failed: %s", cmd.request_id, produce_topic(d), errstr);
+        if (claimed) status_release(cmd.request_id); /* nothing was sent: a retry starts afresh */
+        return send_unavailable(conn, "KAFKA_UNAVAILABLE",
+                                "the command could not be stored; retry with the same Idempotency-Key");
+    }
+
+    if (!claimed && status_put_pending(cmd.request_id, pending, errstr, sizeof errstr))
         log_warn("request %s: pending status not recorded: %s", cmd.request_id, errstr);
 
     char url[96], body[256];

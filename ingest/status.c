@@ -129,6 +129,42 @@ int status_put_pending(const char *request_id, const char *json, char *errstr, s
     return 0;
 }
 
+int status_claim(const char *request_id, const char *json, char **existing, char *errstr, size_t errstr_size) {
+    /* SET NX GET (Redis 7): one round trip both claims the id and, when it
+     * was taken, returns what holds it. */
+    redisReply *r =
+        redis_cmd(errstr, errstr_size, "SET " REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s);
+    if (!r) return -1;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        *existing = strndup(r->str, r->len);
+        rc = *existing ? 1 : -1;
+        if (rc < 0) snprintf(errstr, errstr_size, "out of memory");
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int status_release(const char *request_id) {
+    char errstr[128];
+    redisReply *r = redis_cmd(errstr, sizeof errstr, "DEL " REQ_PREFIX "%s", request_id);
+    if (!r) return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+int status_same_target(const char *status_json, const char *domain, const char *command_type,
+                       const char *entity_key) {
+    json_t *doc = json_loads(status_json, 0, NULL);
+    if (!doc) return 0;
+    const char *d = json_string_value(json_object_get(doc, "domain"));
+    const char *t = json_string_value(json_object_get(doc, "command_type"));
+    const char *k = json_string_value(json_object_get(doc, "entity_key"));
+    int same = d && t && k && strcmp(d, domain) == 0 && strcmp(t, command_type) == 0 && strcmp(k, entity_key) == 0;
+    json_decref(doc);
+    return same;
+}
+
 /* 0 with *val (caller frees), STATUS_NOT_FOUND, or -1. */
 static int redis_get_request(const char *request_id, char **val, char *errstr, size_t errstr_size) {
     redisReply *r = redis_cmd(errstr, errstr_size, "GET " REQ_PREFIX "%s", request_id);
@@ -326,12 +362,16 @@ static const col policy_cols[] = {
 };
 
 int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size) {
-    char id[2 * ID_BUF], sql[512];
+    char id[2 * ID_BUF], sql[768];
     if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
     snprintf(sql, sizeof sql,
              "SELECT policy_id, name, discount_type, discount_value, max_discount, min_order_amount, "
              "total_quantity, per_user_limit, issue_starts_at, issue_ends_at, valid_until, valid_days, issued, "
-             "redeemed, created_at FROM coupon_policies WHERE policy_id = '%s'",
+             /* Counted from the coupons (index coupons_policy_status): a
+              * result carries no redeemed total, and a count kept by the
+              * sink would have to survive replays. */
+             "(SELECT COUNT(*) FROM coupons c WHERE c.policy_id = p.policy_id AND c.status = 'REDEEMED'), "
+             "created_at FROM coupon_policies p WHERE policy_id = '%s'",
              id);
     json_t *o;
     int rc = select_one(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &o, errstr, errstr_size);

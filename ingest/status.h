@@ -43,6 +43,15 @@ void status_thread_end(void);
 /* SET promo:req:<id> json NX EX ttl: the sink's result, if it came first,
  * is never overwritten. Returns 0 (also when the key existed) or -1. */
 int status_put_pending(const char *request_id, const char *json, char *errstr, size_t errstr_size);
+/* Claims request_id for json before its command is sent (an explicit
+ * Idempotency-Key): 0 when claimed, 1 when the id was taken already, with
+ * its current status JSON in *existing (caller frees), -1 on a Redis error. */
+int status_claim(const char *request_id, const char *json, char **existing, char *errstr, size_t errstr_size);
+/* Gives a claimed id back (its command was not sent). 0 or -1. */
+int status_release(const char *request_id);
+/* 1 when a status JSON names this domain, command type and entity key. */
+int status_same_target(const char *status_json, const char *domain, const char *command_type,
+                       const char *entity_key);
 
 /* The status body of a request: Redis, else MySQL's requests.result. With
  * wait_ms > 0, waits while the request is unknown or PENDING, until it is

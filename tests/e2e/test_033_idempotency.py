@@ -324,9 +324,6 @@ def test_replayed_results_change_nothing(fleet, results):
     assert after["sale"][0][0] == 1 and after["sale"][0][1] > before["sale"][0][1]
 
 
-@pytest.mark.xfail(strict=True, reason="the same Idempotency-Key on another entity (another partition) is applied "
-                   "as a new command: dedupe is per partition (processors/runtime.c) and ingest checks nothing, so "
-                   "one key issues a coupon in each policy and the later result overwrites the first in Redis")
 def test_same_key_on_another_entity(fleet):
     c = Client(fleet.http_port)
     t = now_ms()
