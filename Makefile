@@ -8,6 +8,8 @@
 #
 # Sources are listed explicitly; -MMD keeps header dependencies.
 
+.DEFAULT_GOAL := all
+
 CC      ?= cc
 OPT     ?= -O2
 CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE \
@@ -134,6 +136,8 @@ test: deps
 	$(MAKE) all $(SAN_TESTS)
 	$(MAKE) unit
 	$(MAKE) e2e
+	$(MAKE) test-faults-quick
+	$(MAKE) bench-quick
 
 clean:
 	rm -rf $(B)

@@ -514,6 +514,39 @@ static void sleep_ms(int ms) {
     }
 }
 
+static const col callback_cols[] = {
+    {"status", COL_STR},       {"attempts", COL_INT},     {"last_status", COL_INT},     {"last_error", COL_STR},
+    {"delivered_at", COL_INT}, {"next_attempt_at", COL_INT}, {"url", COL_STR},
+};
+
+/* A final status whose command asked for a callback shows the delivery's
+ * state ("callback": PENDING, DELIVERED or FAILED, with attempts), read
+ * from the dispatcher's table. Only final answers pay for this query; a
+ * failure to read it leaves the answer as it was. */
+static void add_callback_state(const char *request_id, char **json) {
+    if (is_pending(*json)) return;
+    char id[2 * ID_BUF], sql[320], err[128];
+    if (mysql_esc(request_id, id, sizeof id, err, sizeof err)) return;
+    snprintf(sql, sizeof sql,
+             "SELECT status, attempts, last_status, last_error, delivered_at, next_attempt_at, url "
+             "FROM webhook_deliveries WHERE id = 'msg_%s'",
+             id);
+    json_t *cb = NULL;
+    if (select_one(sql, callback_cols, sizeof callback_cols / sizeof callback_cols[0], &cb, err, sizeof err)) return;
+    json_t *doc = json_loads(*json, 0, NULL);
+    char *text = NULL;
+    if (doc && json_object_set_new(doc, "callback", cb) == 0) {
+        cb = NULL;
+        text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    }
+    json_decref(cb);
+    json_decref(doc);
+    if (text) {
+        free(*json);
+        *json = text;
+    }
+}
+
 int status_get_request(const char *request_id, int wait_ms, char **out, char *errstr, size_t errstr_size) {
     int64_t deadline = mono_ms() + wait_ms;
     bool asked_mysql = false;
@@ -562,5 +595,6 @@ int status_get_request(const char *request_id, int wait_ms, char **out, char *er
     }
 out:
     if (w) notify_unregister(cfg.notify, w);
+    if (rc == 0) add_callback_state(request_id, out);
     return rc;
 }

@@ -221,7 +221,7 @@ static int point_lots_reserve(point_account *a, uint64_t need) {
     uint8_t bits = a->lotbits ? a->lotbits : 1;
     while ((1u << bits) < need) bits++;
     uint32_t cap = 1u << bits;
-    point_lot *lots = malloc((size_t)cap * sizeof *lots);
+    point_lot *lots = calloc(cap, sizeof *lots);
     if (!lots) return -1;
     memcpy(lots, point_lots(a), (size_t)a->nlots * sizeof *lots);
     if (a->lotbits) free(a->lots.many);
@@ -628,6 +628,7 @@ static point_account *point_decode(const char *user_id, const uint8_t *val, size
         l->amount = bytes_get_i64(&r);
         l->expires_at = point_get_expiry(&r);
         l->earn_seq = bytes_get_i64(&r);
+        l->refs = 0; /* counted from the uses below */
         if (r.err || l->left < 0 || l->amount <= 0 || l->left > l->amount || l->earn_seq < 1 || l->earn_seq > a->seq ||
             l->left > INT64_MAX - sum)
             goto bad;

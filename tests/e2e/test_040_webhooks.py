@@ -253,6 +253,10 @@ def test_retries_until_2xx(fleet):
         bodies = [check_signed(fleet, r, rid) for r in got]
         assert all(b == bodies[0] for b in bodies)
         assert len(fleet.mysql_query("SELECT id FROM webhook_deliveries WHERE request_id = %s", (rid,))) == 1
+        # The request's status shows the callback's state too.
+        status, doc, _ = Client(fleet.http_port).get("/v1/requests/" + rid)
+        assert status == 200 and doc["callback"]["status"] == "DELIVERED", doc
+        assert doc["callback"]["attempts"] == 4 and doc["callback"]["last_status"] == 200, doc
     finally:
         rx.stop()
 
