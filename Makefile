@@ -135,6 +135,7 @@ e2e: all
 test: deps
 	$(MAKE) all $(SAN_TESTS)
 	$(MAKE) unit
+	$(MAKE) fuzz-quick
 	$(MAKE) e2e
 	$(MAKE) test-faults-quick
 	$(MAKE) bench-quick

@@ -299,7 +299,10 @@ static int timesale_cancel(timesale_state *st, const promo_cmd *cmd, promo_resul
      * and the user's limit is freed. */
     o->cancelled = true;
     o->user->placed -= o->quantity;
-    s->sold -= o->quantity;
+    /* Never below zero: a checkpoint whose sale entry and order entries
+     * disagree (sold smaller than its PLACED orders) is accepted entry by
+     * entry, and a negative sold would make the next dump unloadable. */
+    s->sold -= o->quantity < s->sold ? o->quantity : s->sold;
     s->version++;
     timesale_touch(st, s, NULL);
     timesale_touch(st, s, o);
