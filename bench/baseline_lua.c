@@ -81,8 +81,7 @@ static int lua_setup(char *errstr, size_t errstr_size) {
     return rc;
 }
 
-static int lua_create(const char *policy_id, long long quantity, int per_user_limit, char *errstr,
-                      size_t errstr_size) {
+static int lua_create(const char *policy_id, long long quantity, int per_user_limit, char *errstr, size_t errstr_size) {
     redisContext *c = lua_thread_rc(errstr, errstr_size);
     if (!c) return -1;
     char k1[128], k2[128], k3[128];

@@ -69,8 +69,7 @@ static int rowlock_row(MYSQL *db, const char *sql, long long *out, unsigned n) {
     MYSQL_ROW row = mysql_fetch_row(r);
     int found = 0;
     if (row && mysql_num_fields(r) >= n) {
-        for (unsigned i = 0; i < n; i++)
-            out[i] = row[i] ? atoll(row[i]) : 0;
+        for (unsigned i = 0; i < n; i++) out[i] = row[i] ? atoll(row[i]) : 0;
         found = 1;
     }
     mysql_free_result(r);

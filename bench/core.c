@@ -57,8 +57,8 @@ static void core_id(char *out, const char *prefix, unsigned long long n) {
 static const char *core_sep = "";
 
 static void core_report(const char *name, long long n, double secs, long long ok) {
-    printf("%s{\"name\":\"%s\",\"commands\":%lld,\"succeeded\":%lld,\"seconds\":%.4f,\"per_s\":%.0f}", core_sep,
-           name, n, ok, secs, secs > 0 ? (double)n / secs : 0.0);
+    printf("%s{\"name\":\"%s\",\"commands\":%lld,\"succeeded\":%lld,\"seconds\":%.4f,\"per_s\":%.0f}", core_sep, name,
+           n, ok, secs, secs > 0 ? (double)n / secs : 0.0);
     core_sep = ",";
     fflush(stdout);
 }

@@ -114,8 +114,7 @@ static void front_request_id(struct mg_connection *conn, char out[PROMO_ID_MAX +
     }
     unsigned char raw[16];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) memset(raw, 0, sizeof raw);
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }
 
 static int front_create(struct mg_connection *conn) {
@@ -244,8 +243,18 @@ int front_main(const front_backend *b, int argc, char **argv) {
     snprintf(nthreads, sizeof nthreads, "%lld", threads);
     char keep_alive[16];
     snprintf(keep_alive, sizeof keep_alive, "%lld", cfg_int("PROMO_HTTP_KEEPALIVE_MS", 5000));
-    const char *options[] = {"listening_ports", listen, "num_threads", nthreads, "enable_keep_alive", "yes",
-                             "keep_alive_timeout_ms", keep_alive, "tcp_nodelay", "1", "listen_backlog", "1024",
+    const char *options[] = {"listening_ports",
+                             listen,
+                             "num_threads",
+                             nthreads,
+                             "enable_keep_alive",
+                             "yes",
+                             "keep_alive_timeout_ms",
+                             keep_alive,
+                             "tcp_nodelay",
+                             "1",
+                             "listen_backlog",
+                             "1024",
                              NULL};
     struct mg_callbacks cb = {0};
     cb.exit_thread = front_exit_thread;
@@ -258,8 +267,7 @@ int front_main(const front_backend *b, int argc, char **argv) {
     }
     mg_set_request_handler(ctx, "/", front_handle, NULL);
     log_info("listening on %s with %lld threads", listen, threads);
-    while (!front_stop)
-        pause();
+    while (!front_stop) pause();
     mg_stop(ctx);
     mg_exit_library();
     log_info("stopped");

@@ -217,8 +217,7 @@ static int loadgen_plan_users(loadgen_plan *p) {
     p->user = malloc((size_t)p->n * sizeof *p->user);
     p->useq = calloc((size_t)p->users, sizeof *p->useq);
     if (!p->user || !p->useq) return -1;
-    for (long long i = 0; i < p->n; i++)
-        p->user[i] = (uint32_t)(i % p->users);
+    for (long long i = 0; i < p->n; i++) p->user[i] = (uint32_t)(i % p->users);
     for (long long i = p->n - 1; i > 0; i--) {
         long long j = (long long)(loadgen_rand(&p->rng) % (uint64_t)(i + 1));
         uint32_t t = p->user[i];
@@ -533,15 +532,14 @@ static int loadgen_http_run(loadgen_http *g) {
         }
         int k = epoll_wait(g->epfd, evs, 256, timeout);
         if (k < 0 && errno != EINTR) return -1;
-        for (int i = 0; i < k; i++)
-            loadgen_on_event(g, evs[i].data.ptr, evs[i].events);
+        for (int i = 0; i < k; i++) loadgen_on_event(g, evs[i].data.ptr, evs[i].events);
     }
     double secs = (double)(loadgen_now_us() - t0) / 1e6;
     const loadgen_hist *h = &g->hist;
     printf("{\"mode\":\"%s\",\"connections\":%d,\"rate\":%.0f,\"requests\":%lld,\"completed\":%lld,"
            "\"errors\":%lld,\"reconnects\":%lld,\"duration_s\":%.3f,\"throughput\":%.1f,\"backlog_max\":%lld,",
-           g->rate > 0 ? "open" : "closed", g->n_conns, g->rate, g->next_seq, g->done, g->errors, g->reconnects,
-           secs, secs > 0 ? (double)(g->done - g->errors) / secs : 0.0, g->backlog_max);
+           g->rate > 0 ? "open" : "closed", g->n_conns, g->rate, g->next_seq, g->done, g->errors, g->reconnects, secs,
+           secs > 0 ? (double)(g->done - g->errors) / secs : 0.0, g->backlog_max);
     printf("\"status\":{");
     const char *sep = "";
     for (int s = 0; s < 600; s++)
@@ -562,7 +560,7 @@ static int loadgen_http_run(loadgen_http *g) {
 typedef struct loadgen_kafka {
     const char *cmd; /* issue | earn | order */
     const char *entity;
-    long long create; /* quantity or stock of the entity to create first; 0 = none */
+    long long create;          /* quantity or stock of the entity to create first; 0 = none */
     long long first, n, users; /* sequence numbers first .. first + n - 1 */
     const char *tag;
     long long delivered, failed;
@@ -649,9 +647,14 @@ static int loadgen_kafka_run(loadgen_kafka *k) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* Same partitioner as ingest, so a key lands where ingest would put it. */
     const char *settings[][2] = {
-        {"bootstrap.servers", bootstrap}, {"client.id", "promo-loadgen"},   {"acks", "all"},
-        {"enable.idempotence", "true"},   {"partitioner", "murmur2_random"}, {"linger.ms", "5"},
-        {"batch.num.messages", "10000"},  {"queue.buffering.max.messages", "1000000"},
+        {"bootstrap.servers", bootstrap},
+        {"client.id", "promo-loadgen"},
+        {"acks", "all"},
+        {"enable.idempotence", "true"},
+        {"partitioner", "murmur2_random"},
+        {"linger.ms", "5"},
+        {"batch.num.messages", "10000"},
+        {"queue.buffering.max.messages", "1000000"},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
         if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
@@ -687,10 +690,9 @@ static int loadgen_kafka_run(loadgen_kafka *k) {
                             : cmd_domain(cmd.type) == DOMAIN_POINT ? "promo.point.cmd"
                                                                    : "promo.timesale.cmd";
         for (;;) {
-            rd_kafka_resp_err_t err =
-                rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                                  RD_KAFKA_V_VALUE(buf.data, buf.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                  RD_KAFKA_V_END);
+            rd_kafka_resp_err_t err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                                                        RD_KAFKA_V_VALUE(buf.data, buf.len),
+                                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
             if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
                 rd_kafka_poll(rk, 10);
                 continue;

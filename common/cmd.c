@@ -17,11 +17,13 @@
 #define VALID_DAYS_MAX 3650
 
 static const char *const type_names[CMD__COUNT] = {
-    "CreateCouponPolicy", "IssueCoupon", "RedeemCoupon", "CancelRedemption", "EarnPoints",
-    "UsePoints",          "CancelPointUse", "CreateTimeSale", "PlaceOrder", "CancelOrder",
+    "CreateCouponPolicy", "IssueCoupon",    "RedeemCoupon",   "CancelRedemption", "EarnPoints",
+    "UsePoints",          "CancelPointUse", "CreateTimeSale", "PlaceOrder",       "CancelOrder",
 };
 
-const char *cmd_type_name(cmd_type t) { return (t >= 0 && t < CMD__COUNT) ? type_names[t] : "Unknown"; }
+const char *cmd_type_name(cmd_type t) {
+    return (t >= 0 && t < CMD__COUNT) ? type_names[t] : "Unknown";
+}
 
 int cmd_type_from_name(const char *name) {
     for (int i = 0; i < CMD__COUNT; i++)
@@ -141,8 +143,7 @@ static int check_text(vctx *v, const char *field, const char *s) {
 static int check_coupon_id(vctx *v, const char *field, const char *s) {
     char pid[PROMO_ID_MAX + 1];
     int64_t serial;
-    return coupon_id_parse(s, pid, sizeof pid, &serial) == 0 ? 0
-                                                             : fail(v, field, "must be <policy_id>:<serial>");
+    return coupon_id_parse(s, pid, sizeof pid, &serial) == 0 ? 0 : fail(v, field, "must be <policy_id>:<serial>");
 }
 
 #define TRY(x)                                                                                                         \
@@ -255,8 +256,12 @@ static void fnv_bytes(fnv *f, const void *p, size_t n) {
         f->h *= 1099511628211ULL;
     }
 }
-static void fnv_str(fnv *f, const char *s) { fnv_bytes(f, s, strlen(s) + 1); }
-static void fnv_i64(fnv *f, int64_t x) { fnv_bytes(f, &x, sizeof x); }
+static void fnv_str(fnv *f, const char *s) {
+    fnv_bytes(f, s, strlen(s) + 1);
+}
+static void fnv_i64(fnv *f, int64_t x) {
+    fnv_bytes(f, &x, sizeof x);
+}
 static void fnv_opt(fnv *f, bool has, int64_t x) {
     fnv_i64(f, has);
     fnv_i64(f, has ? x : 0);

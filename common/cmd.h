@@ -19,7 +19,7 @@
 #define PROMO_COUPON_ID_MAX 86 /* <policy_id>:<serial up to 20 digits> */
 #define PROMO_TEXT_MAX 200     /* names, reasons */
 #define PROMO_URL_MAX 2048
-#define PROMO_CODE_MAX 40      /* rejection codes */
+#define PROMO_CODE_MAX 40 /* rejection codes */
 
 typedef enum { DOMAIN_COUPON = 0, DOMAIN_POINT = 1, DOMAIN_TIMESALE = 2 } promo_domain;
 
@@ -80,14 +80,20 @@ typedef struct promo_cmd {
     cmd_type type;
     union {
         coupon_policy_def create_policy;
-        struct { char policy_id[PROMO_ID_MAX + 1]; char user_id[PROMO_ID_MAX + 1]; } issue;
+        struct {
+            char policy_id[PROMO_ID_MAX + 1];
+            char user_id[PROMO_ID_MAX + 1];
+        } issue;
         struct {
             char coupon_id[PROMO_COUPON_ID_MAX + 1];
             char user_id[PROMO_ID_MAX + 1];
             char order_id[PROMO_ID_MAX + 1];
             int64_t order_amount;
         } redeem;
-        struct { char coupon_id[PROMO_COUPON_ID_MAX + 1]; char order_id[PROMO_ID_MAX + 1]; } cancel_redemption;
+        struct {
+            char coupon_id[PROMO_COUPON_ID_MAX + 1];
+            char order_id[PROMO_ID_MAX + 1];
+        } cancel_redemption;
         struct {
             char user_id[PROMO_ID_MAX + 1];
             int64_t amount;
@@ -95,8 +101,15 @@ typedef struct promo_cmd {
             bool has_expires_at;
             int64_t expires_at;
         } earn;
-        struct { char user_id[PROMO_ID_MAX + 1]; int64_t amount; char order_id[PROMO_ID_MAX + 1]; } use;
-        struct { char user_id[PROMO_ID_MAX + 1]; char order_id[PROMO_ID_MAX + 1]; } cancel_use;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            int64_t amount;
+            char order_id[PROMO_ID_MAX + 1];
+        } use;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            char order_id[PROMO_ID_MAX + 1];
+        } cancel_use;
         time_sale_def create_sale;
         struct {
             char sale_id[PROMO_ID_MAX + 1];
@@ -104,7 +117,10 @@ typedef struct promo_cmd {
             int32_t quantity;
             char order_id[PROMO_ID_MAX + 1]; /* "" = null: the request id is used */
         } place_order;
-        struct { char sale_id[PROMO_ID_MAX + 1]; char order_id[PROMO_ID_MAX + 1]; } cancel_order;
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char order_id[PROMO_ID_MAX + 1];
+        } cancel_order;
     } u;
 } promo_cmd;
 
@@ -144,21 +160,35 @@ typedef struct promo_result {
     char policy_id[PROMO_ID_MAX + 1];
     char coupon_id[PROMO_COUPON_ID_MAX + 1];
     char coupon_status[16]; /* ISSUED | REDEEMED */
-    bool has_issued_at;     int64_t issued_at;
-    bool has_expires_at;    int64_t expires_at;
-    bool has_discount;      int64_t discount;
+    bool has_issued_at;
+    int64_t issued_at;
+    bool has_expires_at;
+    int64_t expires_at;
+    bool has_discount;
+    int64_t discount;
     char order_id[PROMO_ID_MAX + 1];
-    bool has_order_amount;  int64_t order_amount;
+    bool has_order_amount;
+    int64_t order_amount;
     char order_status[16]; /* PLACED | CANCELLED */
-    bool has_quantity;      int32_t quantity;
-    bool has_issued;        int64_t issued;
-    bool has_sold;          int64_t sold;
-    bool has_remaining;     int64_t remaining;
-    bool has_amount;        int64_t amount;
-    bool has_balance;       int64_t balance;
-    bool has_next_expiry;   int64_t next_expiry_at; int64_t next_expiry_amount;
-    bool has_policy;        coupon_policy_def policy;
-    bool has_sale;          time_sale_def sale;
+    bool has_quantity;
+    int32_t quantity;
+    bool has_issued;
+    int64_t issued;
+    bool has_sold;
+    int64_t sold;
+    bool has_remaining;
+    int64_t remaining;
+    bool has_amount;
+    int64_t amount;
+    bool has_balance;
+    int64_t balance;
+    bool has_next_expiry;
+    int64_t next_expiry_at;
+    int64_t next_expiry_amount;
+    bool has_policy;
+    coupon_policy_def policy;
+    bool has_sale;
+    time_sale_def sale;
     int n_ledger;
     ledger_entry ledger[PROMO_LEDGER_MAX];
 } promo_result;

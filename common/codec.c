@@ -41,7 +41,7 @@
 extern const char schema_coupon_command[], schema_point_command[], schema_timesale_command[], schema_result[],
     schema_dead_letter[];
 
-#define CODEC_HEADER 5 /* magic byte + 4-byte schema id */
+#define CODEC_HEADER 5    /* magic byte + 4-byte schema id */
 #define CODEC_N_SCHEMAS 6 /* indexed by schema id; 0 unused */
 
 const char *codec_err_code(codec_err e) {
@@ -77,10 +77,10 @@ typedef enum { PN_NULL, PN_INT, PN_LONG, PN_STRING, PN_BYTES, PN_ENUM, PN_RECORD
 
 typedef struct plan {
     plan_kind kind;
-    size_t n;             /* enum symbols, record fields, union branches */
-    size_t max_items;     /* arrays: more items is CODEC_ERR_FIELD */
-    const char *field;    /* the record field this node belongs to, for messages */
-    struct plan **child;  /* record fields, union branches, array items (child[0]) */
+    size_t n;            /* enum symbols, record fields, union branches */
+    size_t max_items;    /* arrays: more items is CODEC_ERR_FIELD */
+    const char *field;   /* the record field this node belongs to, for messages */
+    struct plan **child; /* record fields, union branches, array items (child[0]) */
 } plan;
 
 static void plan_free(plan *p) {
@@ -262,14 +262,22 @@ typedef struct field_map {
     size_t max; /* arrays: capacity */
 } field_map;
 
-#define FM_STR(name, T, m) {name, F_STR, offsetof(T, m), sizeof(((T *)0)->m), 0, NULL, 0}
-#define FM_OPT_STR(name, T, m) {name, F_OPT_STR, offsetof(T, m), sizeof(((T *)0)->m), 0, NULL, 0}
-#define FM_INT(name, T, m) {name, F_INT, offsetof(T, m), 0, 0, NULL, 0}
-#define FM_LONG(name, T, m) {name, F_LONG, offsetof(T, m), 0, 0, NULL, 0}
-#define FM_OPT_INT(name, T, m, has) {name, F_OPT_INT, offsetof(T, m), 0, offsetof(T, has), NULL, 0}
-#define FM_OPT_LONG(name, T, m, has) {name, F_OPT_LONG, offsetof(T, m), 0, offsetof(T, has), NULL, 0}
-#define FM_ENUM(name, T, m, n) {name, F_ENUM, offsetof(T, m), n, 0, NULL, 0}
-#define FM_END {NULL, 0, 0, 0, 0, NULL, 0}
+#define FM_STR(name, T, m)                                                                                             \
+    { name, F_STR, offsetof(T, m), sizeof(((T *)0)->m), 0, NULL, 0 }
+#define FM_OPT_STR(name, T, m)                                                                                         \
+    { name, F_OPT_STR, offsetof(T, m), sizeof(((T *)0)->m), 0, NULL, 0 }
+#define FM_INT(name, T, m)                                                                                             \
+    { name, F_INT, offsetof(T, m), 0, 0, NULL, 0 }
+#define FM_LONG(name, T, m)                                                                                            \
+    { name, F_LONG, offsetof(T, m), 0, 0, NULL, 0 }
+#define FM_OPT_INT(name, T, m, has)                                                                                    \
+    { name, F_OPT_INT, offsetof(T, m), 0, offsetof(T, has), NULL, 0 }
+#define FM_OPT_LONG(name, T, m, has)                                                                                   \
+    { name, F_OPT_LONG, offsetof(T, m), 0, offsetof(T, has), NULL, 0 }
+#define FM_ENUM(name, T, m, n)                                                                                         \
+    { name, F_ENUM, offsetof(T, m), n, 0, NULL, 0 }
+#define FM_END                                                                                                         \
+    { NULL, 0, 0, 0, 0, NULL, 0 }
 
 _Static_assert(sizeof(discount_type) == sizeof(int) && sizeof(promo_domain) == sizeof(int) &&
                    sizeof(result_status) == sizeof(int) && sizeof(ledger_kind) == sizeof(int) &&
@@ -433,8 +441,7 @@ static const field_map result_map[] = {
     {"next_expiry_amount", F_OPT_LONG_2ND, offsetof(R, next_expiry_amount), 0, offsetof(R, has_next_expiry), NULL, 0},
     {"policy", F_OPT_RECORD, offsetof(R, policy), 0, offsetof(R, has_policy), policy_map, 0},
     {"sale", F_OPT_RECORD, offsetof(R, sale), 0, offsetof(R, has_sale), sale_map, 0},
-    {"ledger", F_ARRAY, offsetof(R, ledger), sizeof(ledger_entry), offsetof(R, n_ledger), ledger_map,
-     PROMO_LEDGER_MAX},
+    {"ledger", F_ARRAY, offsetof(R, ledger), sizeof(ledger_entry), offsetof(R, n_ledger), ledger_map, PROMO_LEDGER_MAX},
     FM_END,
 };
 #undef R
@@ -482,7 +489,7 @@ static int avro_fail(xctx *x) {
     return fail(x->errstr, x->errstr_size, CODEC_ERR_INTERNAL, "avro: %s", avro_strerror());
 }
 
-#define AV(x, call)                                                                                                  \
+#define AV(x, call)                                                                                                    \
     do {                                                                                                               \
         if ((call) != 0) return avro_fail(x);                                                                          \
     } while (0)
@@ -638,9 +645,7 @@ static int enc_field(xctx *x, const field_map *f, avro_value_t *v, const char *b
         memcpy(&has, base + f->has_off, sizeof has);
     switch (f->kind) {
     case F_STR: return enc_str(x, f, v, p);
-    case F_OPT_STR:
-        AV(x, avro_value_set_branch(v, p[0] ? 1 : 0, &b));
-        return p[0] ? enc_str(x, f, &b, p) : 0;
+    case F_OPT_STR: AV(x, avro_value_set_branch(v, p[0] ? 1 : 0, &b)); return p[0] ? enc_str(x, f, &b, p) : 0;
     case F_INT: {
         int32_t i;
         memcpy(&i, p, sizeof i);
@@ -821,10 +826,14 @@ static int utf8_check(const uint8_t *s, size_t n) {
         }
         size_t k;
         uint32_t cp, min;
-        if ((ch & 0xe0) == 0xc0) k = 1, cp = ch & 0x1f, min = 0x80;
-        else if ((ch & 0xf0) == 0xe0) k = 2, cp = ch & 0x0f, min = 0x800;
-        else if ((ch & 0xf8) == 0xf0) k = 3, cp = ch & 0x07, min = 0x10000;
-        else return 2;
+        if ((ch & 0xe0) == 0xc0)
+            k = 1, cp = ch & 0x1f, min = 0x80;
+        else if ((ch & 0xf0) == 0xe0)
+            k = 2, cp = ch & 0x0f, min = 0x800;
+        else if ((ch & 0xf8) == 0xf0)
+            k = 3, cp = ch & 0x07, min = 0x10000;
+        else
+            return 2;
         if (n - i <= k) return 2;
         for (size_t j = 1; j <= k; j++) {
             if ((s[i + j] & 0xc0) != 0x80) return 2;

@@ -95,7 +95,9 @@ static void put(json_t *obj, const char *key, json_t *v, int *oom) {
         if (has) put((obj), (key), json_integer((json_int_t)(val)), (oom));                                            \
     } while (0)
 
-static json_t *int_or_null(bool has, int64_t v) { return has ? json_integer((json_int_t)v) : json_null(); }
+static json_t *int_or_null(bool has, int64_t v) {
+    return has ? json_integer((json_int_t)v) : json_null();
+}
 
 static json_t *policy_json(const coupon_policy_def *p, int *oom) {
     json_t *o = json_object();

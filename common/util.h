@@ -26,7 +26,7 @@ long long cfg_int(const char *name, long long def);
  * Returns 0 or -1 with errstr filled. */
 int cfg_kafka_bootstrap(char *out, size_t out_size, char *errstr, size_t errstr_size);
 
-int64_t now_ms(void);      /* wall clock, ms since the epoch */
-int64_t mono_ms(void);     /* monotonic clock, ms */
+int64_t now_ms(void);  /* wall clock, ms since the epoch */
+int64_t mono_ms(void); /* monotonic clock, ms */
 
 #endif

@@ -12,20 +12,19 @@
 
 #include "util.h"
 
-const char docs_page[] =
-    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    "<title>Promotion engine API</title>"
-    "<link rel=\"stylesheet\" href=\"/api/docs/swagger-ui.css\">"
-    "<style>body{margin:0;font-family:sans-serif}#plain{max-width:960px;margin:0 auto;padding:1em}"
-    "#plain .op{border:1px solid #ccc;border-radius:4px;margin:.5em 0;padding:.5em}"
-    "#plain .m{display:inline-block;min-width:4em;font-weight:bold;color:#fff;background:#49cc90;"
-    "padding:.1em .4em;border-radius:3px;text-align:center}#plain .m.get{background:#61affe}"
-    "#plain code{font-size:1.05em}</style></head>\n"
-    "<body><div id=\"swagger-ui\"></div><div id=\"plain\"></div>"
-    "<noscript><a href=\"/openapi.json\">/openapi.json</a></noscript>"
-    "<script src=\"/api/docs/swagger-ui-bundle.js\"></script>"
-    "<script src=\"/api/docs/docs.js\"></script></body></html>\n";
+const char docs_page[] = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                         "<title>Promotion engine API</title>"
+                         "<link rel=\"stylesheet\" href=\"/api/docs/swagger-ui.css\">"
+                         "<style>body{margin:0;font-family:sans-serif}#plain{max-width:960px;margin:0 auto;padding:1em}"
+                         "#plain .op{border:1px solid #ccc;border-radius:4px;margin:.5em 0;padding:.5em}"
+                         "#plain .m{display:inline-block;min-width:4em;font-weight:bold;color:#fff;background:#49cc90;"
+                         "padding:.1em .4em;border-radius:3px;text-align:center}#plain .m.get{background:#61affe}"
+                         "#plain code{font-size:1.05em}</style></head>\n"
+                         "<body><div id=\"swagger-ui\"></div><div id=\"plain\"></div>"
+                         "<noscript><a href=\"/openapi.json\">/openapi.json</a></noscript>"
+                         "<script src=\"/api/docs/swagger-ui-bundle.js\"></script>"
+                         "<script src=\"/api/docs/docs.js\"></script></body></html>\n";
 
 const char docs_script[] =
     "(function () {\n"

@@ -143,8 +143,7 @@ static int send_body(struct mg_connection *conn, int status, const char *type, c
         mg_response_header_start(conn, status);
         mg_response_header_add(conn, "Content-Type", type, -1);
         mg_response_header_add(conn, "Content-Length", clen, -1);
-        for (const char *const *h = headers; h && h[0]; h += 2)
-            mg_response_header_add(conn, h[0], h[1], -1);
+        for (const char *const *h = headers; h && h[0]; h += 2) mg_response_header_add(conn, h[0], h[1], -1);
         mg_response_header_send(conn);
         if (len) mg_write(conn, body, len);
         return status;
@@ -247,8 +246,7 @@ static parse_role auth_role(http_server *s, const char *header, int *index) {
     *index = -1;
     if (!header || strncasecmp(header, "Bearer ", 7) != 0) return ROLE_NONE;
     const char *key = header + 7;
-    while (*key == ' ')
-        key++;
+    while (*key == ' ') key++;
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)key, strlen(key), d);
     parse_role role = ROLE_NONE;
@@ -292,8 +290,7 @@ static void fresh_request_id(char out[33]) {
 
 static void observe_produce(http_server *s, int64_t us) {
     size_t b = 0;
-    while (b < N_BUCKETS && us > latency_us[b])
-        b++;
+    while (b < N_BUCKETS && us > latency_us[b]) b++;
     atomic_fetch_add_explicit(&s->produce_buckets[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->produce_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->produce_sum_us, (unsigned long long)us, memory_order_relaxed);
@@ -539,8 +536,7 @@ static int handle_metrics(http_server *s, struct mg_connection *conn) {
           "# TYPE promo_ingest_rate_limit_rps gauge\n",
           f);
     for (int l = 0; l < LIMITER__COUNT; l++)
-        fprintf(f, "promo_ingest_rate_limit_rps{limiter=\"%s\"} %g\n", limiter_names[l],
-                ratelimit_rps(s->limiters[l]));
+        fprintf(f, "promo_ingest_rate_limit_rps{limiter=\"%s\"} %g\n", limiter_names[l], ratelimit_rps(s->limiters[l]));
     fputs("# HELP promo_ingest_rate_limit_burst Configured bucket size (0 = no limit).\n"
           "# TYPE promo_ingest_rate_limit_burst gauge\n",
           f);
@@ -595,12 +591,10 @@ static int handle_docs_asset(http_server *s, struct mg_connection *conn, const p
 
 static void count(http_server *s, parse_route_id r, int status, int64_t us) {
     size_t c = 0;
-    while (c < N_CODES && metric_codes[c] != status)
-        c++;
+    while (c < N_CODES && metric_codes[c] != status) c++;
     atomic_fetch_add_explicit(&s->requests[r][c], 1, memory_order_relaxed);
     size_t b = 0;
-    while (b < N_BUCKETS && us > latency_us[b])
-        b++;
+    while (b < N_BUCKETS && us > latency_us[b]) b++;
     atomic_fetch_add_explicit(&s->request_buckets[r][b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->request_sum_us[r], (unsigned long long)us, memory_order_relaxed);
 }
@@ -707,8 +701,7 @@ static int routes_documented(char *errstr, size_t errstr_size) {
         parse_route_at(i, &method, &pattern);
         char lower[8];
         snprintf(lower, sizeof lower, "%s", method);
-        for (char *c = lower; *c; c++)
-            *c = (char)(*c - 'A' + 'a');
+        for (char *c = lower; *c; c++) *c = (char)(*c - 'A' + 'a');
         if (!json_object_get(json_object_get(paths, pattern), lower)) {
             snprintf(errstr, errstr_size, "openapi.json does not document %s %s", method, pattern);
             rc = -1;
@@ -720,8 +713,7 @@ static int routes_documented(char *errstr, size_t errstr_size) {
     json_t *item;
     json_object_foreach(paths, key, item) {
         const char *ops[] = {"get", "post", "put", "patch", "delete"};
-        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-            documented += json_object_get(item, ops[i]) != NULL;
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) documented += json_object_get(item, ops[i]) != NULL;
     }
     if (rc == 0 && documented != served) {
         snprintf(errstr, errstr_size, "openapi.json documents %zu operations, the server serves %zu", documented,
@@ -755,10 +747,9 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
         return NULL;
     }
     s->limiters[LIMITER_KEY] = ratelimit_new(cfg->rate_key_rps, cfg->rate_key_burst, MAX_KEYS, errstr, errstr_size);
-    s->limiters[LIMITER_IP] =
-        s->limiters[LIMITER_KEY]
-            ? ratelimit_new(cfg->rate_ip_rps, cfg->rate_ip_burst, RATE_IP_ENTRIES, errstr, errstr_size)
-            : NULL;
+    s->limiters[LIMITER_IP] = s->limiters[LIMITER_KEY] ? ratelimit_new(cfg->rate_ip_rps, cfg->rate_ip_burst,
+                                                                       RATE_IP_ENTRIES, errstr, errstr_size)
+                                                       : NULL;
     if (!s->limiters[LIMITER_IP]) goto fail;
     char threads[16], keep_alive[16];
     snprintf(threads, sizeof threads, "%d", cfg->threads);
@@ -793,8 +784,7 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
     mg_set_request_handler(s->ctx, "/", handle, s);
     return s;
 fail:
-    for (int l = 0; l < LIMITER__COUNT; l++)
-        ratelimit_destroy(s->limiters[l]);
+    for (int l = 0; l < LIMITER__COUNT; l++) ratelimit_destroy(s->limiters[l]);
     free(s);
     return NULL;
 }
@@ -814,7 +804,6 @@ void http_drain(http_server *s, int timeout_ms) {
 void http_stop(http_server *s) {
     if (!s) return;
     mg_stop(s->ctx);
-    for (int l = 0; l < LIMITER__COUNT; l++)
-        ratelimit_destroy(s->limiters[l]);
+    for (int l = 0; l < LIMITER__COUNT; l++) ratelimit_destroy(s->limiters[l]);
     free(s);
 }

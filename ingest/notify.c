@@ -54,8 +54,7 @@ struct notify {
 
 static unsigned stripe_of(const char *id) {
     uint32_t h = 2166136261u;
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 16777619u;
+    for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
     return h % STRIPES;
 }
 
@@ -96,8 +95,8 @@ static void on_reply(notify *n, redisReply *r) {
  * true when stop was asked. */
 static bool subscribe_once(notify *n) {
     struct timeval tv = {1, 0};
-    redisContext *c = n->host[0] == '/' ? redisConnectUnixWithTimeout(n->host, tv)
-                                        : redisConnectWithTimeout(n->host, n->port, tv);
+    redisContext *c =
+        n->host[0] == '/' ? redisConnectUnixWithTimeout(n->host, tv) : redisConnectWithTimeout(n->host, n->port, tv);
     if (!c || c->err) {
         if (c) redisFree(c);
         return false;
@@ -157,8 +156,7 @@ notify *notify_start(const char *redis_host, int redis_port, char *errstr, size_
     }
     snprintf(n->host, sizeof n->host, "%s", redis_host);
     n->port = redis_port;
-    for (int i = 0; i < STRIPES; i++)
-        pthread_mutex_init(&n->stripes[i].mu, NULL);
+    for (int i = 0; i < STRIPES; i++) pthread_mutex_init(&n->stripes[i].mu, NULL);
     if (pipe2(n->stop_pipe, O_CLOEXEC) != 0) {
         snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
         free(n);
@@ -188,8 +186,7 @@ void notify_stop(notify *n) {
     pthread_join(n->thread, NULL);
     close(n->stop_pipe[0]);
     close(n->stop_pipe[1]);
-    for (int i = 0; i < STRIPES; i++)
-        pthread_mutex_destroy(&n->stripes[i].mu);
+    for (int i = 0; i < STRIPES; i++) pthread_mutex_destroy(&n->stripes[i].mu);
     free(n);
 }
 

@@ -71,7 +71,9 @@ static const route_def routes[] = {
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
-size_t parse_route_count(void) { return N_ROUTES; }
+size_t parse_route_count(void) {
+    return N_ROUTES;
+}
 
 void parse_route_at(size_t i, const char **method, const char **pattern) {
     *method = i < N_ROUTES ? routes[i].method : "";
@@ -89,7 +91,9 @@ const char *parse_route_name(parse_route_id r) {
     return d ? d->name : "other";
 }
 
-bool parse_route_is_write(parse_route_id r) { return r >= ROUTE_POLICY_CREATE && r <= ROUTE_SALE_ORDER_CANCEL; }
+bool parse_route_is_write(parse_route_id r) {
+    return r >= ROUTE_POLICY_CREATE && r <= ROUTE_SALE_ORDER_CANCEL;
+}
 
 cmd_type parse_route_cmd(parse_route_id r) {
     /* The write routes are declared in command-type order. */
@@ -353,13 +357,11 @@ static int set_field(const field_spec *f, json_t *v, promo_cmd *cmd, parse_error
 
 bool parse_content_type_json(const char *ct) {
     if (!ct) return false;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
+    while (*ct == ' ' || *ct == '\t') ct++;
     static const char want[] = "application/json";
     if (strncasecmp(ct, want, sizeof want - 1) != 0) return false;
     ct += sizeof want - 1;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
+    while (*ct == ' ' || *ct == '\t') ct++;
     return *ct == '\0' || *ct == ';';
 }
 
@@ -370,10 +372,8 @@ static bool host_allowed(const char *host, size_t len, const char *allow) {
     while (a && *a) {
         size_t n = strcspn(a, ",");
         const char *e = a, *end = a + n;
-        while (e < end && isspace((unsigned char)*e))
-            e++;
-        while (end > e && isspace((unsigned char)end[-1]))
-            end--;
+        while (e < end && isspace((unsigned char)*e)) e++;
+        while (end > e && isspace((unsigned char)end[-1])) end--;
         if (end - e >= 2 && *e == '[' && end[-1] == ']') e++, end--;
         if ((size_t)(end - e) == len && len > 0 && strncasecmp(e, host, len) == 0) return true;
         a += n;
@@ -491,8 +491,7 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
     json_t *val;
     json_object_foreach(root, key, val) {
         bool known = strcmp(key, "callback_url") == 0;
-        for (size_t i = 0; !known && i < spec->n; i++)
-            known = strcmp(key, spec->fields[i].name) == 0;
+        for (size_t i = 0; !known && i < spec->n; i++) known = strcmp(key, spec->fields[i].name) == 0;
         if (!known) {
             /* The name is the client's: keep it printable and short in the answer. */
             char shown[64];

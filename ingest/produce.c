@@ -84,8 +84,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 static void *poll_main(void *arg) {
     produce *p = arg;
-    while (!atomic_load(&p->stop))
-        rd_kafka_poll(p->rk, 100);
+    while (!atomic_load(&p->stop)) rd_kafka_poll(p->rk, 100);
     return NULL;
 }
 
@@ -178,8 +177,7 @@ int produce_send(produce *p, promo_domain d, const char *key, const void *value,
         goto out;
     }
     pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
+    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     if (w.err) {
         snprintf(errstr, errstr_size, "%s", rd_kafka_err2str(w.err));

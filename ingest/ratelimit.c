@@ -62,8 +62,7 @@ ratelimit *ratelimit_new(double rps, double burst, size_t max_entries, char *err
         rl->burst_ns = (int64_t)(burst * (double)rl->t_ns);
     }
     rl->per_stripe = max_entries / STRIPES + 1;
-    for (int i = 0; i < STRIPES; i++)
-        pthread_mutex_init(&rl->stripes[i].mu, NULL);
+    for (int i = 0; i < STRIPES; i++) pthread_mutex_init(&rl->stripes[i].mu, NULL);
     return rl;
 }
 
@@ -80,14 +79,17 @@ void ratelimit_destroy(ratelimit *rl) {
     free(rl);
 }
 
-double ratelimit_rps(const ratelimit *rl) { return rl->rps; }
-double ratelimit_burst(const ratelimit *rl) { return rl->burst; }
+double ratelimit_rps(const ratelimit *rl) {
+    return rl->rps;
+}
+double ratelimit_burst(const ratelimit *rl) {
+    return rl->burst;
+}
 
 /* FNV-1a; only spreads keys over stripes. */
 static unsigned stripe_of(const char *key, size_t len) {
     uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 16777619u;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
     return h % STRIPES;
 }
 

@@ -56,7 +56,9 @@ int status_init(const status_config *c, char *errstr, size_t errstr_size) {
     return 0;
 }
 
-void status_shutdown(void) { mysql_library_end(); }
+void status_shutdown(void) {
+    mysql_library_end();
+}
 
 static void redis_drop(void) {
     if (tl.redis) redisFree(tl.redis);
@@ -132,8 +134,7 @@ int status_put_pending(const char *request_id, const char *json, char *errstr, s
 int status_claim(const char *request_id, const char *json, char **existing, char *errstr, size_t errstr_size) {
     /* SET NX GET (Redis 7): one round trip both claims the id and, when it
      * was taken, returns what holds it. */
-    redisReply *r =
-        redis_cmd(errstr, errstr_size, "SET " REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s);
+    redisReply *r = redis_cmd(errstr, errstr_size, "SET " REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s);
     if (!r) return -1;
     int rc = 0;
     if (r->type == REDIS_REPLY_STRING) {
@@ -153,8 +154,7 @@ int status_release(const char *request_id) {
     return 0;
 }
 
-int status_same_target(const char *status_json, const char *domain, const char *command_type,
-                       const char *entity_key) {
+int status_same_target(const char *status_json, const char *domain, const char *command_type, const char *entity_key) {
     json_t *doc = json_loads(status_json, 0, NULL);
     if (!doc) return 0;
     const char *d = json_string_value(json_object_get(doc, "domain"));
@@ -506,7 +506,9 @@ static int mysql_get_request(const char *request_id, char **out, char *errstr, s
 }
 
 /* Only ingest writes PENDING, always in this compact spelling (http.c). */
-static bool is_pending(const char *json) { return strstr(json, "\"status\":\"PENDING\"") != NULL; }
+static bool is_pending(const char *json) {
+    return strstr(json, "\"status\":\"PENDING\"") != NULL;
+}
 
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -515,7 +517,7 @@ static void sleep_ms(int ms) {
 }
 
 static const col callback_cols[] = {
-    {"status", COL_STR},       {"attempts", COL_INT},     {"last_status", COL_INT},     {"last_error", COL_STR},
+    {"status", COL_STR},       {"attempts", COL_INT},        {"last_status", COL_INT}, {"last_error", COL_STR},
     {"delivered_at", COL_INT}, {"next_attempt_at", COL_INT}, {"url", COL_STR},
 };
 

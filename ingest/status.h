@@ -50,8 +50,7 @@ int status_claim(const char *request_id, const char *json, char **existing, char
 /* Gives a claimed id back (its command was not sent). 0 or -1. */
 int status_release(const char *request_id);
 /* 1 when a status JSON names this domain, command type and entity key. */
-int status_same_target(const char *status_json, const char *domain, const char *command_type,
-                       const char *entity_key);
+int status_same_target(const char *status_json, const char *domain, const char *command_type, const char *entity_key);
 
 /* The status body of a request: Redis, else MySQL's requests.result. With
  * wait_ms > 0, waits while the request is unknown or PENDING, until it is

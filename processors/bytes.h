@@ -15,12 +15,12 @@
 typedef struct bytes_w {
     uint8_t *data; /* owned; free() when done */
     size_t len, cap;
-    int err;       /* sticky: set on out of memory */
+    int err; /* sticky: set on out of memory */
 } bytes_w;
 
 void bytes_w_reset(bytes_w *w);
 void bytes_put_u8(bytes_w *w, uint8_t v);
-void bytes_put_i64(bytes_w *w, int64_t v); /* zigzag varint */
+void bytes_put_i64(bytes_w *w, int64_t v);     /* zigzag varint */
 void bytes_put_str(bytes_w *w, const char *s); /* varint length + bytes */
 
 typedef struct bytes_r {

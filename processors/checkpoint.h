@@ -63,8 +63,7 @@ int checkpoint_restore(redisContext *rc, const char *domain, int32_t partition, 
  * CKPT_LOST or
  * CKPT_ERR (errstr filled). */
 int checkpoint_write(redisContext *rc, const char *domain, int32_t partition, int64_t epoch, int64_t prev_seq,
-                     int64_t offset, int full, int64_t now, checkpoint_batch *batch, char *errstr,
-                     size_t errstr_size);
+                     int64_t offset, int full, int64_t now, checkpoint_batch *batch, char *errstr, size_t errstr_size);
 
 /* Reads a checkpoint's meta without loading it (admin and tests). */
 int checkpoint_meta(redisContext *rc, const char *domain, int32_t partition, int64_t *epoch, int64_t *seq,

@@ -62,8 +62,8 @@ typedef struct coupon_redemption {
 } coupon_redemption;
 
 typedef struct coupon {
-    coupon_user *owner;             /* NULL: no coupon with this serial (yet) */
-    coupon_redemption *redemption;  /* NULL: ISSUED; else REDEEMED */
+    coupon_user *owner;            /* NULL: no coupon with this serial (yet) */
+    coupon_redemption *redemption; /* NULL: ISSUED; else REDEEMED */
     int64_t issued_at;
 } coupon;
 
@@ -81,12 +81,12 @@ typedef struct coupon_policy {
     bool defined; /* false while only coupons of the policy were loaded */
     bool listed;  /* in the state's dirty list */
     int64_t issued, redeemed, version;
-    coupon *coupons;        /* coupons[serial - 1] */
-    size_t n_coupons;       /* highest serial placed */
-    size_t n_placed;        /* slots with an owner */
+    coupon *coupons;  /* coupons[serial - 1] */
+    size_t n_coupons; /* highest serial placed */
+    size_t n_placed;  /* slots with an owner */
     size_t cap_coupons;
-    uint64_t *dirty_bits;   /* one bit per slot of coupons */
-    uint32_t *dirty_idx;    /* indexes of dirty coupons, each once */
+    uint64_t *dirty_bits; /* one bit per slot of coupons */
+    uint32_t *dirty_idx;  /* indexes of dirty coupons, each once */
     size_t n_dirty, cap_dirty;
     coupon_user *users;
     coupon_pending *pending;
@@ -579,8 +579,8 @@ static int coupon_emit_policy(bytes_w *w, const coupon_policy *p, domain_emit_fn
     return emit(ctx, key, n + 2, w->data, w->len);
 }
 
-static int coupon_emit_coupon(bytes_w *w, const coupon_policy *p, const coupon *c, int64_t serial,
-                              int64_t expires_at, domain_emit_fn emit, void *ctx) {
+static int coupon_emit_coupon(bytes_w *w, const coupon_policy *p, const coupon *c, int64_t serial, int64_t expires_at,
+                              domain_emit_fn emit, void *ctx) {
     char key[COUPON_KEY_MAX + 1];
     memcpy(key, "c:", 2);
     coupon_id_format(key + 2, p->def.policy_id, serial);
@@ -678,7 +678,9 @@ static int coupon_place_pending(coupon_policy *p) {
     return rc;
 }
 
-static bool coupon_flag_ok(uint8_t v) { return v <= 1; }
+static bool coupon_flag_ok(uint8_t v) {
+    return v <= 1;
+}
 
 static int coupon_load_policy(coupon_state *s, const char *id, const uint8_t *val, size_t val_len) {
     if (!promo_id_valid(id)) return -1;
@@ -708,9 +710,9 @@ static int coupon_load_policy(coupon_state *s, const char *id, const uint8_t *va
     int64_t issued = bytes_get_i64(&r);
     int64_t redeemed = bytes_get_i64(&r);
     int64_t pversion = bytes_get_i64(&r);
-    if (r.err || r.p != r.end || version != COUPON_ENTRY_VERSION || type > DISCOUNT_PERCENT || !coupon_flag_ok(has_max) ||
-        !coupon_flag_ok(has_until) || !coupon_flag_ok(has_days) || per_user < 1 || per_user > INT32_MAX ||
-        days < 0 || days > INT32_MAX)
+    if (r.err || r.p != r.end || version != COUPON_ENTRY_VERSION || type > DISCOUNT_PERCENT ||
+        !coupon_flag_ok(has_max) || !coupon_flag_ok(has_until) || !coupon_flag_ok(has_days) || per_user < 1 ||
+        per_user > INT32_MAX || days < 0 || days > INT32_MAX)
         return -1;
     d->discount_type = (discount_type)type;
     d->has_max_discount = has_max;
@@ -722,8 +724,8 @@ static int coupon_load_policy(coupon_state *s, const char *id, const uint8_t *va
     strcpy(cmd.request_id, "checkpoint");
     char field[32], why[128];
     if (cmd_validate(&cmd, field, sizeof field, why, sizeof why) != 0) return -1;
-    if (issued < 0 || issued > d->total_quantity || issued > COUPON_SERIAL_MAX || redeemed < 0 ||
-        redeemed > issued || pversion < 1)
+    if (issued < 0 || issued > d->total_quantity || issued > COUPON_SERIAL_MAX || redeemed < 0 || redeemed > issued ||
+        pversion < 1)
         return -1;
 
     coupon_policy *p = coupon_policy_get(s, id);
@@ -754,15 +756,14 @@ static int coupon_load_coupon(coupon_state *s, const char *coupon_id, const uint
     int64_t expires_at = bytes_get_i64(&r);
     bytes_get_str(&r, order, sizeof order);
     int64_t discount = bytes_get_i64(&r);
-    if (r.err || r.p != r.end || version != COUPON_ENTRY_VERSION || !promo_id_valid(user) || !coupon_flag_ok(redeemed) ||
-        c.issued_at < 0)
+    if (r.err || r.p != r.end || version != COUPON_ENTRY_VERSION || !promo_id_valid(user) ||
+        !coupon_flag_ok(redeemed) || c.issued_at < 0)
         return -1;
     if (redeemed ? !promo_id_valid(order) || discount < 0 : order[0] || discount != 0) return -1;
 
     coupon_policy *p = coupon_policy_get(s, pid);
     if (!p) return -1;
-    if (p->defined && (serial > p->def.total_quantity || expires_at != coupon_expiry(&p->def, c.issued_at)))
-        return -1;
+    if (p->defined && (serial > p->def.total_quantity || expires_at != coupon_expiry(&p->def, c.issued_at))) return -1;
     if (!p->defined || serial > p->issued) {
         /* Reserve before allocating, so a failure leaks nothing. */
         void *q = coupon_grow(p->pending, &p->cap_pending, p->n_pending + 1, sizeof *p->pending);
@@ -792,7 +793,9 @@ static int coupon_load(void *state, const char *key, size_t key_len, const uint8
     return -1;
 }
 
-static void *coupon_state_new(void) { return calloc(1, sizeof(coupon_state)); }
+static void *coupon_state_new(void) {
+    return calloc(1, sizeof(coupon_state));
+}
 
 static void coupon_state_destroy(void *state) {
     coupon_state *s = state;

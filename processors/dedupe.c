@@ -215,5 +215,9 @@ int dedupe_load(dedupe *d, const char *key, size_t key_len, const uint8_t *val, 
     return 0;
 }
 
-size_t dedupe_count(const dedupe *d) { return HASH_COUNT(d->table); }
-size_t dedupe_bytes(const dedupe *d) { return d->bytes; }
+size_t dedupe_count(const dedupe *d) {
+    return HASH_COUNT(d->table);
+}
+size_t dedupe_bytes(const dedupe *d) {
+    return d->bytes;
+}

@@ -24,9 +24,7 @@ int32_t murmur2_partition(const void *key, size_t len, int32_t partitions) {
     switch (len) {
     case 3: h ^= (uint32_t)d[2] << 16; /* fall through */
     case 2: h ^= (uint32_t)d[1] << 8;  /* fall through */
-    case 1:
-        h ^= d[0];
-        h *= m;
+    case 1: h ^= d[0]; h *= m;
     }
     h ^= h >> 13;
     h *= m;

@@ -104,9 +104,15 @@ static uint32_t point_hash(const char *s) {
     return h;
 }
 
-static uint32_t point_lotcap(const point_account *a) { return 1u << a->lotbits; }
-static uint32_t point_usecap(const point_account *a) { return a->usebits ? 1u << a->usebits : 0; }
-static point_lot *point_lots(point_account *a) { return a->lotbits ? a->lots.many : &a->lots.one; }
+static uint32_t point_lotcap(const point_account *a) {
+    return 1u << a->lotbits;
+}
+static uint32_t point_usecap(const point_account *a) {
+    return a->usebits ? 1u << a->usebits : 0;
+}
+static point_lot *point_lots(point_account *a) {
+    return a->lotbits ? a->lots.many : &a->lots.one;
+}
 
 /* ---- tables -------------------------------------------------------------- */
 
@@ -739,7 +745,9 @@ static void point_state_destroy(void *state) {
     free(st);
 }
 
-static size_t point_entries(void *state) { return ((point_state *)state)->n; }
+static size_t point_entries(void *state) {
+    return ((point_state *)state)->n;
+}
 
 const domain_ops point_ops = {
     .domain = DOMAIN_POINT,

@@ -93,9 +93,9 @@ struct runtime {
     checkpoint_batch batch;
     int64_t checkpoint_ms;
     int64_t dedupe_window_ms;
-    int delivery_failed; /* set by the delivery callback, on our thread */
+    int delivery_failed;     /* set by the delivery callback, on our thread */
     int32_t partition_count; /* of the command topic, refreshed on assignment */
-    char name[64];       /* "processor-coupon", the DeadLetter consumer */
+    char name[64];           /* "processor-coupon", the DeadLetter consumer */
     char redis_host[256];
     int redis_port;
     struct mg_context *metrics;
@@ -180,8 +180,8 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
         int64_t offset = -1, seq = 0;
         void *ctx[2] = {rt, p};
         int64_t t0 = mono_ms();
-        int rc = checkpoint_restore(rt->redis, rt->ops->name, id, load_entry, ctx, &found, &offset, &seq, err,
-                                    sizeof err);
+        int rc =
+            checkpoint_restore(rt->redis, rt->ops->name, id, load_entry, ctx, &found, &offset, &seq, err, sizeof err);
         if (rc != CKPT_OK && rt->redis->err) {
             log_warn("partition %d: %s", (int)id, err);
             part_destroy(rt, p);
@@ -366,7 +366,6 @@ static int runtime_checkpoint(runtime *rt) {
 /* Dead-letter causes found after decoding (decode errors are codec_err < 0). */
 enum { DL_INVALID_FIELD = 1, DL_KEY_MISMATCH, DL_WRONG_PARTITION };
 
-
 /* The command topic's partition count, from the cluster's metadata; 0 when
  * unknown (then the partition check is skipped rather than guessed). */
 static int32_t topic_partitions(runtime *rt) {
@@ -427,13 +426,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 
 /* ---- producing -------------------------------------------------------------- */
 
-static void produce(runtime *rt, const char *topic, const void *key, size_t key_len, const void *val,
-                    size_t val_len) {
+static void produce(runtime *rt, const char *topic, const void *key, size_t key_len, const void *val, size_t val_len) {
     for (;;) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(rt->producer, RD_KAFKA_V_TOPIC(topic),
-                                                  RD_KAFKA_V_KEY((void *)key, key_len),
-                                                  RD_KAFKA_V_VALUE((void *)val, val_len),
-                                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            rt->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+            RD_KAFKA_V_VALUE((void *)val, val_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return;
         if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(rt->producer, 10);
@@ -456,10 +453,10 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
         .key_len = m->key_len,
         .value = m->payload,
         .value_len = m->len,
-        .error_code = code < 0                  ? codec_err_code(code)
-                      : code == DL_INVALID_FIELD  ? "INVALID_FIELD"
-                      : code == DL_KEY_MISMATCH   ? "KEY_MISMATCH"
-                                                  : "WRONG_PARTITION",
+        .error_code = code < 0                   ? codec_err_code(code)
+                      : code == DL_INVALID_FIELD ? "INVALID_FIELD"
+                      : code == DL_KEY_MISMATCH  ? "KEY_MISMATCH"
+                                                 : "WRONG_PARTITION",
         .reason = why,
         .failed_at = now_ms(),
         .consumer = rt->name,
@@ -472,12 +469,11 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
     }
     produce(rt, DLQ_TOPIC, m->key, m->key_len, rt->dlbuf.data, rt->dlbuf.len);
     atomic_fetch_add(&rt->st.dead_letters, 1);
-    log_warn("dead letter %s[%d]@%lld %s: %s", dl.source_topic, (int)m->partition, (long long)m->offset,
-             dl.error_code, why);
+    log_warn("dead letter %s[%d]@%lld %s: %s", dl.source_topic, (int)m->partition, (long long)m->offset, dl.error_code,
+             why);
 }
 
 /* ---- one message -------------------------------------------------------------- */
-
 
 static void handle(runtime *rt, const rd_kafka_message_t *m) {
     if (m->partition < 0 || m->partition >= MAX_PARTITIONS) return;
@@ -587,7 +583,7 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
                     (unsigned long long)atomic_load(&rt->st.applied[t][s]));
     }
 #define COUNTER(name, field)                                                                                           \
-    fprintf(f, "# TYPE " name " counter\n" name "{domain=\"%s\"} %llu\n", d,                                          \
+    fprintf(f, "# TYPE " name " counter\n" name "{domain=\"%s\"} %llu\n", d,                                           \
             (unsigned long long)atomic_load(&rt->st.field))
 #define GAUGE(name, field)                                                                                             \
     fprintf(f, "# TYPE " name " gauge\n" name "{domain=\"%s\"} %lld\n", d, (long long)atomic_load(&rt->st.field))
@@ -628,7 +624,8 @@ static int ready_handler(struct mg_connection *conn, void *cbdata) {
     runtime *rt = cbdata;
     int ok = atomic_load(&rt->st.ready);
     const char *body = ok ? "{\"status\":\"ready\"}" : "{\"status\":\"joining\"}";
-    mg_printf(conn, "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+    mg_printf(conn,
+              "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
               ok ? "200 OK" : "503 Service Unavailable", strlen(body), body);
     return ok ? 200 : 503;
 }
@@ -699,8 +696,7 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
 
     rd_kafka_conf_t *pc = rd_kafka_conf_new();
     if (conf_set(pc, "bootstrap.servers", bootstrap, errstr, errstr_size) ||
-        conf_set(pc, "client.id", rt->name, errstr, errstr_size) ||
-        conf_set(pc, "acks", "all", errstr, errstr_size) ||
+        conf_set(pc, "client.id", rt->name, errstr, errstr_size) || conf_set(pc, "acks", "all", errstr, errstr_size) ||
         conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
         conf_set(pc, "linger.ms", cfg_str("PROMO_LINGER_MS", "2"), errstr, errstr_size) ||
         conf_set(pc, "partitioner", "murmur2_random", errstr, errstr_size) ||
@@ -744,8 +740,7 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         goto fail;
     }
     metrics_start(rt);
-    log_info("started: group %s, topic %s, checkpoint every %lld ms", group, ops->topic,
-             (long long)rt->checkpoint_ms);
+    log_info("started: group %s, topic %s, checkpoint every %lld ms", group, ops->topic, (long long)rt->checkpoint_ms);
     return rt;
 fail:
     runtime_destroy(rt);
@@ -759,8 +754,7 @@ int runtime_run(runtime *rt, volatile sig_atomic_t *stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rt->consumer, 20);
         if (m) {
             if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    log_warn("consumer: %s", rd_kafka_message_errstr(m));
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) log_warn("consumer: %s", rd_kafka_message_errstr(m));
             } else {
                 handle(rt, m);
             }

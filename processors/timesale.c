@@ -472,7 +472,9 @@ static int timesale_load(void *state, const char *key, size_t key_len, const uin
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
-static void *timesale_state_new(void) { return calloc(1, sizeof(timesale_state)); }
+static void *timesale_state_new(void) {
+    return calloc(1, sizeof(timesale_state));
+}
 
 static void timesale_state_destroy(void *state) {
     timesale_state *st = state;

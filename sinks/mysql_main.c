@@ -63,7 +63,9 @@ static void nap_ms(int ms) {
     }
 }
 
-static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
+static int backoff_next(int ms) {
+    return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+}
 
 /* ---- metrics -------------------------------------------------------- */
 
@@ -139,8 +141,9 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     text_add(&t, "promo_sink_mysql_errors_total{stage=\"redis\"} %llu\n", atomic_load(&m.err_redis));
     text_add(&t, "promo_sink_mysql_errors_total{stage=\"kafka\"} %llu\n", atomic_load(&m.err_kafka));
     text_add(&t, "promo_sink_mysql_errors_total{stage=\"dlq\"} %llu\n", atomic_load(&m.err_dlq));
-    text_add(&t, "# HELP promo_sink_mysql_up 1 while the last MySQL write succeeded.\n"
-                 "# TYPE promo_sink_mysql_up gauge\npromo_sink_mysql_up %d\n",
+    text_add(&t,
+             "# HELP promo_sink_mysql_up 1 while the last MySQL write succeeded.\n"
+             "# TYPE promo_sink_mysql_up gauge\npromo_sink_mysql_up %d\n",
              atomic_load(&m.mysql_up));
     histogram(&t, "promo_sink_mysql_batch_size", "Messages per batch.", size_buckets, N_SIZE_BUCKETS, m.size_le,
               atomic_load(&m.size_count), (double)atomic_load(&m.size_sum));
@@ -158,7 +161,8 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
 /* CivetWeb worker thread. Liveness only: a sink waiting for MySQL is alive. */
 static int healthz_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
-    mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+    mg_printf(conn,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
     return 200;
 }
 
@@ -202,12 +206,12 @@ typedef struct dead {
 
 typedef struct batch {
     size_t max;
-    size_t n;           /* messages consumed, decoded or not */
-    int64_t first_ms;   /* mono_ms() of the first message */
-    promo_result *res;  /* max entries */
-    char **json;        /* status text per result, or NULL */
+    size_t n;          /* messages consumed, decoded or not */
+    int64_t first_ms;  /* mono_ms() of the first message */
+    promo_result *res; /* max entries */
+    char **json;       /* status text per result, or NULL */
     size_t nres;
-    dead *dead;         /* max entries */
+    dead *dead; /* max entries */
     size_t ndead;
     rd_kafka_topic_partition_list_t *offsets; /* next offset per partition */
 } batch;
@@ -335,10 +339,10 @@ static int stage_dead_letters(app *a) {
             d->err = RD_KAFKA_RESP_ERR__IN_PROGRESS;
             /* Copied: a copy still queued after a timed-out flush must not
              * point into a batch that is gone by then. */
-            rd_kafka_resp_err_t err = rd_kafka_producev(
-                a->producer, RD_KAFKA_V_TOPIC(DLQ_TOPIC), RD_KAFKA_V_KEY(d->key, d->key_len),
-                RD_KAFKA_V_VALUE(d->value.data, d->value.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+            rd_kafka_resp_err_t err =
+                rd_kafka_producev(a->producer, RD_KAFKA_V_TOPIC(DLQ_TOPIC), RD_KAFKA_V_KEY(d->key, d->key_len),
+                                  RD_KAFKA_V_VALUE(d->value.data, d->value.len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
             if (err) d->err = err;
             pending++;
         }
@@ -454,8 +458,8 @@ static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_
         char key[16 + PROMO_ID_MAX + 1];
         int klen = snprintf(key, sizeof key, "promo:req:%s", b->res[i].request_id);
         const char *argv[] = {"EVAL", status_script, "1", key, b->json[i], ttl, b->res[i].request_id};
-        size_t lens[] = {4, strlen(status_script), 1, (size_t)klen, strlen(b->json[i]), strlen(ttl),
-                         strlen(b->res[i].request_id)};
+        size_t lens[] = {4,           strlen(status_script),       1, (size_t)klen, strlen(b->json[i]),
+                         strlen(ttl), strlen(b->res[i].request_id)};
         if (redisAppendCommandArgv(a->redis, 7, argv, lens) != REDIS_OK) goto io_error;
         n++;
     }
@@ -558,8 +562,7 @@ static rd_kafka_t *consumer_new(app *a, const char *bootstrap) {
     if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
         conf_set(conf, "group.id", cfg_str("PROMO_SINK_GROUP", PROGRAM)) ||
         conf_set(conf, "enable.auto.commit", "false") || conf_set(conf, "enable.auto.offset.store", "false") ||
-        conf_set(conf, "auto.offset.reset", "earliest") ||
-        conf_set(conf, "partition.assignment.strategy", "range") ||
+        conf_set(conf, "auto.offset.reset", "earliest") || conf_set(conf, "partition.assignment.strategy", "range") ||
         conf_set(conf, "session.timeout.ms", session) || conf_set(conf, "heartbeat.interval.ms", heartbeat)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
@@ -720,8 +723,8 @@ int main(void) {
     if (mysql_start(&a) != 0) goto stopped;
     if (wait_bootstrap(bootstrap, sizeof bootstrap) != 0) goto stopped;
     if (!(a.producer = producer_new(bootstrap)) || !(a.consumer = consumer_new(&a, bootstrap))) goto out;
-    log_info("consuming %s as group %s (batch %zu, linger %d ms)", RESULTS_TOPIC,
-             cfg_str("PROMO_SINK_GROUP", PROGRAM), a.b.max, a.linger_ms);
+    log_info("consuming %s as group %s (batch %zu, linger %d ms)", RESULTS_TOPIC, cfg_str("PROMO_SINK_GROUP", PROGRAM),
+             a.b.max, a.linger_ms);
     atomic_store(&m.ready, 1);
     run(&a);
 stopped:

@@ -56,7 +56,7 @@ struct sink_mysql {
     MYSQL *conn;
     char *host, *user, *password, *db;
     int port;
-    sb q;                                     /* the statement being built */
+    sb q;                                      /* the statement being built */
     char scratch[3 * (PROMO_URL_MAX + 1) + 1]; /* UTF-8 repair of one field */
 };
 
@@ -83,7 +83,9 @@ static void sb_addn(sb *b, const char *s, size_t n) {
     b->p[b->len] = '\0';
 }
 
-static void sb_add(sb *b, const char *s) { sb_addn(b, s, strlen(s)); }
+static void sb_add(sb *b, const char *s) {
+    sb_addn(b, s, strlen(s));
+}
 
 static void sb_int(sb *b, int64_t v) {
     char t[24];
@@ -195,7 +197,9 @@ typedef struct wctx {
     size_t errstr_size;
 } wctx;
 
-static void stmt_item(wctx *w, stmt *st) { sb_add(&w->s->q, st->items ? st->sep : st->head); }
+static void stmt_item(wctx *w, stmt *st) {
+    sb_add(&w->s->q, st->items ? st->sep : st->head);
+}
 
 static int stmt_flush(wctx *w, stmt *st) {
     sb *b = &w->s->q;
@@ -752,8 +756,8 @@ static int write_orders(wctx *w, entity_row *tab) {
     return stmt_flush(w, &up);
 }
 
-int sink_mysql_write(sink_mysql *s, const promo_result *res, char *const *json, size_t n, long long *rows,
-                     char *errstr, size_t errstr_size) {
+int sink_mysql_write(sink_mysql *s, const promo_result *res, char *const *json, size_t n, long long *rows, char *errstr,
+                     size_t errstr_size) {
     wctx w = {s, 0, errstr, errstr_size};
     collapsed c = {0};
     int rc = -1;
@@ -803,8 +807,7 @@ static int sink_connect(sink_mysql *s, char *errstr, size_t errstr_size) {
     /* Multi-statements: migration files, and a table's UPDATEs in one trip. */
     if (!mysql_real_connect(c, s->host, s->user, s->password, s->db, (unsigned int)s->port, NULL,
                             CLIENT_MULTI_STATEMENTS)) {
-        snprintf(errstr, errstr_size, "connecting to mysql %s:%d as %s: %s", s->host, s->port, s->user,
-                 mysql_error(c));
+        snprintf(errstr, errstr_size, "connecting to mysql %s:%d as %s: %s", s->host, s->port, s->user, mysql_error(c));
         mysql_close(c);
         return -1;
     }

@@ -55,7 +55,7 @@ bool sink_mysql_status_wanted(const promo_result *res);
  * of rows the server reports as changed. On failure the transaction is
  * rolled back (or dies with the connection) and -1 is returned with errstr
  * filled: reconnect and write the same batch again. */
-int sink_mysql_write(sink_mysql *s, const promo_result *res, char *const *json, size_t n, long long *rows,
-                     char *errstr, size_t errstr_size);
+int sink_mysql_write(sink_mysql *s, const promo_result *res, char *const *json, size_t n, long long *rows, char *errstr,
+                     size_t errstr_size);
 
 #endif

@@ -40,8 +40,7 @@ typedef struct sqlbuf {
 static void sql_reserve(sqlbuf *b, size_t add) {
     if (b->oom || b->len + add + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 16 * 1024;
-    while (cap < b->len + add + 1)
-        cap *= 2;
+    while (cap < b->len + add + 1) cap *= 2;
     char *p = realloc(b->p, cap);
     if (!p) {
         b->oom = true;
@@ -59,7 +58,9 @@ static void sql_addn(sqlbuf *b, const char *s, size_t n) {
     b->p[b->len] = '\0';
 }
 
-static void sql_add(sqlbuf *b, const char *s) { sql_addn(b, s, strlen(s)); }
+static void sql_add(sqlbuf *b, const char *s) {
+    sql_addn(b, s, strlen(s));
+}
 
 static void sql_int(sqlbuf *b, int64_t v) {
     char t[24];
@@ -87,7 +88,9 @@ static void sql_text(webhook_store *s, const char *v, size_t n) {
     b->p[b->len] = '\0';
 }
 
-static void sql_str(webhook_store *s, const char *v) { sql_text(s, v, strlen(v)); }
+static void sql_str(webhook_store *s, const char *v) {
+    sql_text(s, v, strlen(v));
+}
 
 static int store_fail(webhook_store *s, const char *what, char *errstr, size_t errstr_size) {
     snprintf(errstr, errstr_size, "%s: %s", what, s->conn ? mysql_error(s->conn) : "not connected");
@@ -319,20 +322,16 @@ int webhook_store_claim(webhook_store *s, int64_t now_ms, int64_t lease_until_ms
     return 0;
 fail:
     store_rollback(s);
-    for (size_t i = 0; i < *n; i++)
-        webhook_delivery_clear(&out[i]);
+    for (size_t i = 0; i < *n; i++) webhook_delivery_clear(&out[i]);
     *n = 0;
     return -1;
 }
 
 static const char *fate_status(webhook_fate f) {
     switch (f) {
-    case WEBHOOK_DELIVERED:
-        return "DELIVERED";
-    case WEBHOOK_RETRY:
-        return "PENDING";
-    default:
-        return "FAILED";
+    case WEBHOOK_DELIVERED: return "DELIVERED";
+    case WEBHOOK_RETRY: return "PENDING";
+    default: return "FAILED";
     }
 }
 
@@ -483,11 +482,9 @@ static void transfer_free(webhook_sender *s, transfer *t) {
 void webhook_sender_destroy(webhook_sender *s) {
     if (!s) return;
     /* Abandoned transfers: their rows stay leased and fall due again. */
-    while (s->head)
-        transfer_free(s, s->head);
+    while (s->head) transfer_free(s, s->head);
     if (s->multi) curl_multi_cleanup(s->multi);
-    for (size_t i = 0; i < s->ndone; i++)
-        webhook_delivery_clear(&s->done[i].d);
+    for (size_t i = 0; i < s->ndone; i++) webhook_delivery_clear(&s->done[i].d);
     free(s->done);
     free(s->allow);
     free(s->proxy);
@@ -495,9 +492,13 @@ void webhook_sender_destroy(webhook_sender *s) {
     free(s);
 }
 
-size_t webhook_sender_in_flight(const webhook_sender *s) { return s->in_flight + s->ndone; }
+size_t webhook_sender_in_flight(const webhook_sender *s) {
+    return s->in_flight + s->ndone;
+}
 
-void webhook_sender_wakeup(webhook_sender *s) { curl_multi_wakeup(s->multi); }
+void webhook_sender_wakeup(webhook_sender *s) {
+    curl_multi_wakeup(s->multi);
+}
 
 /* The response body is not needed, only its status: read and drop it. */
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata) {

@@ -76,7 +76,9 @@ static void nap_ms(int ms) {
     }
 }
 
-static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
+static int backoff_next(int ms) {
+    return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+}
 
 /* ---- configuration -------------------------------------------------- */
 
@@ -94,7 +96,9 @@ typedef struct config {
     webhook_store_cfg db;
 } config;
 
-static long long clamp(long long v, long long lo, long long hi) { return v < lo ? lo : v > hi ? hi : v; }
+static long long clamp(long long v, long long lo, long long hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
 
 static int config_load(config *c) {
     char errstr[256];
@@ -814,8 +818,7 @@ out:
     }
     if (http) mg_stop(http);
     batch_clear(&a);
-    for (size_t i = 0; w.pend && i < w.npend; i++)
-        webhook_delivery_clear(&w.pend[i].d);
+    for (size_t i = 0; w.pend && i < w.npend; i++) webhook_delivery_clear(&w.pend[i].d);
     webhook_sender_destroy(w.sender);
     webhook_store_destroy(a.store);
     webhook_store_destroy(w.store);

@@ -33,8 +33,7 @@ static int b64_value(unsigned char c) {
  * Returns the decoded length, or -1 on a bad character or overflow. */
 static long b64_decode(const char *s, uint8_t *out, size_t out_size) {
     size_t len = strlen(s);
-    while (len > 0 && s[len - 1] == '=')
-        len--;
+    while (len > 0 && s[len - 1] == '=') len--;
     if (len % 4 == 1) return -1;
     uint32_t acc = 0;
     int bits = 0;
@@ -119,10 +118,8 @@ int webhook_schedule_parse(const char *text, webhook_schedule *out, char *errstr
     for (;;) {
         size_t len = strcspn(p, ",");
         const char *b = p, *e = p + len;
-        while (b < e && isspace((unsigned char)*b))
-            b++;
-        while (e > b && isspace((unsigned char)e[-1]))
-            e--;
+        while (b < e && isspace((unsigned char)*b)) b++;
+        while (e > b && isspace((unsigned char)e[-1])) e--;
         if (b == e) {
             snprintf(errstr, errstr_size, "empty item in retry schedule \"%.100s\"", text);
             return -1;
@@ -208,8 +205,7 @@ static bool digits(const char *s, int n) {
 
 static int num(const char *s, int n) {
     int v = 0;
-    for (int i = 0; i < n; i++)
-        v = v * 10 + (s[i] - '0');
+    for (int i = 0; i < n; i++) v = v * 10 + (s[i] - '0');
     return v;
 }
 
@@ -233,16 +229,13 @@ static int imf_fixdate(const char *s, size_t len, int64_t *epoch_ms) {
 int webhook_retry_after_parse(const char *value, int64_t now_ms, int64_t *delay_ms) {
     if (!value) return -1;
     const char *b = value, *e = value + strlen(value);
-    while (b < e && isspace((unsigned char)*b))
-        b++;
-    while (e > b && isspace((unsigned char)e[-1]))
-        e--;
+    while (b < e && isspace((unsigned char)*b)) b++;
+    while (e > b && isspace((unsigned char)e[-1])) e--;
     if (b == e) return -1;
     if (digits(b, (int)(e - b))) {
         int64_t secs = 0;
         /* Anything beyond a year is as good as "too long": saturate. */
-        for (const char *q = b; q < e && secs <= 366LL * 86400; q++)
-            secs = secs * 10 + (*q - '0');
+        for (const char *q = b; q < e && secs <= 366LL * 86400; q++) secs = secs * 10 + (*q - '0');
         *delay_ms = secs * 1000;
         return 0;
     }
@@ -254,7 +247,9 @@ int webhook_retry_after_parse(const char *value, int64_t now_ms, int64_t *delay_
 
 /* ---- allow-list --------------------------------------------------------- */
 
-static bool host_char(unsigned char c) { return isalnum(c) || c == '.' || c == '-' || c == '_'; }
+static bool host_char(unsigned char c) {
+    return isalnum(c) || c == '.' || c == '-' || c == '_';
+}
 
 int webhook_url_host(const char *url, char *host, size_t host_size, int *port, char *why, size_t why_size) {
     *port = 0;
@@ -335,10 +330,8 @@ bool webhook_host_allowed(const char *host, const char *allow) {
     while (*a) {
         size_t n = strcspn(a, ",");
         const char *b = a, *e = a + n;
-        while (b < e && isspace((unsigned char)*b))
-            b++;
-        while (e > b && isspace((unsigned char)e[-1]))
-            e--;
+        while (b < e && isspace((unsigned char)*b)) b++;
+        while (e > b && isspace((unsigned char)e[-1])) e--;
         if (e - b >= 2 && *b == '[' && e[-1] == ']') b++, e--;
         if ((size_t)(e - b) == len && strncasecmp(b, host, len) == 0) return true;
         a += n;

@@ -100,10 +100,14 @@ static const struct {
     const char *name;
     int16_t key;
 } devkafka_apikeys[] = {
-    {"Produce", 0},          {"Fetch", 1},          {"ListOffsets", 2},     {"Metadata", 3},
-    {"OffsetCommit", 8},     {"OffsetFetch", 9},    {"FindCoordinator", 10}, {"JoinGroup", 11},
-    {"Heartbeat", 12},       {"LeaveGroup", 13},    {"SyncGroup", 14},      {"ApiVersions", 18},
-    {"InitProducerId", 22},  {"AddPartitionsToTxn", 24}, {"AddOffsetsToTxn", 25}, {"EndTxn", 26},
+    {"Produce", 0},          {"Fetch", 1},
+    {"ListOffsets", 2},      {"Metadata", 3},
+    {"OffsetCommit", 8},     {"OffsetFetch", 9},
+    {"FindCoordinator", 10}, {"JoinGroup", 11},
+    {"Heartbeat", 12},       {"LeaveGroup", 13},
+    {"SyncGroup", 14},       {"ApiVersions", 18},
+    {"InitProducerId", 22},  {"AddPartitionsToTxn", 24},
+    {"AddOffsetsToTxn", 25}, {"EndTxn", 26},
     {"TxnOffsetCommit", 28},
 };
 
@@ -403,14 +407,13 @@ static int devkafka_write_bootstrap(const char *path, const char *bootstraps, ch
 }
 
 static void devkafka_usage(FILE *f) {
-    fprintf(f,
-            "usage: promo-devkafka [--brokers N] [--partitions N] [--bootstrap-file PATH] [--control-port PORT]\n"
-            "  --brokers N            mock brokers (PROMO_KAFKA_BROKERS, default 3)\n"
-            "  --partitions N         partitions per topic (PROMO_KAFKA_PARTITIONS, default 12)\n"
-            "  --bootstrap-file PATH  where to write the broker list once ready\n"
-            "                         (PROMO_KAFKA_BOOTSTRAP_FILE, default var/kafka.bootstrap)\n"
-            "  --control-port PORT    fault-injection commands on 127.0.0.1:PORT, 0 = off\n"
-            "                         (PROMO_KAFKA_CONTROL_PORT, default 0)\n");
+    fprintf(f, "usage: promo-devkafka [--brokers N] [--partitions N] [--bootstrap-file PATH] [--control-port PORT]\n"
+               "  --brokers N            mock brokers (PROMO_KAFKA_BROKERS, default 3)\n"
+               "  --partitions N         partitions per topic (PROMO_KAFKA_PARTITIONS, default 12)\n"
+               "  --bootstrap-file PATH  where to write the broker list once ready\n"
+               "                         (PROMO_KAFKA_BOOTSTRAP_FILE, default var/kafka.bootstrap)\n"
+               "  --control-port PORT    fault-injection commands on 127.0.0.1:PORT, 0 = off\n"
+               "                         (PROMO_KAFKA_CONTROL_PORT, default 0)\n");
 }
 
 static int devkafka_parse_opts(int argc, char **argv, devkafka_opts *o) {
@@ -476,8 +479,7 @@ static void devkafka_serve(devkafka *dk, int sfd, int lfd) {
         }
         if (pfd[0].revents) {
             struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
-                log_info("signal %u, shutting down", si.ssi_signo);
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) log_info("signal %u, shutting down", si.ssi_signo);
             break;
         }
         /* Clients first, from the end, so removing one does not disturb the
@@ -565,8 +567,8 @@ int main(int argc, char **argv) {
         log_error("%s", errstr);
         goto out;
     }
-    log_info("ready: bootstrap=%s brokers=%d partitions=%d replication=%d topics=%zu control=%d file=%s",
-             bootstraps, o.brokers, o.partitions, rf, DEVKAFKA_TOPIC_CNT, o.control_port, o.bootstrap_file);
+    log_info("ready: bootstrap=%s brokers=%d partitions=%d replication=%d topics=%zu control=%d file=%s", bootstraps,
+             o.brokers, o.partitions, rf, DEVKAFKA_TOPIC_CNT, o.control_port, o.bootstrap_file);
 
     devkafka_serve(&dk, sfd, lfd);
     if (unlink(o.bootstrap_file) && errno != ENOENT)

@@ -61,14 +61,13 @@ extern const char schema_dead_letter[];
 static const char *const domains[] = {"coupon", "point", "timesale"};
 
 static int usage(void) {
-    fprintf(stderr,
-            "usage: promoctl submit [--follow] <coupon|point|timesale> '<json>'\n"
-            "       promoctl follow [--timeout-ms N] <request_id>\n"
-            "       promoctl checkpoint [--json] <domain> [partition]\n"
-            "       promoctl dlq list [--from-beginning] [--limit N] [--json]\n"
-            "       promoctl dlq replay [--dry-run] <source_offset|topic:partition:offset ...|--all>\n"
-            "       promoctl lag [--json] [domain]\n"
-            "Configuration from PROMO_* variables, as the fleet (docs/configuration.md).\n");
+    fprintf(stderr, "usage: promoctl submit [--follow] <coupon|point|timesale> '<json>'\n"
+                    "       promoctl follow [--timeout-ms N] <request_id>\n"
+                    "       promoctl checkpoint [--json] <domain> [partition]\n"
+                    "       promoctl dlq list [--from-beginning] [--limit N] [--json]\n"
+                    "       promoctl dlq replay [--dry-run] <source_offset|topic:partition:offset ...|--all>\n"
+                    "       promoctl lag [--json] [domain]\n"
+                    "Configuration from PROMO_* variables, as the fleet (docs/configuration.md).\n");
     return 2;
 }
 
@@ -160,10 +159,10 @@ static rd_kafka_t *producer_new(char *errstr, size_t errstr_size) {
 static int produce_sync(rd_kafka_t *rk, const char *topic, int32_t partition, const void *key, size_t key_len,
                         const void *val, size_t val_len, delivery *d, char *errstr, size_t errstr_size) {
     memset(d, 0, sizeof *d);
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY((void *)key, key_len),
-        RD_KAFKA_V_VALUE((void *)val, val_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(d),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                          RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)val, val_len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     if (e) {
         snprintf(errstr, errstr_size, "produce to %s: %s", topic, rd_kafka_err2str(e));
         return -1;
@@ -239,10 +238,10 @@ static MYSQL *mysql_new(char *errstr, size_t errstr_size) {
 
 /* The JSON fields that HTTP carries in the path, per command type. */
 static const char *const path_ids[CMD__COUNT][2] = {
-    [CMD_ISSUE_COUPON] = {"policy_id", NULL},  [CMD_REDEEM_COUPON] = {"coupon_id", NULL},
+    [CMD_ISSUE_COUPON] = {"policy_id", NULL},      [CMD_REDEEM_COUPON] = {"coupon_id", NULL},
     [CMD_CANCEL_REDEMPTION] = {"coupon_id", NULL}, [CMD_EARN_POINTS] = {"user_id", NULL},
-    [CMD_USE_POINTS] = {"user_id", NULL},      [CMD_CANCEL_POINT_USE] = {"user_id", NULL},
-    [CMD_PLACE_ORDER] = {"sale_id", NULL},     [CMD_CANCEL_ORDER] = {"sale_id", "order_id"},
+    [CMD_USE_POINTS] = {"user_id", NULL},          [CMD_CANCEL_POINT_USE] = {"user_id", NULL},
+    [CMD_PLACE_ORDER] = {"sale_id", NULL},         [CMD_CANCEL_ORDER] = {"sale_id", "order_id"},
 };
 
 /* Takes a string field out of obj into out. Returns 0 (absent leaves out
@@ -301,8 +300,8 @@ static int submit_build(const char *text, promo_cmd *cmd, char *errstr, size_t e
             snprintf(errstr, errstr_size, "getrandom: %s", strerror(errno));
             goto out;
         }
-        snprintf(request_id, sizeof request_id, "ctl-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
-                 rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+        snprintf(request_id, sizeof request_id, "ctl-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+                 rnd[4], rnd[5], rnd[6], rnd[7]);
     }
     body = json_dumps(obj, JSON_COMPACT);
     if (!body) {
@@ -503,8 +502,7 @@ static int ckpt_read(redisContext *rc, const char *domain, int32_t partition, ck
 
 /* Partitions of domain that have a checkpoint meta key, sorted; n in *count.
  * Caller frees. NULL with errstr filled on failure. */
-static int32_t *ckpt_partitions(redisContext *rc, const char *domain, size_t *count, char *errstr,
-                                size_t errstr_size) {
+static int32_t *ckpt_partitions(redisContext *rc, const char *domain, size_t *count, char *errstr, size_t errstr_size) {
     size_t n = 0, cap = 16;
     int32_t *out = malloc(cap * sizeof *out);
     char cursor[32] = "0", prefix[64];
@@ -565,8 +563,9 @@ static int cmd_checkpoint(int argc, char **argv) {
     size_t n = 1;
     int32_t single = (int32_t)one, *parts = &single;
     if (one < 0 && !(parts = ckpt_partitions(rc, domain, &n, errstr, sizeof errstr))) goto fail;
-    if (!json) printf("%-9s %9s %12s %7s %9s %9s %10s\n", "domain", "partition", "offset", "epoch", "seq", "entries",
-                      "age_ms");
+    if (!json)
+        printf("%-9s %9s %12s %7s %9s %9s %10s\n", "domain", "partition", "offset", "epoch", "seq", "entries",
+               "age_ms");
     int64_t now = now_ms();
     for (size_t k = 0; k < n; k++) {
         ckpt_row row;
@@ -589,8 +588,8 @@ static int cmd_checkpoint(int argc, char **argv) {
             free(s);
             json_decref(o);
         } else if (!found) {
-            printf("%-9s %9d %12s %7" PRId64 " %9s %9s %10s\n", domain, (int)row.partition, "none", row.epoch, "-",
-                   "-", "-");
+            printf("%-9s %9d %12s %7" PRId64 " %9s %9s %10s\n", domain, (int)row.partition, "none", row.epoch, "-", "-",
+                   "-");
         } else {
             printf("%-9s %9d %12" PRId64 " %7" PRId64 " %9" PRId64 " %9" PRId64 " %10" PRId64 "\n", domain,
                    (int)row.partition, row.offset, row.epoch, row.seq, row.hlen, age);
@@ -1013,9 +1012,8 @@ static int cmd_dlq_replay(int argc, char **argv) {
         const dl_rec *r = &l.v[k];
         if (!pick[k]) continue;
         if (!replay_topic_ok(r->source_topic) || !r->value) {
-            fprintf(stderr, "promoctl: %s:%d:%" PRId64 " not replayed: %s\n", r->source_topic,
-                    (int)r->source_partition, r->source_offset,
-                    r->value ? "not a topic promoctl replays to" : "no original value");
+            fprintf(stderr, "promoctl: %s:%d:%" PRId64 " not replayed: %s\n", r->source_topic, (int)r->source_partition,
+                    r->source_offset, r->value ? "not a topic promoctl replays to" : "no original value");
             status = 1;
             continue;
         }
@@ -1056,8 +1054,7 @@ static int cmd_dlq(int argc, char **argv) {
 /* ---- lag ------------------------------------------------------------------------ */
 
 /* Prints one group's lag on topic; returns 0 or -1 with errstr filled. */
-static int lag_group(const char *group, const char *topic, int json, int64_t *total, char *errstr,
-                     size_t errstr_size) {
+static int lag_group(const char *group, const char *topic, int json, int64_t *total, char *errstr, size_t errstr_size) {
     rd_kafka_t *rk = kafka_new(RD_KAFKA_CONSUMER, group, errstr, errstr_size);
     if (!rk) return -1;
     int rc = -1;
@@ -1102,8 +1099,8 @@ static int lag_group(const char *group, const char *topic, int json, int64_t *to
                 snprintf(c, sizeof c, "%" PRId64, committed);
             else
                 snprintf(c, sizeof c, "-");
-            printf("%-18s %-20s %9d %12s %12" PRId64 " %9" PRId64 "\n", group, topic, (int)l->elems[i].partition, c,
-                   hi, lag);
+            printf("%-18s %-20s %9d %12s %12" PRId64 " %9" PRId64 "\n", group, topic, (int)l->elems[i].partition, c, hi,
+                   lag);
         }
     }
     if (!json) printf("%-18s %-20s %9s %12s %12s %9" PRId64 "\n", group, topic, "total", "", "", *total);

@@ -242,15 +242,14 @@ static void fuzz_apply(const domain_ops *ops, void *state, void *twin, dedupe *d
     codec_buf buf = {0}, twin_buf = {0};
     char errstr[256];
     if (codec_encode_result(fuzz_codec, &res, &buf, errstr, sizeof errstr) != CODEC_OK) {
-        fprintf(stderr, "result of %s after a fuzzed restore does not encode: %s\n", cmd_type_name(cmd->type),
-                errstr);
+        fprintf(stderr, "result of %s after a fuzzed restore does not encode: %s\n", cmd_type_name(cmd->type), errstr);
         abort();
     }
     if (twin) {
         if (codec_encode_result(fuzz_codec, &twin_res, &twin_buf, errstr, sizeof errstr) != CODEC_OK) abort();
         if (buf.len != twin_buf.len || memcmp(buf.data, twin_buf.data, buf.len) != 0) {
-            fprintf(stderr, "%s: %s gives another result on a state restored from a dump (%s %s vs %s %s)\n",
-                    ops->name, cmd_type_name(cmd->type), res.status ? "REJECTED" : "SUCCEEDED", res.reason,
+            fprintf(stderr, "%s: %s gives another result on a state restored from a dump (%s %s vs %s %s)\n", ops->name,
+                    cmd_type_name(cmd->type), res.status ? "REJECTED" : "SUCCEEDED", res.reason,
                     twin_res.status ? "REJECTED" : "SUCCEEDED", twin_res.reason);
             abort();
         }
@@ -274,16 +273,15 @@ static void *fuzz_reload(const domain_ops *ops, void *state) {
     for (size_t i = 0; i < a.n; i++) {
         if (!a.e[i].val) continue;
         if (ops->load(fresh, a.e[i].key, a.e[i].key_len, a.e[i].val, a.e[i].val_len) != 0) {
-            fprintf(stderr, "%s: dumped entry %.*s does not load back\n", ops->name, (int)a.e[i].key_len,
-                    a.e[i].key);
+            fprintf(stderr, "%s: dumped entry %.*s does not load back\n", ops->name, (int)a.e[i].key_len, a.e[i].key);
             abort();
         }
     }
     if (ops->dump(fresh, 1, fuzz_emit, &b) != 0) abort();
     /* entries() counts what a full dump emits. */
     if (ops->entries(state) != a.n || ops->entries(fresh) != b.n) {
-        fprintf(stderr, "%s: entries() says %zu and %zu, full dumps emit %zu and %zu\n", ops->name,
-                ops->entries(state), ops->entries(fresh), a.n, b.n);
+        fprintf(stderr, "%s: entries() says %zu and %zu, full dumps emit %zu and %zu\n", ops->name, ops->entries(state),
+                ops->entries(fresh), a.n, b.n);
         abort();
     }
     if (a.n > 1) qsort(a.e, a.n, sizeof *a.e, fuzz_entry_cmp);
@@ -311,7 +309,9 @@ static void *fuzz_reload(const domain_ops *ops, void *state) {
  * records, which LeakSanitizer does not scan by default: without this, the
  * codec's reused values look leaked while the codec still owns them. */
 const char *__lsan_default_options(void);
-const char *__lsan_default_options(void) { return "use_unaligned=1"; }
+const char *__lsan_default_options(void) {
+    return "use_unaligned=1";
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;

@@ -88,7 +88,9 @@ static void fuzz_round_trip_result(const promo_result *res) {
  * records, which LeakSanitizer does not scan by default: without this, the
  * codec's reused values look leaked while the codec still owns them. */
 const char *__lsan_default_options(void);
-const char *__lsan_default_options(void) { return "use_unaligned=1"; }
+const char *__lsan_default_options(void) {
+    return "use_unaligned=1";
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
@@ -118,7 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         errstr[0] = '\0';
         int rc = codec_decode_cmd(fuzz_codec, msg, size, id, &cmd, errstr, sizeof errstr);
         fuzz_check_rc(rc, errstr);
-        int framed_id = size >= 5 ? (int)((uint32_t)msg[1] << 24 | (uint32_t)msg[2] << 16 | (uint32_t)msg[3] << 8 | msg[4]) : -1;
+        int framed_id =
+            size >= 5 ? (int)((uint32_t)msg[1] << 24 | (uint32_t)msg[2] << 16 | (uint32_t)msg[3] << 8 | msg[4]) : -1;
         /* Expecting the message's own id changes nothing; expecting another
          * id refuses what "any" would accept. */
         if (framed_id == id && (rc == CODEC_OK) != (any == CODEC_OK)) fuzz_fail("expected id disagrees with any", "");

@@ -192,7 +192,9 @@ static void fuzz_query_values(const char *s) {
  * records, which LeakSanitizer does not scan by default: without this, the
  * codec's reused values look leaked while the codec still owns them. */
 const char *__lsan_default_options(void);
-const char *__lsan_default_options(void) { return "use_unaligned=1"; }
+const char *__lsan_default_options(void) {
+    return "use_unaligned=1";
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;

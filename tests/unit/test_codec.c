@@ -272,7 +272,9 @@ typedef struct mb {
     size_t n;
 } mb;
 
-static void mb_byte(mb *m, uint8_t x) { m->b[m->n++] = x; }
+static void mb_byte(mb *m, uint8_t x) {
+    m->b[m->n++] = x;
+}
 static void mb_varint(mb *m, uint64_t u) {
     while (u > 0x7f) {
         mb_byte(m, (uint8_t)(u | 0x80));
@@ -280,7 +282,9 @@ static void mb_varint(mb *m, uint64_t u) {
     }
     mb_byte(m, (uint8_t)u);
 }
-static void mb_long(mb *m, int64_t v) { mb_varint(m, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63)); }
+static void mb_long(mb *m, int64_t v) {
+    mb_varint(m, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
 static void mb_raw(mb *m, const void *p, size_t n) {
     memcpy(m->b + m->n, p, n);
     m->n += n;
@@ -289,7 +293,9 @@ static void mb_bytes(mb *m, const void *p, size_t n) {
     mb_long(m, (int64_t)n);
     mb_raw(m, p, n);
 }
-static void mb_str(mb *m, const char *s) { mb_bytes(m, s, strlen(s)); }
+static void mb_str(mb *m, const char *s) {
+    mb_bytes(m, s, strlen(s));
+}
 static void mb_header(mb *m, uint32_t id) {
     m->n = 0;
     mb_byte(m, 0);
@@ -309,7 +315,9 @@ static void mb_issue_head(mb *m, const char *request_id) {
     mb_long(m, CMD_ISSUE_COUPON - CMD_CREATE_COUPON_POLICY);
 }
 
-static int decode_cmd_mb(const mb *m, promo_cmd *c) { return codec_decode_cmd(C, m->b, m->n, 0, c, err, sizeof err); }
+static int decode_cmd_mb(const mb *m, promo_cmd *c) {
+    return codec_decode_cmd(C, m->b, m->n, 0, c, err, sizeof err);
+}
 
 static void expect_field_error(int rc, const char *field) {
     assert_int_equal(rc, CODEC_ERR_FIELD);
@@ -364,8 +372,10 @@ static void test_result_roundtrip(void **state) {
     codec_buf b = {0};
     promo_result in, out;
     for (int full = 0; full < 2; full++) {
-        if (full) sample_result_full(&in);
-        else sample_result_min(&in);
+        if (full)
+            sample_result_full(&in);
+        else
+            sample_result_min(&in);
         enc_result(&in, &b);
         assert_int_equal(frame_id(&b), SCHEMA_ID_RESULT);
         memset(&out, 0x5a, sizeof out);
@@ -702,8 +712,10 @@ static void test_string_limits(void **state) {
         mb_long(&m, 1);
         mb_str(&m, "pol");
         mb_str(&m, "user");
-        if (over) expect_field_error(decode_cmd_mb(&m, &c), "callback_url");
-        else assert_int_equal(decode_cmd_mb(&m, &c), CODEC_OK);
+        if (over)
+            expect_field_error(decode_cmd_mb(&m, &c), "callback_url");
+        else
+            assert_int_equal(decode_cmd_mb(&m, &c), CODEC_OK);
     }
 
     /* An embedded NUL, and invalid UTF-8 */
@@ -862,7 +874,8 @@ static void test_enum_union_int_ranges(void **state) {
         mb_long(&m, 1);
         mb_long(&m, 30);
         int rc = decode_cmd_mb(&m, &c);
-        if (variant < 4) assert_int_equal(rc, CODEC_ERR_AVRO);
+        if (variant < 4)
+            assert_int_equal(rc, CODEC_ERR_AVRO);
         else {
             assert_int_equal(rc, CODEC_OK);
             assert_int_equal(c.u.create_policy.discount_type, DISCOUNT_PERCENT);
@@ -961,8 +974,8 @@ static void test_result_rules(void **state) {
     assert_string_equal(r.ledger[1].order_id, "o");
     {
         mb e = {.n = 0};
-        mb_long(&e, 1), mb_long(&e, 0), mb_long(&e, 1), mb_long(&e, 1), mb_long(&e, 0), mb_long(&e, 0),
-            mb_long(&e, 0), mb_long(&e, 1);
+        mb_long(&e, 1), mb_long(&e, 0), mb_long(&e, 1), mb_long(&e, 1), mb_long(&e, 0), mb_long(&e, 0), mb_long(&e, 0),
+            mb_long(&e, 1);
         result_with_ledger(&m, 0, 0, false);
         m.n--; /* the 0 count written for an empty array */
         mb_long(&m, -1);
@@ -1104,24 +1117,15 @@ static void test_speed(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cmd_roundtrip),
-        cmocka_unit_test(test_cmd_null_optionals_are_null_on_the_wire),
-        cmocka_unit_test(test_result_roundtrip),
-        cmocka_unit_test(test_result_every_command_type),
-        cmocka_unit_test(test_determinism),
-        cmocka_unit_test(test_dead_letter),
-        cmocka_unit_test(test_err_codes),
-        cmocka_unit_test(test_framing),
-        cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_random_garbage),
-        cmocka_unit_test(test_random_mutations),
-        cmocka_unit_test(test_string_limits),
-        cmocka_unit_test(test_length_prefixes),
-        cmocka_unit_test(test_enum_union_int_ranges),
-        cmocka_unit_test(test_trailing_bytes),
-        cmocka_unit_test(test_result_rules),
-        cmocka_unit_test(test_encode_errors),
-        cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_cmd_roundtrip),    cmocka_unit_test(test_cmd_null_optionals_are_null_on_the_wire),
+        cmocka_unit_test(test_result_roundtrip), cmocka_unit_test(test_result_every_command_type),
+        cmocka_unit_test(test_determinism),      cmocka_unit_test(test_dead_letter),
+        cmocka_unit_test(test_err_codes),        cmocka_unit_test(test_framing),
+        cmocka_unit_test(test_truncations),      cmocka_unit_test(test_random_garbage),
+        cmocka_unit_test(test_random_mutations), cmocka_unit_test(test_string_limits),
+        cmocka_unit_test(test_length_prefixes),  cmocka_unit_test(test_enum_union_int_ranges),
+        cmocka_unit_test(test_trailing_bytes),   cmocka_unit_test(test_result_rules),
+        cmocka_unit_test(test_encode_errors),    cmocka_unit_test(test_speed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -97,7 +97,8 @@ static promo_result scratch;
 
 static const promo_result *run(void *st, const promo_cmd *c) {
     char field[64], why[160];
-    if (cmd_validate(c, field, sizeof field, why, sizeof why) != 0) fail_msg("test built an invalid command: %s %s", field, why);
+    if (cmd_validate(c, field, sizeof field, why, sizeof why) != 0)
+        fail_msg("test built an invalid command: %s %s", field, why);
     result_init(&scratch, c);
     assert_int_equal(coupon_ops.apply(st, c, c->submitted_at, &scratch), 0);
     return &scratch;
@@ -129,7 +130,7 @@ static const promo_result *cancel(void *st, const char *cid, const char *oid, in
 #define assert_ok(r)                                                                                                   \
     do {                                                                                                               \
         const promo_result *r_ = (r);                                                                                  \
-        if (r_->status != STATUS_SUCCEEDED) fail_msg("unexpected rejection %s", r_->reason);                          \
+        if (r_->status != STATUS_SUCCEEDED) fail_msg("unexpected rejection %s", r_->reason);                           \
         assert_string_equal(r_->reason, "");                                                                           \
     } while (0)
 #define assert_rejected(r, code)                                                                                       \
@@ -471,7 +472,9 @@ static uint64_t rng_next(uint64_t *s) {
     *s = x;
     return x * 2685821657736338717ULL;
 }
-static int64_t rnd(uint64_t *s, int64_t n) { return (int64_t)(rng_next(s) % (uint64_t)n); }
+static int64_t rnd(uint64_t *s, int64_t n) {
+    return (int64_t)(rng_next(s) % (uint64_t)n);
+}
 
 typedef struct mcoupon {
     int user;
@@ -506,7 +509,9 @@ static int model_policy(const model *m, const char *id) {
     return -1;
 }
 
-static int user_index(const char *uid) { return atoi(uid + 1); }
+static int user_index(const char *uid) {
+    return atoi(uid + 1);
+}
 
 static int64_t model_discount(const coupon_policy_def *d, int64_t amount) {
     __int128 x = d->discount_type == DISCOUNT_FIXED ? d->discount_value : (__int128)amount * d->discount_value / 100;
@@ -557,8 +562,7 @@ static void model_step(model *m, const promo_cmd *c, const promo_result *r) {
         k = &p->c[p->issued++];
         serial = p->issued;
         p->per_user[u]++;
-        *k = (mcoupon){.user = u, .issued_at = c->submitted_at,
-                       .expires_at = model_expiry(&p->def, c->submitted_at)};
+        *k = (mcoupon){.user = u, .issued_at = c->submitted_at, .expires_at = model_expiry(&p->def, c->submitted_at)};
         p->version++;
         break;
     }
@@ -605,7 +609,8 @@ static void model_step(model *m, const promo_cmd *c, const promo_result *r) {
     default: fail();
     }
 
-    if (strcmp(r->reason, why) != 0) fail_msg("%s: model says '%s', state machine '%s'", cmd_type_name(c->type), why, r->reason);
+    if (strcmp(r->reason, why) != 0)
+        fail_msg("%s: model says '%s', state machine '%s'", cmd_type_name(c->type), why, r->reason);
     assert_int_equal(r->status, *why ? STATUS_REJECTED : STATUS_SUCCEEDED);
     if (!p->exists) {
         assert_int_equal(r->version, 0);
@@ -660,7 +665,7 @@ static void gen_cmd(uint64_t *s, const model *m, promo_cmd *c) {
     } else if (op < 85) {
         if (mc && rnd(s, 10) < 8) snprintf(uid, sizeof uid, "u%d", mc->user);
         int64_t a = rnd(s, 10);
-        int64_t amount = a == 0 ? (p->def.min_order_amount > 1 ? p->def.min_order_amount - rnd(s, 2) : 1)
+        int64_t amount = a == 0   ? (p->def.min_order_amount > 1 ? p->def.min_order_amount - rnd(s, 2) : 1)
                          : a == 1 ? 1 + rnd(s, 1000000000000LL)
                                   : 1 + rnd(s, 60000);
         mk_redeem(c, cid, uid, oid, amount, now);
@@ -866,7 +871,9 @@ static void entries_free(entries *es) {
     memset(es, 0, sizeof *es);
 }
 
-static int entry_cmp(const void *a, const void *b) { return strcmp(((const entry *)a)->key, ((const entry *)b)->key); }
+static int entry_cmp(const void *a, const void *b) {
+    return strcmp(((const entry *)a)->key, ((const entry *)b)->key);
+}
 
 static void entries_shuffle(entries *es, uint64_t *s) {
     for (size_t i = es->n; i > 1; i--) {

@@ -29,7 +29,8 @@ static int store_emit(void *ctx, const char *key, size_t key_len, const uint8_t 
     kv *free_slot = NULL;
     for (size_t i = 0; i < 4096; i++) {
         if (store[i].used && strlen(store[i].key) == key_len && memcmp(store[i].key, key, key_len) == 0) {
-            if (!val) store[i].used = 0;
+            if (!val)
+                store[i].used = 0;
             else {
                 memcpy(store[i].val, val, val_len);
                 store[i].len = val_len;
@@ -51,7 +52,8 @@ static int store_emit(void *ctx, const char *key, size_t key_len, const uint8_t 
 static dedupe *reload(void) {
     dedupe *d = dedupe_new(24 * HOUR);
     for (size_t i = 0; i < 4096; i++)
-        if (store[i].used) assert_int_equal(dedupe_load(d, store[i].key, strlen(store[i].key), store[i].val, store[i].len), 0);
+        if (store[i].used)
+            assert_int_equal(dedupe_load(d, store[i].key, strlen(store[i].key), store[i].val, store[i].len), 0);
     return d;
 }
 

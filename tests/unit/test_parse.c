@@ -379,8 +379,7 @@ static void test_oversized_text(void **state) {
     assert_int_equal(run("/v1/points/u1/earn", body, &c, &e), 0);
     /* Multi-byte UTF-8 counts in bytes: 101 two-byte characters are 202 bytes. */
     char name[400] = "";
-    for (int i = 0; i < 101; i++)
-        strcat(name, "\xc3\xa9");
+    for (int i = 0; i < 101; i++) strcat(name, "\xc3\xa9");
     char body2[800];
     snprintf(body2, sizeof body2,
              "{\"sale_id\":\"s1\",\"product_id\":\"p\",\"name\":\"%s\",\"original_price\":2,\"sale_price\":1,"
@@ -802,8 +801,7 @@ static void test_random_bodies(void **state) {
             }
         } else {
             n = next_rand() % sizeof buf;
-            for (size_t k = 0; k < n; k++)
-                buf[k] = (char)next_rand();
+            for (size_t k = 0; k < n; k++) buf[k] = (char)next_rand();
         }
         promo_cmd c;
         parse_error e;
@@ -925,8 +923,7 @@ static void test_ratelimit_bucket(void **state) {
     assert_non_null(rl);
     int64_t t = 5 * SEC;
     /* A full bucket: burst requests pass at once, the next waits 1/rps. */
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(ratelimit_take(rl, "a", t), 0);
+    for (int i = 0; i < 3; i++) assert_int_equal(ratelimit_take(rl, "a", t), 0);
     int64_t wait = ratelimit_take(rl, "a", t);
     assert_true(wait > 0 && wait <= SEC / 10);
     /* Another key has its own bucket. */
@@ -936,16 +933,14 @@ static void test_ratelimit_bucket(void **state) {
     assert_true(ratelimit_take(rl, "a", t + wait) > 0);
     /* Over a long run the rate holds: 10 s at 10 rps gives about 100 + burst. */
     int passed = 0;
-    for (int64_t now = t + SEC; now < t + 11 * SEC; now += SEC / 1000)
-        passed += ratelimit_take(rl, "c", now) == 0;
+    for (int64_t now = t + SEC; now < t + 11 * SEC; now += SEC / 1000) passed += ratelimit_take(rl, "c", now) == 0;
     assert_true(passed >= 100 && passed <= 104);
     ratelimit_destroy(rl);
 
     /* Off: everything passes, nothing is stored. */
     rl = ratelimit_new(0, 0, 100, errstr, sizeof errstr);
     assert_non_null(rl);
-    for (int i = 0; i < 1000; i++)
-        assert_int_equal(ratelimit_take(rl, "a", t), 0);
+    for (int i = 0; i < 1000; i++) assert_int_equal(ratelimit_take(rl, "a", t), 0);
     ratelimit_destroy(rl);
     assert_null(ratelimit_new(5, 0, 100, errstr, sizeof errstr));
 }
@@ -962,8 +957,7 @@ static void test_ratelimit_bounded(void **state) {
         assert_int_equal(ratelimit_take(rl, key, SEC), 0);
     }
     size_t total = 0;
-    for (int i = 0; i < STRIPES; i++)
-        total += rl->stripes[i].n;
+    for (int i = 0; i < STRIPES; i++) total += rl->stripes[i].n;
     assert_true(total <= 640 + STRIPES);
     /* A very long key is cut, not overflowed. */
     char big[300];

@@ -862,9 +862,9 @@ static void test_load_on_dirty_heap(void **unused) {
     (void)unused;
     void *a = point_ops.state_new();
     int64_t now = 1000;
-    expect(a, earn("dh", 100, 5000, now), NULL);          /* lot 1, earliest expiry */
-    expect(a, earn("dh", 50, NONE, now), NULL);           /* lot 2 */
-    expect(a, use("dh", 100, "dh-o1", now + 1), NULL);    /* empties lot 1 */
+    expect(a, earn("dh", 100, 5000, now), NULL);       /* lot 1, earliest expiry */
+    expect(a, earn("dh", 50, NONE, now), NULL);        /* lot 2 */
+    expect(a, use("dh", 100, "dh-o1", now + 1), NULL); /* empties lot 1 */
     store s = {0};
     assert_int_equal(point_ops.dump(a, 1, store_emit, &s), 0);
     for (int round = 0; round < 64; round++) {
@@ -878,7 +878,7 @@ static void test_load_on_dirty_heap(void **unused) {
         for (int i = 0; i < 32; i++) free(junk[i]);
         void *b = point_ops.state_new();
         store_load(b, &s);
-        expect(b, earn("dh", 1, NONE, now + 2), NULL);    /* compacts the lots */
+        expect(b, earn("dh", 1, NONE, now + 2), NULL); /* compacts the lots */
         store t = {0};
         assert_int_equal(point_ops.dump(b, 1, store_emit, &t), 0);
         void *c = point_ops.state_new();

@@ -73,26 +73,58 @@ static void test_rejected_reason(void **state) {
 typedef struct field_case {
     const char *key;
     void (*set)(promo_result *r);
-    const char *str;  /* expected string value, or NULL for an integer */
+    const char *str; /* expected string value, or NULL for an integer */
     long long num;
 } field_case;
 
-static void set_user(promo_result *r) { strcpy(r->user_id, "u-1"); }
-static void set_policy_id(promo_result *r) { strcpy(r->policy_id, "pol-1"); }
-static void set_coupon(promo_result *r) { strcpy(r->coupon_id, "pol-1:7"); }
-static void set_coupon_status(promo_result *r) { strcpy(r->coupon_status, "ISSUED"); }
-static void set_issued_at(promo_result *r) { r->has_issued_at = true, r->issued_at = 11; }
-static void set_expires_at(promo_result *r) { r->has_expires_at = true, r->expires_at = 12; }
-static void set_discount(promo_result *r) { r->has_discount = true, r->discount = 0; }
-static void set_order(promo_result *r) { strcpy(r->order_id, "o-1"); }
-static void set_order_amount(promo_result *r) { r->has_order_amount = true, r->order_amount = 50000; }
-static void set_order_status(promo_result *r) { strcpy(r->order_status, "PLACED"); }
-static void set_quantity(promo_result *r) { r->has_quantity = true, r->quantity = 2; }
-static void set_issued(promo_result *r) { r->has_issued = true, r->issued = 100; }
-static void set_sold(promo_result *r) { r->has_sold = true, r->sold = 9; }
-static void set_remaining(promo_result *r) { r->has_remaining = true, r->remaining = -0; }
-static void set_amount(promo_result *r) { r->has_amount = true, r->amount = 700; }
-static void set_balance(promo_result *r) { r->has_balance = true, r->balance = INT64_MAX; }
+static void set_user(promo_result *r) {
+    strcpy(r->user_id, "u-1");
+}
+static void set_policy_id(promo_result *r) {
+    strcpy(r->policy_id, "pol-1");
+}
+static void set_coupon(promo_result *r) {
+    strcpy(r->coupon_id, "pol-1:7");
+}
+static void set_coupon_status(promo_result *r) {
+    strcpy(r->coupon_status, "ISSUED");
+}
+static void set_issued_at(promo_result *r) {
+    r->has_issued_at = true, r->issued_at = 11;
+}
+static void set_expires_at(promo_result *r) {
+    r->has_expires_at = true, r->expires_at = 12;
+}
+static void set_discount(promo_result *r) {
+    r->has_discount = true, r->discount = 0;
+}
+static void set_order(promo_result *r) {
+    strcpy(r->order_id, "o-1");
+}
+static void set_order_amount(promo_result *r) {
+    r->has_order_amount = true, r->order_amount = 50000;
+}
+static void set_order_status(promo_result *r) {
+    strcpy(r->order_status, "PLACED");
+}
+static void set_quantity(promo_result *r) {
+    r->has_quantity = true, r->quantity = 2;
+}
+static void set_issued(promo_result *r) {
+    r->has_issued = true, r->issued = 100;
+}
+static void set_sold(promo_result *r) {
+    r->has_sold = true, r->sold = 9;
+}
+static void set_remaining(promo_result *r) {
+    r->has_remaining = true, r->remaining = -0;
+}
+static void set_amount(promo_result *r) {
+    r->has_amount = true, r->amount = 700;
+}
+static void set_balance(promo_result *r) {
+    r->has_balance = true, r->balance = INT64_MAX;
+}
 
 static const field_case fields[] = {
     {"user_id", set_user, "u-1", 0},
@@ -305,9 +337,8 @@ static void test_escaping(void **state) {
     assert_null(strchr(s, '\n'));
     json_t *j = json_loads(s, 0, NULL);
     assert_non_null(j);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(j, "result"), "policy"),
-                                                          "name")),
-                        odd);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_object_get(j, "result"), "policy"), "name")), odd);
     assert_string_equal(json_string_value(json_object_get(j, "reason")), "X\"Y");
     json_decref(j);
     free(s);
@@ -318,20 +349,22 @@ static void test_invalid_utf8_replaced(void **state) {
     static const struct {
         const char *in, *out;
     } cases[] = {
-        {"ab\xff" "cd", "ab\xef\xbf\xbd" "cd"},           /* stray byte */
-        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},         /* overlong '/' */
-        {"\xed\xa0\x80!", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!"}, /* surrogate */
-        {"\xe2\x82", "\xef\xbf\xbd\xef\xbf\xbd"},         /* truncated at the end */
+        {"ab\xff"
+         "cd",
+         "ab\xef\xbf\xbd"
+         "cd"},                                                                   /* stray byte */
+        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                                 /* overlong '/' */
+        {"\xed\xa0\x80!", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!"},               /* surrogate */
+        {"\xe2\x82", "\xef\xbf\xbd\xef\xbf\xbd"},                                 /* truncated at the end */
         {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* above U+10FFFF */
-        {"ok\xea\xb0\x80", "ok\xea\xb0\x80"},             /* valid Hangul untouched */
+        {"ok\xea\xb0\x80", "ok\xea\xb0\x80"},                                     /* valid Hangul untouched */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         promo_result r;
         base(&r);
         strcpy(r.user_id, cases[i].in);
         json_t *j = roundtrip(&r);
-        assert_string_equal(json_string_value(json_object_get(json_object_get(j, "result"), "user_id")),
-                            cases[i].out);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(j, "result"), "user_id")), cases[i].out);
         json_decref(j);
     }
 }
@@ -371,12 +404,18 @@ static void test_deterministic(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_minimal_exact_text),  cmocka_unit_test(test_rejected_reason),
-        cmocka_unit_test(test_each_field_alone),    cmocka_unit_test(test_each_field_missing),
-        cmocka_unit_test(test_next_expiry_pair),    cmocka_unit_test(test_policy_nested),
-        cmocka_unit_test(test_sale_nested),         cmocka_unit_test(test_ledger),
-        cmocka_unit_test(test_escaping),            cmocka_unit_test(test_invalid_utf8_replaced),
-        cmocka_unit_test(test_unterminated_fields), cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_minimal_exact_text),
+        cmocka_unit_test(test_rejected_reason),
+        cmocka_unit_test(test_each_field_alone),
+        cmocka_unit_test(test_each_field_missing),
+        cmocka_unit_test(test_next_expiry_pair),
+        cmocka_unit_test(test_policy_nested),
+        cmocka_unit_test(test_sale_nested),
+        cmocka_unit_test(test_ledger),
+        cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_invalid_utf8_replaced),
+        cmocka_unit_test(test_unterminated_fields),
+        cmocka_unit_test(test_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,8 +96,7 @@ static void test_schedule_default(void **state) {
     assert_int_equal(webhook_schedule_parse("0,5s,5m,30m,2h,5h,10h,10h", &s, err, sizeof err), 0);
     int64_t want[] = {0, 5 * SEC, 5 * MIN, 30 * MIN, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR};
     assert_int_equal(s.n, 8);
-    for (size_t i = 0; i < 8; i++)
-        assert_int_equal(s.delay_ms[i], want[i]);
+    for (size_t i = 0; i < 8; i++) assert_int_equal(s.delay_ms[i], want[i]);
 }
 
 static void test_schedule_good(void **state) {
@@ -348,8 +347,7 @@ static void test_allow_random(void **state) {
         size_t len = strlen(p);
         memcpy(url, p, len);
         size_t extra = (size_t)(rand() % 12);
-        for (size_t k = 0; k < extra; k++)
-            url[len++] = alphabet[rand() % (sizeof alphabet - 1)];
+        for (size_t k = 0; k < extra; k++) url[len++] = alphabet[rand() % (sizeof alphabet - 1)];
         url[len] = '\0';
         int port;
         if (webhook_url_allowed(url, DEFAULT_ALLOW, why, sizeof why) == 0) {
