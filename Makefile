@@ -20,7 +20,7 @@ B       := build
 SAN     := $(B)/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-COMMON_SRC   := common/cmd.c common/codec.c common/util.c $(B)/gen/schemas.c
+COMMON_SRC   := common/cmd.c common/codec.c common/util.c common/url.c $(B)/gen/schemas.c
 DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
                 processors/point.c processors/timesale.c
 PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \

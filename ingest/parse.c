@@ -10,6 +10,7 @@
  * processors share.
  */
 #include "parse.h"
+#include "url.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -365,90 +366,18 @@ bool parse_content_type_json(const char *ct) {
     return *ct == '\0' || *ct == ';';
 }
 
-/* Compares host (len bytes, brackets of an IPv6 literal removed) against each
- * comma-separated entry of allow, ignoring case and blanks around entries. */
-static bool host_allowed(const char *host, size_t len, const char *allow) {
-    const char *a = allow;
-    while (a && *a) {
-        size_t n = strcspn(a, ",");
-        const char *e = a, *end = a + n;
-        while (e < end && isspace((unsigned char)*e)) e++;
-        while (end > e && isspace((unsigned char)end[-1])) end--;
-        if (end - e >= 2 && *e == '[' && end[-1] == ']') e++, end--;
-        if ((size_t)(end - e) == len && len > 0 && strncasecmp(e, host, len) == 0) return true;
-        a += n;
-        if (*a == ',') a++;
-    }
-    return false;
-}
-
 int parse_callback_url(const char *url, const char *allow, char *why, size_t why_size) {
-    size_t len = strlen(url);
-    if (len > PROMO_URL_MAX) {
+    if (strlen(url) > PROMO_URL_MAX) {
         snprintf(why, why_size, "callback_url must be at most %d bytes", PROMO_URL_MAX);
         return -1;
     }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)url[i];
-        if (c <= 0x20 || c >= 0x7f) {
-            snprintf(why, why_size, "callback_url must be printable ASCII without spaces");
-            return -1;
-        }
-    }
-    const char *p;
-    if (strncasecmp(url, "http://", 7) == 0)
-        p = url + 7;
-    else if (strncasecmp(url, "https://", 8) == 0)
-        p = url + 8;
-    else {
-        snprintf(why, why_size, "callback_url must be an http or https URL");
-        return -1;
-    }
-    size_t auth_len = strcspn(p, "/?#");
-    const char *host = p, *auth_end = p + auth_len, *host_end;
-    if (memchr(p, '@', auth_len)) {
-        snprintf(why, why_size, "callback_url must not carry user information");
-        return -1;
-    }
-    const char *port = NULL;
-    if (*host == '[') {
-        const char *close = memchr(host, ']', auth_len);
-        if (!close) goto bad_host;
-        host_end = close + 1;
-        if (host_end < auth_end) {
-            if (*host_end != ':') goto bad_host;
-            port = host_end + 1;
-        }
-        host++;
-        host_end = close;
-    } else {
-        host_end = memchr(host, ':', auth_len);
-        if (host_end)
-            port = host_end + 1;
-        else
-            host_end = auth_end;
-    }
-    if (host_end == host) goto bad_host;
-    if (port) {
-        long v = 0;
-        if (port == auth_end) goto bad_port;
-        for (const char *q = port; q < auth_end; q++) {
-            if (*q < '0' || *q > '9' || v > 65535) goto bad_port;
-            v = v * 10 + (*q - '0');
-        }
-        if (v < 1 || v > 65535) goto bad_port;
-    }
-    if (!host_allowed(host, (size_t)(host_end - host), allow)) {
-        snprintf(why, why_size, "callback_url host is not on the allow list");
+    /* The dispatcher checks again before every send, with the same rule. */
+    char reason[160];
+    if (url_allowed(url, allow, reason, sizeof reason) != 0) {
+        snprintf(why, why_size, "callback_url: %s", reason);
         return -1;
     }
     return 0;
-bad_host:
-    snprintf(why, why_size, "callback_url has no valid host");
-    return -1;
-bad_port:
-    snprintf(why, why_size, "callback_url has an invalid port");
-    return -1;
 }
 
 static int check_header_id(const char *v, const char *header, char *dst, size_t dst_size, parse_error *err) {

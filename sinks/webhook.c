@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 #include <mysql.h>
 
+#include "url.h"
 #include "util.h"
 
 /* ---- strings ------------------------------------------------------------ */
@@ -526,10 +527,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata) {
 /* Our parser and libcurl's must see the same host: a disagreement means a
  * URL this module cannot vouch for. */
 static int url_check(webhook_sender *s, transfer *t, char *why, size_t why_size) {
-    char host[WEBHOOK_HOST_MAX + 1];
+    char host[URL_HOST_MAX + 1];
     int port;
-    if (webhook_url_host(t->d.url, host, sizeof host, &port, why, why_size) != 0) return 1;
-    if (!webhook_host_allowed(host, s->allow)) {
+    if (url_host(t->d.url, host, sizeof host, &port, why, why_size) != 0) return 1;
+    if (!url_host_allowed(host, s->allow)) {
         snprintf(why, why_size, "host %s is not on the allow list", host);
         return 1;
     }

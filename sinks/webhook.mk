@@ -14,7 +14,7 @@ $(B)/bin/promo-webhook: $(call obj,$(WEBHOOK_SRC) $(COMMON_SRC))
 	$(CC) $(CFLAGS) -o $@ $^ -lrdkafka -lavro -lhiredis -lmariadb -ljansson -lcurl -lcrypto -lcivetweb \
 		-lpthread -lm
 
-$(B)/bin/test-webhook: $(call obj,tests/unit/test_webhook.c sinks/webhook_sign.c)
-$(SAN)/bin/test-webhook: $(call sanobj,tests/unit/test_webhook.c sinks/webhook_sign.c)
+$(B)/bin/test-webhook: $(call obj,tests/unit/test_webhook.c sinks/webhook_sign.c common/url.c)
+$(SAN)/bin/test-webhook: $(call sanobj,tests/unit/test_webhook.c sinks/webhook_sign.c common/url.c)
 $(B)/bin/test-webhook $(SAN)/bin/test-webhook: LDLIBS += -lcrypto
 $(call obj,tests/unit/test_webhook.c) $(call sanobj,tests/unit/test_webhook.c): CFLAGS += -Isinks

@@ -25,7 +25,6 @@
 /* A receiver's Retry-After is honoured up to this; a longer wish is cut here
  * so a mistaken header cannot park a delivery for years. */
 #define WEBHOOK_RETRY_AFTER_MAX_MS (24LL * 3600 * 1000)
-#define WEBHOOK_HOST_MAX 255
 
 /* The secret as HMAC key bytes: "whsec_" + base64 is decoded, anything else
  * is taken as is. Returns 0, or -1 with errstr filled (bad base64, empty, too
@@ -66,23 +65,5 @@ int webhook_retry_after_parse(const char *value, int64_t now_ms, int64_t *delay_
  * schedule is exhausted and the delivery has failed for good. */
 int webhook_next_attempt(const webhook_schedule *s, int attempts_done, int64_t now_ms, int64_t retry_after_ms,
                          int64_t *next_ms);
-
-/* Splits an http(s) URL's authority strictly enough that libcurl cannot read
- * another host out of it: printable ASCII only, no user information ('@'),
- * no backslash or percent sign in the authority, a host of [A-Za-z0-9._-] or a
- * bracketed IPv6 literal (no zone), an optional port 1..65535. host receives
- * the host without brackets; *port is the explicit port or 0. Returns 0, or -1
- * with why filled. */
-int webhook_url_host(const char *url, char *host, size_t host_size, int *port, char *why, size_t why_size);
-
-/* True when host equals (ignoring case) one entry of allow, a comma-separated
- * list of host names and IP literals (IPv6 with or without brackets; blanks
- * around entries ignored). Ports are not part of an entry: any port of an
- * allowed host is allowed. */
-bool webhook_host_allowed(const char *host, const char *allow);
-
-/* webhook_url_host() + webhook_host_allowed(). Returns 0 when the URL may be
- * called, -1 with why filled when not. */
-int webhook_url_allowed(const char *url, const char *allow, char *why, size_t why_size);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include <cmocka.h> /* after the headers it relies on */
 
+#include "url.h"
 #include "webhook_sign.h"
 
 #define SEC 1000LL
@@ -230,7 +231,7 @@ static void test_next_attempt(void **state) {
 
 static bool allowed(const char *url, const char *allow) {
     char why[160] = "";
-    int rc = webhook_url_allowed(url, allow, why, sizeof why);
+    int rc = url_allowed(url, allow, why, sizeof why);
     if (rc != 0) assert_true(why[0] != '\0');
     return rc == 0;
 }
@@ -283,16 +284,15 @@ static void test_allow_schemes_and_ports(void **state) {
     assert_false(allowed("http://", DEFAULT_ALLOW));
     assert_false(allowed("", DEFAULT_ALLOW));
 
-    char host[WEBHOOK_HOST_MAX + 1], why[128];
+    char host[URL_HOST_MAX + 1], why[128];
     int port = -1;
-    assert_int_equal(webhook_url_host("https://Hooks.Example.com:8443/p", host, sizeof host, &port, why, sizeof why),
-                     0);
+    assert_int_equal(url_host("https://Hooks.Example.com:8443/p", host, sizeof host, &port, why, sizeof why), 0);
     assert_string_equal(host, "Hooks.Example.com");
     assert_int_equal(port, 8443);
-    assert_int_equal(webhook_url_host("http://a/", host, sizeof host, &port, why, sizeof why), 0);
+    assert_int_equal(url_host("http://a/", host, sizeof host, &port, why, sizeof why), 0);
     assert_int_equal(port, 0);
     /* A host that does not fit is refused, not truncated into another. */
-    assert_int_equal(webhook_url_host("http://localhost.evil/", host, 10, &port, why, sizeof why), -1);
+    assert_int_equal(url_host("http://localhost.evil/", host, 10, &port, why, sizeof why), -1);
 }
 
 static void test_allow_userinfo_tricks(void **state) {
@@ -341,7 +341,7 @@ static void test_allow_random(void **state) {
     static const char alphabet[] = "ab1.:@/\\?#[]%-_ LOCALHOST127";
     static const char *prefixes[] = {"http://", "https://", "http://127.0.0.1", "http://localhost:", "http://["};
     srand(7);
-    char url[64], host[WEBHOOK_HOST_MAX + 1], why[160];
+    char url[64], host[URL_HOST_MAX + 1], why[160];
     for (int i = 0; i < 200000; i++) {
         const char *p = prefixes[rand() % 5];
         size_t len = strlen(p);
@@ -350,9 +350,9 @@ static void test_allow_random(void **state) {
         for (size_t k = 0; k < extra; k++) url[len++] = alphabet[rand() % (sizeof alphabet - 1)];
         url[len] = '\0';
         int port;
-        if (webhook_url_allowed(url, DEFAULT_ALLOW, why, sizeof why) == 0) {
-            assert_int_equal(webhook_url_host(url, host, sizeof host, &port, why, sizeof why), 0);
-            assert_true(webhook_host_allowed(host, DEFAULT_ALLOW));
+        if (url_allowed(url, DEFAULT_ALLOW, why, sizeof why) == 0) {
+            assert_int_equal(url_host(url, host, sizeof host, &port, why, sizeof why), 0);
+            assert_true(url_host_allowed(host, DEFAULT_ALLOW));
             const char *auth = strstr(url, "://") + 3;
             size_t auth_len = strcspn(auth, "/?#");
             assert_null(memchr(auth, '@', auth_len));
