@@ -55,7 +55,10 @@ def last_epochs(log_path):
 
 def test_zombie_checkpoint_is_fenced(fleet):
     main_port = int(fleet.env["PROMO_METRICS_PORT_PROCESSOR_COUPON"])
-    zombie = procs.Extra(fleet, "coupon", 70, free_ports(1)[0])
+    # The zombie-to-be checkpoints only when it loses its partitions, so it
+    # is certain to hold applied-but-unwritten state when frozen: its late
+    # write then always comes, and must be refused.
+    zombie = procs.Extra(fleet, "coupon", 70, free_ports(1)[0], env={"PROMO_CHECKPOINT_MS": "600000"})
     stop = threading.Event()
     rids, lock = [], threading.Lock()
     try:
