@@ -655,6 +655,7 @@ static int loadgen_kafka_run(loadgen_kafka *k) {
         {"linger.ms", "5"},
         {"batch.num.messages", "10000"},
         {"queue.buffering.max.messages", "1000000"},
+        {"max.in.flight.requests.per.connection", cfg_kafka_max_in_flight()},
     };
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
         if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {

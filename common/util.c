@@ -76,6 +76,20 @@ int cfg_kafka_bootstrap(char *out, size_t out_size, char *errstr, size_t errstr_
     return rc;
 }
 
+/* An idempotent producer with several requests in flight relies on the broker
+ * to refuse a batch whose sequence number skips a failed earlier one
+ * (OUT_OF_ORDER_SEQUENCE_NUMBER): when a later batch succeeds, librdkafka
+ * concludes that the earlier, failed one was written after all and reports
+ * it delivered ("implicitly acked"). Apache Kafka enforces that order.
+ * librdkafka 2.0.2's mock cluster checks sequences only for transactional
+ * producers, so against the dev broker a batch refused by a fault (an
+ * injected error, a leader move) while the next one succeeds is acknowledged
+ * and never written: a command answered 202 and lost. One request in flight
+ * per connection removes the "next one" and costs the dev broker little. */
+const char *cfg_kafka_max_in_flight(void) {
+    return cfg_str("PROMO_KAFKA_MAX_IN_FLIGHT", "5");
+}
+
 int64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

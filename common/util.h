@@ -26,6 +26,11 @@ long long cfg_int(const char *name, long long def);
  * Returns 0 or -1 with errstr filled. */
 int cfg_kafka_bootstrap(char *out, size_t out_size, char *errstr, size_t errstr_size);
 
+/* max.in.flight.requests.per.connection for every producer we run:
+ * PROMO_KAFKA_MAX_IN_FLIGHT, default 5 (safe with Apache Kafka). The local
+ * fleet sets 1 for the dev broker; util.c says why. Do not free. */
+const char *cfg_kafka_max_in_flight(void);
+
 int64_t now_ms(void);  /* wall clock, ms since the epoch */
 int64_t mono_ms(void); /* monotonic clock, ms */
 

@@ -230,6 +230,9 @@ def producer(bootstrap, **extra):
         "linger.ms": 5,
         # fail within half a minute rather than librdkafka's default five
         "message.timeout.ms": 30000,
+        # 5 is safe with Apache Kafka; the dev broker does not check idempotent
+        # sequences and needs 1 (the local fleet sets it: docs/configuration.md)
+        "max.in.flight.requests.per.connection": int(os.environ.get("PROMO_KAFKA_MAX_IN_FLIGHT") or 5),
     }
     conf.update(extra)
     return Producer(conf)

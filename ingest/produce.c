@@ -104,6 +104,7 @@ produce *produce_new(const char *bootstrap, int timeout_ms, char *errstr, size_t
         {"enable.idempotence", "true"},
         {"partitioner", "murmur2_random"},
         {"linger.ms", "1"},
+        {"max.in.flight.requests.per.connection", cfg_kafka_max_in_flight()},
         {"message.timeout.ms", timeout},
         /* Keep failures of a down cluster short so 503s come quickly. */
         {"socket.connection.setup.timeout.ms", "3000"},

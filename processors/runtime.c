@@ -700,7 +700,8 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
         conf_set(pc, "linger.ms", cfg_str("PROMO_LINGER_MS", "2"), errstr, errstr_size) ||
         conf_set(pc, "partitioner", "murmur2_random", errstr, errstr_size) ||
-        conf_set(pc, "queue.buffering.max.messages", "1000000", errstr, errstr_size)) {
+        conf_set(pc, "queue.buffering.max.messages", "1000000", errstr, errstr_size) ||
+        conf_set(pc, "max.in.flight.requests.per.connection", cfg_kafka_max_in_flight(), errstr, errstr_size)) {
         rd_kafka_conf_destroy(pc);
         goto fail;
     }

@@ -592,7 +592,8 @@ static rd_kafka_t *producer_new(const char *bootstrap) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
         conf_set(conf, "acks", "all") || conf_set(conf, "enable.idempotence", "true") ||
-        conf_set(conf, "linger.ms", "5")) {
+        conf_set(conf, "linger.ms", "5") ||
+        conf_set(conf, "max.in.flight.requests.per.connection", cfg_kafka_max_in_flight())) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

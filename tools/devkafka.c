@@ -41,6 +41,13 @@
  *   broker-up (or partition-leader moves them). The group coordinator is
  *   chosen by hashing the group id, so taking its broker down stalls the
  *   group as well.
+ * - Idempotent producers' sequence numbers are checked only for
+ *   transactional producers. Kafka refuses a batch that skips a failed one;
+ *   the mock appends it, and librdkafka, seeing the later batch succeed,
+ *   reports the failed one delivered though it was never written. Hence
+ *   PROMO_KAFKA_MAX_IN_FLIGHT=1 for every producer on this broker
+ *   (common/util.c), and the same for any client of one's own that might
+ *   meet a failed Produce request here (injected errors, moved leaders).
  * - Replicas and acks=all are emulated: the leader answers at once.
  *   Transactions and read_committed are not emulated faithfully.
  * - Message timestamps are the producer's CreateTime; no LogAppendTime.

@@ -73,6 +73,10 @@ fi
 : "${PROMO_KAFKA_BROKERS:=3}"
 : "${PROMO_KAFKA_PARTITIONS:=12}"
 : "${PROMO_KAFKA_CONTROL_PORT:=0}"
+# The dev broker does not check idempotent producers' sequence numbers, so
+# every producer keeps one request in flight there (see
+# cfg_kafka_max_in_flight in common/util.c); Apache Kafka keeps the default.
+[[ -n ${PROMO_KAFKA_BOOTSTRAP:-} ]] || : "${PROMO_KAFKA_MAX_IN_FLIGHT:=1}"
 # A killed processor keeps its partitions until its session times out; the
 # mock broker then waits session - 1 s for the rest to rejoin. Short here.
 : "${PROMO_SESSION_TIMEOUT_MS:=3000}"
@@ -84,6 +88,7 @@ export PROMO_REDIS_HOST PROMO_REDIS_PORT PROMO_MYSQL_HOST PROMO_MYSQL_PORT PROMO
     PROMO_MYSQL_PASSWORD PROMO_MYSQL_DB PROMO_HTTP_PORT PROMO_API_KEYS PROMO_KAFKA_BOOTSTRAP_FILE \
     PROMO_KAFKA_BROKERS PROMO_KAFKA_PARTITIONS PROMO_KAFKA_CONTROL_PORT PROMO_SESSION_TIMEOUT_MS \
     PROMO_MIGRATIONS_DIR
+[[ -n ${PROMO_KAFKA_MAX_IN_FLIGHT:-} ]] && export PROMO_KAFKA_MAX_IN_FLIGHT
 
 # PROMO_METRICS_PORT_<NAME> for each program, by default BASE, BASE+1, ...
 # (BASE 0 turns metrics off everywhere).

@@ -106,7 +106,10 @@ static rd_kafka_t *kafka_new(rd_kafka_type_t type, const char *group, char *errs
     const char *common[][2] = {{"bootstrap.servers", bootstrap}, {"client.id", "promoctl"}};
     /* The same partitioner as ingest and the processors: a key lands where
      * their messages for that key land. */
-    const char *prod[][2] = {{"acks", "all"}, {"enable.idempotence", "true"}, {"partitioner", "murmur2_random"}};
+    const char *prod[][2] = {{"acks", "all"},
+                             {"enable.idempotence", "true"},
+                             {"partitioner", "murmur2_random"},
+                             {"max.in.flight.requests.per.connection", cfg_kafka_max_in_flight()}};
     const char *cons[][2] = {{"group.id", group ? group : "promoctl"},
                              {"enable.auto.commit", "false"},
                              {"enable.auto.offset.store", "false"},
@@ -115,7 +118,7 @@ static rd_kafka_t *kafka_new(rd_kafka_type_t type, const char *group, char *errs
     for (size_t i = 0; i < 2 && !bad; i++)
         bad = rd_kafka_conf_set(conf, common[i][0], common[i][1], errstr, errstr_size) != RD_KAFKA_CONF_OK;
     if (type == RD_KAFKA_PRODUCER)
-        for (size_t i = 0; i < 3 && !bad; i++)
+        for (size_t i = 0; i < 4 && !bad; i++)
             bad = rd_kafka_conf_set(conf, prod[i][0], prod[i][1], errstr, errstr_size) != RD_KAFKA_CONF_OK;
     else
         for (size_t i = 0; i < 4 && !bad; i++)

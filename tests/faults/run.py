@@ -306,12 +306,8 @@ def schedule(inj, quick, rng):
         ("broker: broker 2 down/up", lambda: inj.broker("down2")),
     ]
     if quick:
-        # Injected Produce errors stay in the full suite only: once they made
-        # a request acknowledged to ingest go missing from the dev broker's log
-        # (suspected in the mock cluster's idempotence emulation; see
-        # docs/operations.md), which must be settled before make test can
-        # rely on them.
-        others += [("broker: fetch errors", lambda: inj.broker("fetch-errors")),
+        others += [("broker: produce errors", lambda: inj.broker("produce-errors")),
+                   ("broker: fetch errors", lambda: inj.broker("fetch-errors")),
                    ("coupon extra joins", lambda: inj.join("coupon", 2)),
                    ("point extra joins", lambda: inj.join("point", 2)),
                    ("coupon extra leaves", lambda: inj.leave("coupon", 2, "TERM")),
