@@ -1,7 +1,9 @@
 /* test_dedupe.c — the request-id table: repeats, expiry in command time, and
  * checkpoint round trips (dirty deltas and deletions layered on a snapshot
  * must equal the live table), checked against a plain model of what the
- * table must answer; old-layout checkpoints; damaged checkpoints refused. */
+ * table must answer; real encoded results of every shape stored packed and
+ * given back byte for byte; old-layout checkpoints; damaged checkpoints
+ * refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "codec.h"
 #include "dedupe.h"
 
 #define HOUR (3600LL * 1000)
@@ -367,12 +370,206 @@ static void test_malformed_load_rejected(void **s) {
     store_clear();
 }
 
+
+/* ---- real results ---- */
+
+static uint64_t rnd_state = 99;
+static uint64_t rnd(void) {
+    rnd_state = rnd_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return rnd_state >> 17;
+}
+
+static void rnd_id(char *out, size_t max) {
+    static const char ch[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    size_t n = 1 + rnd() % (max - 1 < 24 ? max - 1 : (rnd() % 4 ? 24 : max - 1));
+    for (size_t i = 0; i < n; i++) out[i] = ch[rnd() % (sizeof ch - 1)];
+    out[n] = '\0';
+}
+
+/* A long that is sometimes near base, sometimes anywhere, sometimes extreme. */
+static int64_t rnd_long(int64_t base) {
+    switch (rnd() % 6) {
+    case 0: return base;
+    case 1: return (int64_t)((uint64_t)base + rnd() % 100000 - 50000); /* wraps, never overflows */
+    case 2: return (int64_t)(rnd() % 1000);
+    case 3: return rnd() % 2 ? INT64_MAX : INT64_MIN;
+    case 4: return -(int64_t)(rnd() % 1000000);
+    default: return (int64_t)(rnd() << 20 ^ rnd());
+    }
+}
+
+static const char *const words[] = {"IssueCoupon", "ISSUED", "SOLD_OUT", "EarnPoints", "PLACED", "NOT_A_WORD", ""};
+
+static void rnd_result(promo_result *r, int64_t at) {
+    memset(r, 0, sizeof *r);
+    rnd_id(r->request_id, 65);
+    r->command_type = (cmd_type)(rnd() % CMD__COUNT);
+    r->domain = cmd_domain(r->command_type);
+    r->status = (result_status)(rnd() % 2);
+    if (rnd() % 2) snprintf(r->reason, sizeof r->reason, "%s", words[rnd() % 7]);
+    rnd_id(r->entity_key, 65);
+    r->submitted_at = rnd() % 4 ? at : rnd_long(at);
+    r->processed_at = rnd_long(r->submitted_at);
+    if (rnd() % 4 == 0) snprintf(r->callback_url, sizeof r->callback_url, "https://hooks.example/%llu", (unsigned long long)rnd());
+    if (rnd() % 4 == 0) rnd_id(r->client_id, 65);
+    r->source_partition = (int32_t)(rnd() % 64);
+    r->source_offset = rnd_long(1000);
+    r->version = rnd_long(10);
+    if (rnd() % 2) strcpy(r->user_id, rnd() % 3 ? r->entity_key : "u1");
+    if (rnd() % 2) strcpy(r->policy_id, r->entity_key);
+    if (rnd() % 2) snprintf(r->coupon_id, sizeof r->coupon_id, "%s:%llu", r->entity_key, (unsigned long long)rnd() % 100000);
+    if (rnd() % 2) snprintf(r->coupon_status, sizeof r->coupon_status, "%s", rnd() % 2 ? "ISSUED" : "REDEEMED");
+    if ((r->has_issued_at = rnd() % 2)) r->issued_at = rnd_long(r->submitted_at);
+    if ((r->has_expires_at = rnd() % 2)) r->expires_at = rnd_long((int64_t)((uint64_t)r->submitted_at + 7 * 24 * HOUR));
+    if ((r->has_discount = rnd() % 2)) r->discount = rnd_long(0);
+    if (rnd() % 2) strcpy(r->order_id, rnd() % 2 ? r->request_id : "ord-1");
+    if ((r->has_order_amount = rnd() % 2)) r->order_amount = rnd_long(0);
+    if (rnd() % 2) strcpy(r->order_status, rnd() % 2 ? "PLACED" : "CANCELLED");
+    if ((r->has_quantity = rnd() % 2)) r->quantity = (int32_t)rnd_long(1);
+    if ((r->has_issued = rnd() % 2)) r->issued = rnd_long(5);
+    if ((r->has_sold = rnd() % 2)) r->sold = rnd_long(5);
+    if ((r->has_remaining = rnd() % 2)) r->remaining = rnd_long(5);
+    if ((r->has_amount = rnd() % 2)) r->amount = rnd_long(5);
+    if ((r->has_balance = rnd() % 2)) r->balance = rnd_long(5);
+    if ((r->has_next_expiry = rnd() % 2)) {
+        r->next_expiry_at = rnd_long(r->submitted_at);
+        r->next_expiry_amount = rnd_long(5);
+    }
+    if ((r->has_policy = rnd() % 4 == 0)) {
+        coupon_policy_def *p = &r->policy;
+        strcpy(p->policy_id, r->entity_key);
+        snprintf(p->name, sizeof p->name, "Policy %llu", (unsigned long long)rnd());
+        p->discount_type = (discount_type)(rnd() % 2);
+        p->discount_value = rnd_long(10);
+        if ((p->has_max_discount = rnd() % 2)) p->max_discount = rnd_long(5000);
+        p->min_order_amount = rnd_long(0);
+        p->total_quantity = rnd_long(100);
+        p->per_user_limit = (int32_t)(rnd() % 10);
+        p->issue_starts_at = rnd_long(r->submitted_at);
+        p->issue_ends_at = rnd_long(r->submitted_at);
+        if ((p->has_valid_until = rnd() % 2)) p->valid_until = rnd_long(r->submitted_at);
+        if ((p->has_valid_days = rnd() % 2)) p->valid_days = (int32_t)(rnd() % 100);
+    }
+    if ((r->has_sale = rnd() % 4 == 0)) {
+        time_sale_def *t = &r->sale;
+        strcpy(t->sale_id, r->entity_key);
+        rnd_id(t->product_id, 65);
+        snprintf(t->name, sizeof t->name, "Sale %llu", (unsigned long long)rnd());
+        t->original_price = rnd_long(100);
+        t->sale_price = rnd_long(50);
+        t->stock = rnd_long(10);
+        t->per_user_limit = (int32_t)(rnd() % 5);
+        t->starts_at = rnd_long(r->submitted_at);
+        t->ends_at = rnd_long(r->submitted_at);
+    }
+    r->n_ledger = (int)(rnd() % (PROMO_LEDGER_MAX + 1));
+    for (int i = 0; i < r->n_ledger; i++) {
+        ledger_entry *l = &r->ledger[i];
+        l->seq = rnd_long(3);
+        l->kind = (ledger_kind)(rnd() % 4);
+        l->delta = rnd_long(0);
+        l->balance_after = rnd_long(0);
+        if (rnd() % 2) strcpy(l->order_id, rnd() % 2 ? r->request_id : "o-9");
+        if (rnd() % 2) snprintf(l->reason, sizeof l->reason, "%s", rnd() % 2 ? "review reward" : r->entity_key);
+        if ((l->has_expires_at = rnd() % 2)) l->expires_at = rnd_long(r->submitted_at);
+        l->at = rnd_long(r->submitted_at);
+    }
+}
+
+static int count_emit(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len) {
+    (void)key_len;
+    if (val && key[2] == '~') *(size_t *)ctx += val_len;
+    return 0;
+}
+
+/* Results of every shape, as the codec writes them: each comes back byte for
+ * byte, from the table and from a reload of its checkpoint; and the common
+ * ones (an issue) take well under their encoded size. */
+static void test_real_results_exact(void **s) {
+    (void)s;
+    char errstr[256];
+    codec *cd = codec_new(errstr, sizeof errstr);
+    assert_non_null(cd);
+    enum { N = 3000 };
+    static codec_buf enc[N];
+    static char ids[N][PROMO_ID_MAX + 1];
+    static promo_result r;
+    dedupe *d = dedupe_new(24 * HOUR);
+    size_t raw = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t at = 1700000000000LL + i;
+        rnd_result(&r, at);
+        snprintf(r.request_id + (strlen(r.request_id) > 50 ? 50 : strlen(r.request_id)), 15, "-%d", i);
+        strcpy(ids[i], r.request_id);
+        if (codec_encode_result(cd, &r, &enc[i], errstr, sizeof errstr) != CODEC_OK) fail_msg("%s", errstr);
+        assert_int_equal(dedupe_put(d, ids[i], (uint64_t)i, at, enc[i].data, enc[i].len), 0);
+        raw += enc[i].len;
+    }
+    /* Most of them pack (the check that packing happened at all). */
+    size_t stored = 0;
+    assert_int_equal(dedupe_dump(d, 1, count_emit, &stored), 0);
+    assert_true(stored < raw * 3 / 4);
+    store_clear();
+    assert_int_equal(dedupe_dump(d, 1, store_emit, NULL), 0);
+    dedupe *copy = reload(5);
+    for (int i = 0; i < N; i++) {
+        dedupe_hit a, b;
+        assert_int_equal(dedupe_get(d, ids[i], &a), 1);
+        assert_int_equal(a.fingerprint, (uint64_t)i);
+        assert_int_equal(a.result_len, enc[i].len);
+        assert_memory_equal(a.result, enc[i].data, enc[i].len);
+        assert_int_equal(dedupe_get(copy, ids[i], &b), 1);
+        assert_int_equal(b.result_len, enc[i].len);
+        assert_memory_equal(b.result, enc[i].data, enc[i].len);
+    }
+    dedupe_destroy(copy);
+    dedupe_destroy(d);
+    store_clear();
+
+    /* An issue's result, as a stampede fills the window with them. */
+    d = dedupe_new(24 * HOUR);
+    memset(&r, 0, sizeof r);
+    r.domain = DOMAIN_COUPON;
+    r.command_type = CMD_ISSUE_COUPON;
+    strcpy(r.entity_key, "summer-sale-2026");
+    strcpy(r.policy_id, r.entity_key);
+    strcpy(r.coupon_status, "ISSUED");
+    r.has_issued_at = r.has_expires_at = r.has_issued = r.has_remaining = true;
+    size_t issue_raw = 0;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(r.request_id, sizeof r.request_id, "%032llx", (unsigned long long)rnd() << 20 ^ rnd());
+        snprintf(r.user_id, sizeof r.user_id, "user-%d", i);
+        snprintf(r.coupon_id, sizeof r.coupon_id, "%s:%d", r.entity_key, i + 1);
+        r.submitted_at = r.issued_at = 1750000000000LL + i * 7;
+        r.processed_at = r.submitted_at + 3;
+        r.expires_at = r.issued_at + 30 * 24 * HOUR;
+        r.source_offset = 5000 + i;
+        r.version = r.issued = i + 1;
+        r.remaining = 100000 - i - 1;
+        assert_int_equal(codec_encode_result(cd, &r, &enc[0], errstr, sizeof errstr), CODEC_OK);
+        assert_int_equal(dedupe_put(d, r.request_id, 1, r.submitted_at, enc[0].data, enc[0].len), 0);
+        issue_raw += enc[0].len;
+        dedupe_hit h;
+        assert_int_equal(dedupe_get(d, r.request_id, &h), 1);
+        assert_int_equal(h.result_len, enc[0].len);
+        assert_memory_equal(h.result, enc[0].data, enc[0].len);
+    }
+    stored = 0;
+    assert_int_equal(dedupe_dump(d, 1, count_emit, &stored), 0);
+    /* id and fingerprint included, the entry is well under the result. */
+    assert_true(stored * 10 < issue_raw * 7);
+    dedupe_destroy(d);
+    for (int i = 0; i < N; i++) free(enc[i].data);
+    codec_destroy(cd);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repeat_returns_first_result),
         cmocka_unit_test(test_framed_results_exact),
         cmocka_unit_test(test_expiry_in_command_time),
         cmocka_unit_test(test_random_against_model_and_reload),
+        cmocka_unit_test(test_real_results_exact),
         cmocka_unit_test(test_legacy_entries_load_and_are_rewritten),
         cmocka_unit_test(test_malformed_load_rejected),
     };
