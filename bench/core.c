@@ -283,9 +283,12 @@ static int core_count(void *ctx, const char *key, size_t key_len, const uint8_t 
     return 0;
 }
 
+/* Bytes allocated: small blocks (uordblks) and the large ones glibc maps on
+ * their own (hblkhd), such as a policy's coupon array or a hash table. */
 static long long core_heap(void) {
     malloc_trim(0);
-    return (long long)mallinfo2().uordblks;
+    struct mallinfo2 mi = mallinfo2();
+    return (long long)(mi.uordblks + mi.hblkhd);
 }
 
 static void core_memory_report(const char *name, long long n, long long heap, const core_dump *d) {
