@@ -5,7 +5,8 @@
  *
  *   segments  An append-only log of byte segments (SEG_BYTES each, one
  *             malloc per segment, never per entry), held in a ring indexed by
- *             segment number. An entry is: id length (1 byte), the id, its
+ *             segment number. An entry is: the id (a tag byte, then its
+ *             characters, or two hex digits a byte: see sid), its
  *             time as a zigzag varint from the segment's base time, the
  *             fingerprint (8 bytes LE), then the stored result: a varint
  *             length, a form byte and the form's bytes (see "results" below).
@@ -155,11 +156,75 @@ static bool id_ok(const char *s, size_t n) {
     return true;
 }
 
-/* FNV-1a, then a murmur3 finalizer so every bit depends on every byte: the
- * top 24 bits place the slot. */
-static uint64_t id_hash(const char *s, size_t n) {
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+/* An id as an entry stores it: a tag byte, the id's length, with ID_HEX set
+ * when the id is all lowercase hex digits (as ingest makes them: 32 digits)
+ * and stored two digits a byte; otherwise the characters as they are. The
+ * form is a function of the id, so equal ids have equal forms, and load()
+ * refuses a form put() would not have made. */
+#define ID_HEX 0x80
+
+typedef struct sid {
+    uint8_t tag;
+    size_t n; /* bytes in b */
+    uint8_t b[PROMO_ID_MAX];
+} sid;
+
+static bool hex_digit(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static void sid_of(const char *id, size_t len, sid *k) {
+    bool hex = len >= 2;
+    for (size_t i = 0; i < len && hex; i++) hex = hex_digit(id[i]);
+    if (!hex) {
+        k->tag = (uint8_t)len;
+        k->n = len;
+        memcpy(k->b, id, len);
+        return;
+    }
+    k->tag = (uint8_t)(ID_HEX | len);
+    k->n = (len + 1) / 2;
+    memset(k->b, 0, k->n);
+    for (size_t i = 0; i < len; i++) {
+        uint8_t v = (uint8_t)(id[i] <= '9' ? id[i] - '0' : id[i] - 'a' + 10);
+        k->b[i / 2] |= (uint8_t)(i % 2 ? v : v << 4);
+    }
+}
+
+/* Bytes a stored id of this tag takes; 0 for a tag no id has. */
+static size_t sid_bytes(uint8_t tag) {
+    size_t len = tag & ~ID_HEX;
+    if (len < 1 || len > PROMO_ID_MAX || (tag & ID_HEX && len < 2)) return 0;
+    return tag & ID_HEX ? (len + 1) / 2 : len;
+}
+
+/* Writes the id's characters to out (PROMO_ID_MAX bytes); returns its length. */
+static size_t sid_text(uint8_t tag, const uint8_t *b, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    size_t len = tag & ~ID_HEX;
+    if (!(tag & ID_HEX)) {
+        memcpy(out, b, len);
+        return len;
+    }
+    for (size_t i = 0; i < len; i++) out[i] = digits[(b[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+    return len;
+}
+
+/* Is this stored id one that sid_of() makes? */
+static bool sid_canonical(uint8_t tag, const uint8_t *b) {
+    char text[PROMO_ID_MAX];
+    size_t len = sid_text(tag, b, text);
+    sid k;
+    if (!id_ok(text, len)) return false;
+    sid_of(text, len, &k);
+    return k.tag == tag && memcmp(k.b, b, k.n) == 0;
+}
+
+/* FNV-1a over a stored id, then a murmur3 finalizer so every bit depends on
+ * every byte: the top 24 bits place the slot. */
+static uint64_t id_hash(uint8_t tag, const uint8_t *s, size_t n) {
+    uint64_t h = (14695981039346656037ULL ^ tag) * 1099511628211ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
     h ^= h >> 33;
@@ -178,8 +243,9 @@ static int64_t cutoff_of(const dedupe *d) {
 /* ---- entries --------------------------------------------------------------- */
 
 typedef struct ent {
-    const char *id;
-    size_t id_len;
+    uint8_t id_tag;    /* see sid */
+    const uint8_t *id; /* the stored id's bytes */
+    size_t id_len;     /* their number */
     int64_t at;
     uint64_t fp;
     uint8_t form;
@@ -192,9 +258,10 @@ typedef struct ent {
 static size_t ent_parse(const uint8_t *data, size_t len, int64_t base_at, size_t off, ent *e) {
     const uint8_t *p = data + off, *end = data + len;
     if (p >= end) return 0;
-    e->id_len = *p++;
-    if (e->id_len < 1 || e->id_len > PROMO_ID_MAX || (size_t)(end - p) < e->id_len) return 0;
-    e->id = (const char *)p;
+    e->id_tag = *p++;
+    e->id_len = sid_bytes(e->id_tag);
+    if (!e->id_len || (size_t)(end - p) < e->id_len) return 0;
+    e->id = p;
     p += e->id_len;
     uint64_t u;
     size_t k = get_uvarint(p, end, &u);
@@ -542,34 +609,36 @@ static int scratch_reserve(dedupe *d, size_t n) {
  * segment or rebuilt in d->scratch. Returns 0 or -1 (out of memory, or an
  * unknown form, which load() never lets in). */
 static int ent_result(dedupe *d, const ent *e, const uint8_t **out, size_t *out_len) {
+    char id[PROMO_ID_MAX];
+    size_t id_len = sid_text(e->id_tag, e->id, id);
     switch (e->form) {
     case FORM_RAW:
         *out = e->body;
         *out_len = e->body_len;
         return 0;
     case FORM_FRAMED: {
-        if (scratch_reserve(d, sizeof result_frame + 10 + e->id_len + e->body_len) != 0) return -1;
+        if (scratch_reserve(d, sizeof result_frame + 10 + id_len + e->body_len) != 0) return -1;
         uint8_t *p = d->scratch;
         memcpy(p, result_frame, sizeof result_frame);
         size_t n = sizeof result_frame;
-        n += put_uvarint(p + n, zigzag((int64_t)e->id_len));
-        memcpy(p + n, e->id, e->id_len);
-        n += e->id_len;
+        n += put_uvarint(p + n, zigzag((int64_t)id_len));
+        memcpy(p + n, id, id_len);
+        n += id_len;
         if (e->body_len) memcpy(p + n, e->body, e->body_len);
         *out = p;
         *out_len = n + e->body_len;
         return 0;
     }
     case FORM_PACKED: {
-        size_t pre = sizeof result_frame + 10 + e->id_len;
+        size_t pre = sizeof result_frame + 10 + id_len;
         if (scratch_reserve(d, pre + PACK_OUT_MAX) != 0) return -1;
         uint8_t *p = d->scratch;
         memcpy(p, result_frame, sizeof result_frame);
         size_t n = sizeof result_frame;
-        n += put_uvarint(p + n, zigzag((int64_t)e->id_len));
-        memcpy(p + n, e->id, e->id_len);
-        n += e->id_len;
-        size_t m = unpack_result(e->id, e->id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
+        n += put_uvarint(p + n, zigzag((int64_t)id_len));
+        memcpy(p + n, id, id_len);
+        n += id_len;
+        size_t m = unpack_result(id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
         if (m == SIZE_MAX) return -1;
         *out = p;
         *out_len = n + m;
@@ -663,13 +732,14 @@ static int slot_ent(const dedupe *d, uint64_t slot, ent *e, seg **sp) {
 }
 
 /* Index of id's slot, or of the empty slot that ends its probe run. */
-static size_t table_find(const dedupe *d, const char *id, size_t id_len, uint64_t h) {
+static size_t table_find(const dedupe *d, uint8_t id_tag, const uint8_t *id, size_t id_len, uint64_t h) {
     uint64_t tag = h >> 40;
     for (size_t i = slot_home(h, d->cap);; i = i + 1 == d->cap ? 0 : i + 1) {
         uint64_t sl = d->slots[i];
         if (!sl) return i;
         ent e;
-        if (sl >> 40 == tag && slot_ent(d, sl, &e, NULL) == 0 && e.id_len == id_len && memcmp(e.id, id, id_len) == 0)
+        if (sl >> 40 == tag && slot_ent(d, sl, &e, NULL) == 0 && e.id_tag == id_tag && e.id_len == id_len &&
+            memcmp(e.id, id, id_len) == 0)
             return i;
     }
 }
@@ -714,7 +784,7 @@ static int table_reserve(dedupe *d, size_t extra) {
 
 /* The slot pointing at exactly (s, off), or SIZE_MAX. */
 static size_t table_find_pos(const dedupe *d, const seg *s, size_t off, const ent *e) {
-    uint64_t want = slot_make(id_hash(e->id, e->id_len), s->seq, off);
+    uint64_t want = slot_make(id_hash(e->id_tag, e->id, e->id_len), s->seq, off);
     for (size_t i = slot_home(want, d->cap);; i = i + 1 == d->cap ? 0 : i + 1) {
         if (!d->slots[i]) return SIZE_MAX;
         if (d->slots[i] == want) return i;
@@ -805,11 +875,11 @@ static seg *seg_for_append(dedupe *d, size_t need, int64_t at) {
 
 /* Appends an entry whose result is (form, body) to s; s must have room
  * (ENTRY_MAX + body_len). Returns its offset. */
-static size_t seg_append(dedupe *d, seg *s, const char *id, size_t id_len, int64_t at, uint64_t fp, uint8_t form,
-                         const uint8_t *body, size_t body_len) {
+static size_t seg_append(dedupe *d, seg *s, uint8_t id_tag, const uint8_t *id, size_t id_len, int64_t at, uint64_t fp,
+                         uint8_t form, const uint8_t *body, size_t body_len) {
     size_t off = s->len;
     uint8_t *p = s->data + off;
-    *p++ = (uint8_t)id_len;
+    *p++ = id_tag;
     memcpy(p, id, id_len);
     p += id_len;
     p += put_uvarint(p, zigzag((int64_t)((uint64_t)at - (uint64_t)s->base_at)));
@@ -835,9 +905,11 @@ static int put_entry(dedupe *d, const char *id, size_t id_len, uint64_t fp, int6
     if (table_reserve(d, 1) != 0) return -1;
     seg *s = seg_for_append(d, ENTRY_MAX + body_len, at);
     if (!s) return -1;
-    uint64_t h = id_hash(id, id_len);
-    size_t i = table_find(d, id, id_len, h);
-    size_t off = seg_append(d, s, id, id_len, at, fp, form, body, body_len);
+    sid k;
+    sid_of(id, id_len, &k);
+    uint64_t h = id_hash(k.tag, k.b, k.n);
+    size_t i = table_find(d, k.tag, k.b, k.n, h);
+    size_t off = seg_append(d, s, k.tag, k.b, k.n, at, fp, form, body, body_len);
     if (!d->slots[i]) d->n++;
     d->slots[i] = slot_make(h, s->seq, off);
     return 0;
@@ -848,7 +920,10 @@ static int put_entry(dedupe *d, const char *id, size_t id_len, uint64_t fp, int6
 int dedupe_get(dedupe *d, const char *request_id, dedupe_hit *hit) {
     if (!d->n) return 0;
     size_t len = strlen(request_id);
-    size_t i = table_find(d, request_id, len, id_hash(request_id, len));
+    if (len < 1 || len > PROMO_ID_MAX) return 0;
+    sid k;
+    sid_of(request_id, len, &k);
+    size_t i = table_find(d, k.tag, k.b, k.n, id_hash(k.tag, k.b, k.n));
     ent e;
     if (!d->slots[i] || slot_ent(d, d->slots[i], &e, NULL) != 0) return 0;
     if (e.at <= cutoff_of(d)) return 0; /* forgotten, if not yet freed */
@@ -903,8 +978,8 @@ static int seg_evacuate(dedupe *d, seg *s, int64_t cutoff) {
         seg *t = seg_for_append(d, ENTRY_MAX + e.body_len, e.at);
         if (!t || t == s) return -1;
         /* e points into s, which stays allocated until freed below. */
-        size_t noff = seg_append(d, t, e.id, e.id_len, e.at, e.fp, e.form, e.body, e.body_len);
-        d->slots[i] = slot_make(id_hash(e.id, e.id_len), t->seq, noff);
+        size_t noff = seg_append(d, t, e.id_tag, e.id, e.id_len, e.at, e.fp, e.form, e.body, e.body_len);
+        d->slots[i] = slot_make(id_hash(e.id_tag, e.id, e.id_len), t->seq, noff);
     }
     return 0;
 }
@@ -1015,11 +1090,14 @@ static int load_seg(dedupe *d, const char *num, size_t num_len, const uint8_t *v
     size_t count = 0;
     ent e;
     for (size_t off = SEG_HEADER, next; off < val_len; off = next, count++) {
-        if (!(next = ent_parse(val, val_len, base_at, off, &e)) || !id_ok(e.id, e.id_len) || e.form > FORM_PACKED)
+        if (!(next = ent_parse(val, val_len, base_at, off, &e)) || !sid_canonical(e.id_tag, e.id) ||
+            e.form > FORM_PACKED)
             return -1;
-        if (e.form == FORM_PACKED && (scratch_reserve(d, PACK_OUT_MAX) != 0 ||
-                                      unpack_result(e.id, e.id_len, e.at, e.body, e.body_len, d->scratch,
-                                                    PACK_OUT_MAX) == SIZE_MAX))
+        char id[PROMO_ID_MAX];
+        size_t id_len = sid_text(e.id_tag, e.id, id);
+        if (e.form == FORM_PACKED &&
+            (scratch_reserve(d, PACK_OUT_MAX) != 0 ||
+             unpack_result(id, id_len, e.at, e.body, e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
             return -1;
         if (e.at > max_at) max_at = e.at;
     }
@@ -1051,8 +1129,8 @@ static int load_seg(dedupe *d, const char *num, size_t num_len, const uint8_t *v
     ring_put(d, s);
     for (size_t off = SEG_HEADER, next; off < s->len; off = next) {
         next = ent_parse(s->data, s->len, s->base_at, off, &e);
-        uint64_t h = id_hash(e.id, e.id_len);
-        size_t i = table_find(d, e.id, e.id_len, h);
+        uint64_t h = id_hash(e.id_tag, e.id, e.id_len);
+        size_t i = table_find(d, e.id_tag, e.id, e.id_len, h);
         if (!d->slots[i]) {
             d->slots[i] = slot_make(h, seq, off);
             d->n++;

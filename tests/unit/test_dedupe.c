@@ -218,8 +218,11 @@ static void test_random_against_model_and_reload(void **s) {
             if (r < 6 || n == 0) {
                 if (n == MODEL_MAX) break;
                 i = n++;
-                snprintf(model[i].id, sizeof model[i].id, "%s%d-%llu", r & 1 ? "req" : "0123456789abcdef", i,
-                         (unsigned long long)(RND() % 1000));
+                if (r % 3 == 0) /* all hex (ingest's ids), some of odd length: stored two digits a byte */
+                    snprintf(model[i].id, sizeof model[i].id, "%llx%04x", (unsigned long long)RND(), (unsigned)i);
+                else
+                    snprintf(model[i].id, sizeof model[i].id, "%s%d-%llu", r & 1 ? "req" : "0123456789abcdef", i,
+                             (unsigned long long)(RND() % 1000));
             } else {
                 i = (int)(RND() % (uint64_t)n);
             }
@@ -366,6 +369,33 @@ static void test_malformed_load_rejected(void **s) {
     assert_int_equal(dedupe_get(d, "seg-1", &hit), 1);
     assert_int_equal(hit.result_len, rn);
     assert_memory_equal(hit.result, r, rn);
+    dedupe_destroy(d);
+
+    /* A hex id is stored two digits a byte; the same id stored as plain
+     * characters is a form put() never makes, and would never be found:
+     * refused. Hand-made segment: header, then one entry. */
+    uint8_t seg[64] = {2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
+    size_t n = 11;
+    seg[n++] = 4; /* plain, 4 characters */
+    memcpy(seg + n, "beef", 4);
+    n += 4;
+    seg[n++] = 0;          /* at - base */
+    memset(seg + n, 0, 8); /* fingerprint */
+    n += 8;
+    seg[n++] = 2; /* result: form byte and one byte */
+    seg[n++] = 0; /* FORM_RAW */
+    seg[n++] = 'x';
+    d = dedupe_new(HOUR);
+    assert_int_not_equal(dedupe_load(d, "r:~5", 4, seg, n), 0);
+    seg[11] = 0x80 | 4; /* hex, 4 digits: 0xbe 0xef, then the same tail */
+    seg[12] = 0xbe;
+    seg[13] = 0xef;
+    memmove(seg + 14, seg + 16, n - 16);
+    assert_int_equal(dedupe_load(d, "r:~5", 4, seg, n - 2), 0);
+    assert_int_equal(dedupe_get(d, "beef", &hit), 1);
+    assert_int_equal(hit.result_len, 1);
+    assert_memory_equal(hit.result, "x", 1);
+    assert_int_equal(dedupe_get(d, "BEEF", &hit), 0);
     dedupe_destroy(d);
     store_clear();
 }
