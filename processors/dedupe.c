@@ -48,6 +48,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #define SEG_VERSION 2
 #define SEG_HEADER 11   /* version, base time, entry count */
@@ -76,6 +78,7 @@ typedef struct seg {
 
 struct dedupe {
     int64_t window_ms;
+    uint64_t seed; /* of the id hash */
     int64_t now;
     bool has_now;    /* dedupe_expire() was called: before that nothing is forgotten */
     bool meta_dirty; /* now changed since the last dump */
@@ -220,10 +223,13 @@ static bool sid_canonical(uint8_t tag, const uint8_t *b) {
     return k.tag == tag && memcmp(k.b, b, k.n) == 0;
 }
 
-/* FNV-1a over a stored id, then a murmur3 finalizer so every bit depends on
- * every byte: the top 24 bits place the slot. */
-static uint64_t id_hash(uint8_t tag, const uint8_t *s, size_t n) {
-    uint64_t h = (14695981039346656037ULL ^ tag) * 1099511628211ULL;
+/* FNV-1a over a stored id from a per-table secret start, then a murmur3
+ * finalizer so every bit depends on every byte: the top 24 bits place the
+ * slot. Request ids come from clients (an Idempotency-Key header): with a
+ * known hash, ids that all land in one probe run are cheap to find; with a
+ * secret one they are not. Nothing stored depends on it. */
+static uint64_t id_hash(uint64_t seed, uint8_t tag, const uint8_t *s, size_t n) {
+    uint64_t h = (14695981039346656037ULL ^ seed ^ tag) * 1099511628211ULL;
     for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
@@ -784,7 +790,7 @@ static int table_reserve(dedupe *d, size_t extra) {
 
 /* The slot pointing at exactly (s, off), or SIZE_MAX. */
 static size_t table_find_pos(const dedupe *d, const seg *s, size_t off, const ent *e) {
-    uint64_t want = slot_make(id_hash(e->id_tag, e->id, e->id_len), s->seq, off);
+    uint64_t want = slot_make(id_hash(d->seed, e->id_tag, e->id, e->id_len), s->seq, off);
     for (size_t i = slot_home(want, d->cap);; i = i + 1 == d->cap ? 0 : i + 1) {
         if (!d->slots[i]) return SIZE_MAX;
         if (d->slots[i] == want) return i;
@@ -795,7 +801,13 @@ static size_t table_find_pos(const dedupe *d, const seg *s, size_t off, const en
 
 dedupe *dedupe_new(int64_t window_ms) {
     dedupe *d = calloc(1, sizeof *d);
-    if (d) d->window_ms = window_ms;
+    if (!d) return NULL;
+    d->window_ms = window_ms;
+    if (getrandom(&d->seed, sizeof d->seed, GRND_NONBLOCK) != (ssize_t)sizeof d->seed) {
+        struct timespec ts; /* no entropy yet (early boot): still differs per table and run */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        d->seed = (uint64_t)(uintptr_t)d * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32;
+    }
     return d;
 }
 
@@ -907,7 +919,7 @@ static int put_entry(dedupe *d, const char *id, size_t id_len, uint64_t fp, int6
     if (!s) return -1;
     sid k;
     sid_of(id, id_len, &k);
-    uint64_t h = id_hash(k.tag, k.b, k.n);
+    uint64_t h = id_hash(d->seed, k.tag, k.b, k.n);
     size_t i = table_find(d, k.tag, k.b, k.n, h);
     size_t off = seg_append(d, s, k.tag, k.b, k.n, at, fp, form, body, body_len);
     if (!d->slots[i]) d->n++;
@@ -923,7 +935,7 @@ int dedupe_get(dedupe *d, const char *request_id, dedupe_hit *hit) {
     if (len < 1 || len > PROMO_ID_MAX) return 0;
     sid k;
     sid_of(request_id, len, &k);
-    size_t i = table_find(d, k.tag, k.b, k.n, id_hash(k.tag, k.b, k.n));
+    size_t i = table_find(d, k.tag, k.b, k.n, id_hash(d->seed, k.tag, k.b, k.n));
     ent e;
     if (!d->slots[i] || slot_ent(d, d->slots[i], &e, NULL) != 0) return 0;
     if (e.at <= cutoff_of(d)) return 0; /* forgotten, if not yet freed */
@@ -979,7 +991,7 @@ static int seg_evacuate(dedupe *d, seg *s, int64_t cutoff) {
         if (!t || t == s) return -1;
         /* e points into s, which stays allocated until freed below. */
         size_t noff = seg_append(d, t, e.id_tag, e.id, e.id_len, e.at, e.fp, e.form, e.body, e.body_len);
-        d->slots[i] = slot_make(id_hash(e.id_tag, e.id, e.id_len), t->seq, noff);
+        d->slots[i] = slot_make(id_hash(d->seed, e.id_tag, e.id, e.id_len), t->seq, noff);
     }
     return 0;
 }
@@ -1129,7 +1141,7 @@ static int load_seg(dedupe *d, const char *num, size_t num_len, const uint8_t *v
     ring_put(d, s);
     for (size_t off = SEG_HEADER, next; off < s->len; off = next) {
         next = ent_parse(s->data, s->len, s->base_at, off, &e);
-        uint64_t h = id_hash(e.id_tag, e.id, e.id_len);
+        uint64_t h = id_hash(d->seed, e.id_tag, e.id, e.id_len);
         size_t i = table_find(d, e.id_tag, e.id, e.id_len, h);
         if (!d->slots[i]) {
             d->slots[i] = slot_make(h, seq, off);

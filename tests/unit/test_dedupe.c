@@ -593,12 +593,42 @@ static void test_real_results_exact(void **s) {
     codec_destroy(cd);
 }
 
+/* Enough ids that many share the 24 hash bits a slot keeps (about a
+ * thousand pairs at 200,000 ids): each still finds its own entry, the full id
+ * deciding, and ids never put are not found. */
+static void test_many_ids_never_merge(void **s) {
+    (void)s;
+    enum { N = 200000 };
+    dedupe *d = dedupe_new(24 * HOUR);
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, i % 2 ? "id-%d" : "%08x", i);
+        assert_int_equal(dedupe_put(d, id, (uint64_t)i, 1000 + i / 100, (const uint8_t *)id, strlen(id)), 0);
+    }
+    assert_int_equal(dedupe_count(d), N);
+    for (int i = 0; i < N; i++) {
+        dedupe_hit hit;
+        snprintf(id, sizeof id, i % 2 ? "id-%d" : "%08x", i);
+        assert_int_equal(dedupe_get(d, id, &hit), 1);
+        assert_int_equal(hit.fingerprint, (uint64_t)i);
+        assert_int_equal(hit.result_len, strlen(id));
+        assert_memory_equal(hit.result, id, strlen(id));
+        snprintf(id, sizeof id, i % 2 ? "id-%d-" : "%08x0", i);
+        assert_int_equal(dedupe_get(d, id, &hit), 0);
+    }
+    /* Forgetting them all frees every slot and segment. */
+    dedupe_expire(d, 1000 + N / 100 + 24 * HOUR);
+    assert_int_equal(dedupe_count(d), 0);
+    dedupe_destroy(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repeat_returns_first_result),
         cmocka_unit_test(test_framed_results_exact),
         cmocka_unit_test(test_expiry_in_command_time),
         cmocka_unit_test(test_random_against_model_and_reload),
+        cmocka_unit_test(test_many_ids_never_merge),
         cmocka_unit_test(test_real_results_exact),
         cmocka_unit_test(test_legacy_entries_load_and_are_rewritten),
         cmocka_unit_test(test_malformed_load_rejected),
