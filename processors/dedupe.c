@@ -321,14 +321,20 @@ static uint8_t result_form(const char *id, size_t id_len, const uint8_t *r, size
  * codec change can only make results stored less tightly, never wrongly.
  * pack_words may grow at its end only: stored indexes refer to it. */
 
-static const char *const pack_words[] = {
-    "CreateCouponPolicy", "IssueCoupon", "RedeemCoupon", "CancelRedemption", "EarnPoints", "UsePoints",
-    "CancelPointUse", "CreateTimeSale", "PlaceOrder", "CancelOrder", "ISSUED", "REDEEMED", "PLACED", "CANCELLED",
-    "SOLD_OUT", "LIMIT_EXCEEDED", "NOT_STARTED", "ENDED", "NOT_FOUND", "NOT_OWNER", "ALREADY_REDEEMED", "EXPIRED",
-    "MIN_ORDER_NOT_MET", "NOT_REDEEMED", "ORDER_MISMATCH", "INSUFFICIENT_BALANCE", "DUPLICATE_ORDER",
-    "ALREADY_CANCELLED", "ALREADY_EXISTS", "ALREADY_EXPIRED", "BALANCE_OVERFLOW", "INVALID_AMOUNT",
-    "INVALID_QUANTITY", "UNSUPPORTED_COMMAND", "IDEMPOTENCY_KEY_REUSED",
+#define W(s) {s, sizeof s - 1}
+static const struct {
+    const char *s;
+    size_t n;
+} pack_words[] = {
+    W("CreateCouponPolicy"), W("IssueCoupon"), W("RedeemCoupon"), W("CancelRedemption"), W("EarnPoints"),
+    W("UsePoints"), W("CancelPointUse"), W("CreateTimeSale"), W("PlaceOrder"), W("CancelOrder"), W("ISSUED"),
+    W("REDEEMED"), W("PLACED"), W("CANCELLED"), W("SOLD_OUT"), W("LIMIT_EXCEEDED"), W("NOT_STARTED"), W("ENDED"),
+    W("NOT_FOUND"), W("NOT_OWNER"), W("ALREADY_REDEEMED"), W("EXPIRED"), W("MIN_ORDER_NOT_MET"), W("NOT_REDEEMED"),
+    W("ORDER_MISMATCH"), W("INSUFFICIENT_BALANCE"), W("DUPLICATE_ORDER"), W("ALREADY_CANCELLED"),
+    W("ALREADY_EXISTS"), W("ALREADY_EXPIRED"), W("BALANCE_OVERFLOW"), W("INVALID_AMOUNT"), W("INVALID_QUANTITY"),
+    W("UNSUPPORTED_COMMAND"), W("IDEMPOTENCY_KEY_REUSED"),
 };
+#undef W
 #define PACK_NWORDS (sizeof pack_words / sizeof pack_words[0])
 #define PACK_STRS 48   /* strings of one result remembered for back references */
 #define PACK_BITS 64   /* bytes of union bits: far more unions than a result has */
@@ -450,7 +456,7 @@ static void pk_str(pk *c, int kind) {
             }
         }
         for (size_t w = 0; kind == S_WORD && exact == SIZE_MAX && w < PACK_NWORDS; w++)
-            if (strlen(pack_words[w]) == n && memcmp(pack_words[w], s, n) == 0) exact = w + 1;
+            if (pack_words[w].n == n && memcmp(pack_words[w].s, s, n) == 0) exact = w + 1;
         if (exact != SIZE_MAX) {
             pk_put(c, 2 * (uint64_t)exact + 1);
         } else if (pre != SIZE_MAX) {
@@ -474,7 +480,7 @@ static void pk_str(pk *c, int kind) {
         if (i == 0) {
             base = c->str[0], base_len = c->str_len[0];
         } else if (i <= PACK_NWORDS) {
-            base = (const uint8_t *)pack_words[i - 1], base_len = strlen(pack_words[i - 1]);
+            base = (const uint8_t *)pack_words[i - 1].s, base_len = pack_words[i - 1].n;
         } else if (i - PACK_NWORDS < c->nstr) {
             base = c->str[i - PACK_NWORDS], base_len = c->str_len[i - PACK_NWORDS];
         } else {
