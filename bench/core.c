@@ -283,9 +283,12 @@ static int core_count(void *ctx, const char *key, size_t key_len, const uint8_t 
     return 0;
 }
 
+/* Bytes allocated: small blocks (uordblks) and the large ones glibc maps on
+ * their own (hblkhd), such as a policy's coupon array or a hash table. */
 static long long core_heap(void) {
     malloc_trim(0);
-    return (long long)mallinfo2().uordblks;
+    struct mallinfo2 mi = mallinfo2();
+    return (long long)(mi.uordblks + mi.hblkhd);
 }
 
 static void core_memory_report(const char *name, long long n, long long heap, const core_dump *d) {
@@ -347,6 +350,10 @@ static int core_memory(long long n) {
         /* Ingest's request ids are 32 hex digits. */
         char rid[40];
         snprintf(rid, sizeof rid, "%032llx", (unsigned long long)i * 0x9e3779b97f4a7c15ULL);
+        /* The result names its own request id, as the runtime's do: the id
+         * (32 characters, like the one it was encoded with) sits after the
+         * 5-byte frame and its 1-byte length. */
+        memcpy(out.data + 6, rid, 32);
         if (dedupe_put(dd, rid, (uint64_t)i, CORE_T0, out.data, out.len) != 0) goto out;
     }
     d = (core_dump){0, 0};

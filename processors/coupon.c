@@ -10,7 +10,9 @@
  * Memory and speed are set by the stampede case, a million users taking one
  * hot policy's coupons: a policy keeps its coupons in a dense array indexed
  * by serial - 1 (24 bytes each), an owner is a pointer to a per-policy user
- * record (uthash by user id) holding the id and the user's issue count, a
+ * record holding the id and the user's issue count (carved from a per-policy
+ * arena, found through an open-addressed table of pointers: about 30 bytes a
+ * user, where a uthash record took 90), a
  * redemption is allocated only while a coupon is redeemed, and changed
  * entries are remembered in dirty lists (guarded by a flag or a bit so each
  * is listed once), so dump() never scans the state. Issuing allocates only
@@ -49,11 +51,19 @@
 /* "c:" + coupon id: the longest key either entry kind has. */
 #define COUPON_KEY_MAX (2 + PROMO_COUPON_ID_MAX)
 
+/* A user of one policy, in that policy's user arena: allocated once, never
+ * moved or freed before the policy is cleared, so coupons point at it. */
 typedef struct coupon_user {
-    UT_hash_handle hh;
     int32_t issued; /* coupons of this policy issued to the user, ever */
     char id[];
 } coupon_user;
+
+/* A block of the user arena. */
+typedef struct coupon_arena {
+    struct coupon_arena *next;
+    size_t used, cap;
+    _Alignas(8) uint8_t data[];
+} coupon_arena;
 
 /* Present only while a coupon is redeemed. */
 typedef struct coupon_redemption {
@@ -88,7 +98,9 @@ typedef struct coupon_policy {
     uint64_t *dirty_bits; /* one bit per slot of coupons */
     uint32_t *dirty_idx;  /* indexes of dirty coupons, each once */
     size_t n_dirty, cap_dirty;
-    coupon_user *users;
+    coupon_user **users; /* open addressing, linear probing; NULL = empty */
+    size_t users_cap, n_users;
+    coupon_arena *arena;
     coupon_pending *pending;
     size_t n_pending, cap_pending;
 } coupon_policy;
@@ -160,32 +172,85 @@ static void coupon_mark_dirty(coupon_state *s, coupon_policy *p, size_t idx) {
 typedef struct coupon_user_key {
     const char *id;
     size_t len;
-    unsigned hash;
+    uint64_t hash;
 } coupon_user_key;
+
+/* FNV-1a with a murmur3 finalizer: the high bits place the slot. */
+static uint64_t coupon_user_hash(const char *id, size_t len) {
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
 
 static coupon_user_key coupon_user_key_of(const char *id) {
     coupon_user_key k = {id, strlen(id), 0};
-    HASH_VALUE(id, k.len, k.hash);
+    k.hash = coupon_user_hash(id, k.len);
     return k;
 }
 
-static coupon_user *coupon_user_find(coupon_policy *p, const coupon_user_key *k) {
-    coupon_user *u;
-    HASH_FIND_BYHASHVALUE(hh, p->users, k->id, k->len, k->hash, u);
-    return u;
+/* The slot of k's user, or the empty slot where it would go. The table's
+ * size need not be a power of two (it grows by half), so the hash is
+ * mapped onto it by multiplication. */
+static size_t coupon_user_slot(coupon_user **tab, size_t cap, const coupon_user_key *k) {
+    for (size_t i = (size_t)(((unsigned __int128)k->hash * cap) >> 64);; i = i + 1 == cap ? 0 : i + 1) {
+        coupon_user *u = tab[i];
+        if (!u || (strncmp(u->id, k->id, k->len) == 0 && u->id[k->len] == '\0')) return i;
+    }
 }
 
-/* Adds a user with no coupons; NULL on out of memory. */
-static coupon_user *coupon_user_add(coupon_policy *p, const coupon_user_key *k) {
-    coupon_user *u = malloc(sizeof *u + k->len + 1);
-    if (!u) return NULL;
-    memset(u, 0, sizeof *u);
-    memcpy(u->id, k->id, k->len + 1);
-    HASH_ADD_KEYPTR_BYHASHVALUE(hh, p->users, u->id, k->len, k->hash, u);
-    if (!u->hh.tbl) {
-        free(u);
-        return NULL;
+static coupon_user *coupon_user_find(coupon_policy *p, const coupon_user_key *k) {
+    return p->users_cap ? p->users[coupon_user_slot(p->users, p->users_cap, k)] : NULL;
+}
+
+/* Room for one more user at a load of at most 3/4. */
+static int coupon_user_reserve(coupon_policy *p) {
+    if ((p->n_users + 1) * 4 <= p->users_cap * 3) return 0;
+    size_t cap = p->users_cap ? p->users_cap + p->users_cap / 2 : 16;
+    if (cap > SIZE_MAX / 2 / sizeof(coupon_user *)) return -1;
+    coupon_user **tab = calloc(cap, sizeof *tab);
+    if (!tab) return -1;
+    for (size_t i = 0; i < p->users_cap; i++) {
+        coupon_user *u = p->users[i];
+        if (!u) continue;
+        coupon_user_key k = coupon_user_key_of(u->id);
+        tab[coupon_user_slot(tab, cap, &k)] = u;
     }
+    free(p->users);
+    p->users = tab;
+    p->users_cap = cap;
+    return 0;
+}
+
+/* n bytes (a multiple of 4) from the policy's arena; NULL on out of memory. */
+static void *coupon_arena_alloc(coupon_policy *p, size_t n) {
+    coupon_arena *a = p->arena;
+    if (!a || a->cap - a->used < n) {
+        size_t cap = n > 65536 - sizeof *a ? n : 65536 - sizeof *a;
+        if (!(a = malloc(sizeof *a + cap))) return NULL;
+        a->next = p->arena;
+        a->used = 0;
+        a->cap = cap;
+        p->arena = a;
+    }
+    void *r = a->data + a->used;
+    a->used += n;
+    return r;
+}
+
+/* Adds a user with no coupons; NULL on out of memory (nothing changed). */
+static coupon_user *coupon_user_add(coupon_policy *p, const coupon_user_key *k) {
+    if (coupon_user_reserve(p) != 0) return NULL;
+    coupon_user *u = coupon_arena_alloc(p, (sizeof *u + k->len + 1 + 3) & ~(size_t)3);
+    if (!u) return NULL;
+    u->issued = 0;
+    memcpy(u->id, k->id, k->len + 1);
+    p->users[coupon_user_slot(p->users, p->users_cap, k)] = u;
+    p->n_users++;
     return u;
 }
 
@@ -213,14 +278,14 @@ static void coupon_policy_clear(coupon_policy *p) {
     free(p->dirty_bits);
     free(p->dirty_idx);
     free(p->pending);
-    /* HASH_CLEAR reads the head's table pointer, so clear before freeing the
-     * records, which stay linked through hh.next. */
-    coupon_user *u = p->users, *next;
-    HASH_CLEAR(hh, p->users);
-    for (; u; u = next) {
-        next = u->hh.next;
-        free(u);
+    free(p->users);
+    while (p->arena) {
+        coupon_arena *a = p->arena;
+        p->arena = a->next;
+        free(a);
     }
+    p->users = NULL;
+    p->users_cap = p->n_users = 0;
     p->coupons = NULL;
     p->dirty_bits = NULL;
     p->dirty_idx = NULL;

@@ -723,6 +723,11 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
          * partition, not silently skip to whatever is left. */
         conf_set(cc, "auto.offset.reset", "error", errstr, errstr_size) ||
         conf_set(cc, "fetch.wait.max.ms", cfg_str("PROMO_FETCH_WAIT_MS", "10"), errstr, errstr_size) ||
+        /* librdkafka prefetches until 100,000 messages wait (its default):
+         * tens of MB of a backlog held twice, once as fetched and once as
+         * the heap they leave behind. 20,000 still covers a tenth of a second
+         * at full speed, and the next fetch is under a millisecond away. */
+        conf_set(cc, "queued.min.messages", cfg_str("PROMO_CONSUMER_QUEUE_MIN", "20000"), errstr, errstr_size) ||
         conf_set(cc, "enable.partition.eof", "false", errstr, errstr_size)) {
         rd_kafka_conf_destroy(cc);
         goto fail;
