@@ -63,6 +63,13 @@ static void nap_ms(int ms) {
     }
 }
 
+/* Monotonic microseconds, for the stage timers. */
+static long long mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
 static int backoff_next(int ms) {
     return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
 }
@@ -74,6 +81,11 @@ static const double commit_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 #define N_SIZE_BUCKETS (sizeof size_buckets / sizeof size_buckets[0])
 #define N_COMMIT_BUCKETS (sizeof commit_buckets / sizeof commit_buckets[0])
 
+/* The main thread's time, by what it was doing: where a batch's time goes
+ * (promo_sink_mysql_stage_seconds_total), to tell which stage paces it. */
+enum stage { STAGE_CONSUME, STAGE_RENDER, STAGE_MYSQL, STAGE_REDIS, STAGE_OFFSETS, STAGE_DLQ, N_STAGES };
+static const char *const stage_names[N_STAGES] = {"consume", "render", "mysql", "redis", "offsets", "dlq"};
+
 /* Written by the main thread, read by CivetWeb workers. */
 static struct {
     atomic_ullong batches, results, rows, statuses, dead_letters, dropped;
@@ -82,7 +94,12 @@ static struct {
     atomic_int ready; /* migrations applied and the consumer subscribed */
     atomic_ullong size_le[N_SIZE_BUCKETS], size_count, size_sum;
     atomic_ullong commit_le[N_COMMIT_BUCKETS], commit_count, commit_sum_us;
+    atomic_ullong stage_us[N_STAGES]; /* where the main thread's time goes */
 } m;
+
+static void stage_add(enum stage st, long long since_us) {
+    atomic_fetch_add(&m.stage_us[st], (unsigned long long)(mono_us() - since_us));
+}
 
 static void metrics_batch(size_t size, long long commit_us) {
     for (size_t i = 0; i < N_SIZE_BUCKETS; i++)
@@ -145,6 +162,11 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
              "# HELP promo_sink_mysql_up 1 while the last MySQL write succeeded.\n"
              "# TYPE promo_sink_mysql_up gauge\npromo_sink_mysql_up %d\n",
              atomic_load(&m.mysql_up));
+    text_add(&t, "# HELP promo_sink_mysql_stage_seconds_total Time spent in each stage of the pipeline.\n"
+                 "# TYPE promo_sink_mysql_stage_seconds_total counter\n");
+    for (int i = 0; i < N_STAGES; i++)
+        text_add(&t, "promo_sink_mysql_stage_seconds_total{stage=\"%s\"} %.6f\n", stage_names[i],
+                 (double)atomic_load(&m.stage_us[i]) / 1e6);
     histogram(&t, "promo_sink_mysql_batch_size", "Messages per batch.", size_buckets, N_SIZE_BUCKETS, m.size_le,
               atomic_load(&m.size_count), (double)atomic_load(&m.size_sum));
     histogram(&t, "promo_sink_mysql_commit_seconds", "Time to write and commit one batch's transaction.",
@@ -391,8 +413,10 @@ static int stage_mysql(app *a) {
         long long rows = 0;
         struct timespec s0, s1;
         clock_gettime(CLOCK_MONOTONIC, &s0);
-        if (render_statuses(b, errstr, sizeof errstr) == 0 &&
-            sink_mysql_write(a->db, b->res, b->json, b->nres, &rows, errstr, sizeof errstr) == 0) {
+        long long t = mono_us();
+        int rendered = render_statuses(b, errstr, sizeof errstr);
+        stage_add(STAGE_RENDER, t);
+        if (rendered == 0 && sink_mysql_write(a->db, b->res, b->json, b->nres, &rows, errstr, sizeof errstr) == 0) {
             clock_gettime(CLOCK_MONOTONIC, &s1);
             long long us = (s1.tv_sec - s0.tv_sec) * 1000000LL + (s1.tv_nsec - s0.tv_nsec) / 1000;
             atomic_store(&m.mysql_up, 1);
@@ -517,11 +541,26 @@ static void stage_commit(app *a) {
 static void batch_flush(app *a) {
     batch *b = &a->b;
     if (b->n == 0) return;
-    if (stage_dead_letters(a) || stage_mysql(a) || stage_redis(a)) {
+    long long t = mono_us();
+    int rc = stage_dead_letters(a);
+    stage_add(STAGE_DLQ, t);
+    if (rc == 0) {
+        t = mono_us();
+        rc = stage_mysql(a);
+        stage_add(STAGE_MYSQL, t);
+    }
+    if (rc == 0) {
+        t = mono_us();
+        rc = stage_redis(a);
+        stage_add(STAGE_REDIS, t);
+    }
+    if (rc) {
         batch_drop(b, "stopping before it was written");
         return;
     }
+    t = mono_us();
     stage_commit(a);
+    stage_add(STAGE_OFFSETS, t);
     atomic_fetch_add(&m.batches, 1);
     batch_clear(b);
 }
@@ -653,6 +692,7 @@ static void run(app *a) {
             int64_t left = b->first_ms + a->linger_ms - mono_ms();
             timeout = left > 0 ? (int)left : 0;
         }
+        long long t = mono_us();
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(a->consumer, timeout);
         if (msg) {
             if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -676,6 +716,7 @@ static void run(app *a) {
             }
             rd_kafka_message_destroy(msg);
         }
+        stage_add(STAGE_CONSUME, t);
         if (b->n && (b->n >= b->max || mono_ms() - b->first_ms >= a->linger_ms)) batch_flush(a);
     }
     /* A collected batch is written if that works at once; otherwise dropped. */
