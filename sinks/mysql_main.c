@@ -244,6 +244,7 @@ typedef struct app {
     codec *codec;
     sink_mysql *db;
     redisContext *redis;
+    char status_sha[41]; /* status_script's SHA1 as loaded on this connection; "" = not loaded */
     const char *redis_host;
     int redis_port;
     long long status_ttl_s;
@@ -439,24 +440,6 @@ static int stage_mysql(app *a) {
     }
 }
 
-static void redis_drop(app *a) {
-    if (a->redis) redisFree(a->redis);
-    a->redis = NULL;
-}
-
-static int redis_connect(app *a, char *errstr, size_t errstr_size) {
-    struct timeval tv = {2, 0};
-    a->redis = redisConnectWithTimeout(a->redis_host, a->redis_port, tv);
-    if (!a->redis || a->redis->err) {
-        snprintf(errstr, errstr_size, "connecting: %s", a->redis ? a->redis->errstr : "out of memory");
-        redis_drop(a);
-        return -1;
-    }
-    struct timeval io = {5, 0};
-    redisSetTimeout(a->redis, io);
-    return 0;
-}
-
 /* The first final result of a request id is the one kept, in Redis as in
  * the requests table (INSERT IGNORE): a status is written over nothing, over
  * ingest's PENDING or over itself (a replay), never over another result —
@@ -470,6 +453,46 @@ static const char status_script[] =
     "redis.call('PUBLISH', 'promo:done', ARGV[3])\n"
     "return 1\n";
 
+static void redis_drop(app *a) {
+    if (a->redis) redisFree(a->redis);
+    a->redis = NULL;
+    a->status_sha[0] = '\0';
+}
+
+/* Loads status_script and keeps its SHA1: each status then goes as EVALSHA,
+ * sparing Redis the hashing and parsing of the script's text per call (and
+ * the network its bytes). Returns 0, or -1 with errstr filled. */
+static int redis_load_script(app *a, char *errstr, size_t errstr_size) {
+    redisReply *r = redisCommand(a->redis, "SCRIPT LOAD %s", status_script);
+    if (!r) {
+        snprintf(errstr, errstr_size, "SCRIPT LOAD: %s", a->redis->errstr);
+        redis_drop(a);
+        return -1;
+    }
+    int rc = 0;
+    if (r->type == REDIS_REPLY_STRING && r->len == 40)
+        memcpy(a->status_sha, r->str, 41);
+    else {
+        snprintf(errstr, errstr_size, "SCRIPT LOAD: %s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int redis_connect(app *a, char *errstr, size_t errstr_size) {
+    struct timeval tv = {2, 0};
+    a->redis = redisConnectWithTimeout(a->redis_host, a->redis_port, tv);
+    if (!a->redis || a->redis->err) {
+        snprintf(errstr, errstr_size, "connecting: %s", a->redis ? a->redis->errstr : "out of memory");
+        redis_drop(a);
+        return -1;
+    }
+    struct timeval io = {5, 0};
+    redisSetTimeout(a->redis, io);
+    return redis_load_script(a, errstr, errstr_size);
+}
+
 /* One pipelined round of status writes. Returns 0, or -1 with errstr filled (and the
  * connection dropped when it broke). */
 static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_size) {
@@ -481,9 +504,8 @@ static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_
         if (!b->json[i]) continue;
         char key[16 + PROMO_ID_MAX + 1];
         int klen = snprintf(key, sizeof key, "promo:req:%s", b->res[i].request_id);
-        const char *argv[] = {"EVAL", status_script, "1", key, b->json[i], ttl, b->res[i].request_id};
-        size_t lens[] = {4,           strlen(status_script),       1, (size_t)klen, strlen(b->json[i]),
-                         strlen(ttl), strlen(b->res[i].request_id)};
+        const char *argv[] = {"EVALSHA", a->status_sha, "1", key, b->json[i], ttl, b->res[i].request_id};
+        size_t lens[] = {7, 40, 1, (size_t)klen, strlen(b->json[i]), strlen(ttl), strlen(b->res[i].request_id)};
         if (redisAppendCommandArgv(a->redis, 7, argv, lens) != REDIS_OK) goto io_error;
         n++;
     }
@@ -492,7 +514,10 @@ static int redis_set_statuses(app *a, size_t *sent, char *errstr, size_t errstr_
         redisReply *reply = NULL;
         if (redisGetReply(a->redis, (void **)&reply) != REDIS_OK) goto io_error;
         if (reply->type == REDIS_REPLY_ERROR && rc == 0) {
-            snprintf(errstr, errstr_size, "SET: %s", reply->str);
+            snprintf(errstr, errstr_size, "EVALSHA: %s", reply->str);
+            /* NOSCRIPT: the server lost its scripts (SCRIPT FLUSH) on a
+             * connection we kept; load it again before the retry. */
+            if (strncmp(reply->str, "NOSCRIPT", 8) == 0) a->status_sha[0] = '\0';
             rc = -1;
         }
         freeReplyObject(reply);
@@ -513,6 +538,7 @@ static int stage_redis(app *a) {
     for (;;) {
         size_t sent = 0;
         if ((a->redis || redis_connect(a, errstr, sizeof errstr) == 0) &&
+            (a->status_sha[0] || redis_load_script(a, errstr, sizeof errstr) == 0) &&
             redis_set_statuses(a, &sent, errstr, sizeof errstr) == 0) {
             atomic_fetch_add(&m.statuses, sent);
             return 0;
