@@ -8,18 +8,29 @@
  *      (once the offset is committed, only the dead letter remembers them);
  *   2. the decoded results -> MySQL in ONE transaction (sink_mysql_write),
  *      retried with backoff on any error, never skipped;
- *   3. each request's status JSON -> Redis (pipelined SET EX), after the
- *      commit, so a status is never visible before its rows;
+ *   3. each request's status JSON -> Redis (pipelined EVALSHA of a
+ *      first-final-wins script), after the commit, so a status is never
+ *      visible before its rows;
  *   4. the batch's offsets -> Kafka, synchronously, last.
  *
  * A crash anywhere before 4 re-reads the batch, and every step is idempotent
  * (a dead letter may be sent twice). A rebalance drops a batch still being
  * collected: its partitions' next owner reads it again from the committed
- * offset. Offsets are never stored automatically, and a batch is written
- * between polls, so a revocation never lands in the middle of a write.
+ * offset. Offsets are never stored automatically.
  *
- * Threads: everything runs on the main thread except the CivetWeb workers
- * behind /metrics, /healthz and /readyz, which only read atomic counters.
+ * The stages are pipelined over three threads, so that decoding, MySQL and
+ * Redis work at the same time on three consecutive batches (see `pipeline`):
+ * the main thread polls, decodes and renders the statuses; the MySQL writer
+ * runs stages 1 and 2; the status writer runs 3 and 4. Each writer takes
+ * the batches in the order they were collected, so offsets are committed in
+ * order, each after its own rows and statuses; a stage that gives up (only
+ * when stopping) drops its batch and every later one uncommitted. A
+ * revocation waits until every batch handed over is through, so a batch is
+ * never written after its partitions moved on.
+ *
+ * Threads: the main thread, the two writers (which share only the pipeline,
+ * under its mutex), and the CivetWeb workers behind /metrics, /healthz and
+ * /readyz, which only read atomic counters.
  */
 #include <errno.h>
 #include <pthread.h>
