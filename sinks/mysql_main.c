@@ -694,6 +694,14 @@ static void batch_handoff(app *a) {
     stage_add(STAGE_HANDOFF, t);
 }
 
+/* Main thread: true when the MySQL writer has nothing left to write. */
+static bool mysql_writer_idle(app *a) {
+    pthread_mutex_lock(&a->p.mu);
+    bool idle = a->p.written == a->p.filled;
+    pthread_mutex_unlock(&a->p.mu);
+    return idle;
+}
+
 /* Main thread: waits until every batch handed over is through. */
 static void pipeline_drain(app *a) {
     pipeline *p = &a->p;
@@ -830,7 +838,9 @@ static void run(app *a) {
         int timeout = 200;
         if (b->n) {
             int64_t left = b->first_ms + a->linger_ms - mono_ms();
-            timeout = left > 0 ? (int)left : 0;
+            /* Past its linger, a batch waits only for the MySQL writer:
+             * look again soon, without spinning. */
+            timeout = left > 0 ? (int)left : mysql_writer_idle(a) ? 0 : 5;
         }
         long long t = mono_us();
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(a->consumer, timeout);
@@ -857,7 +867,12 @@ static void run(app *a) {
             rd_kafka_message_destroy(msg);
         }
         stage_add(STAGE_CONSUME, t);
-        if (b->n && (b->n >= b->max || mono_ms() - b->first_ms >= a->linger_ms)) batch_handoff(a);
+        /* Linger bounds a batch's wait while the MySQL writer is idle; while
+         * it is busy the batch could not start sooner anyway, so it keeps
+         * growing (fewer, larger transactions) until full or the writer is
+         * free. */
+        if (b->n && (b->n >= b->max || (mono_ms() - b->first_ms >= a->linger_ms && mysql_writer_idle(a))))
+            batch_handoff(a);
     }
     /* A collected batch is written if that works at once; otherwise dropped. */
     batch_handoff(a);
