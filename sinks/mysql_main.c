@@ -98,8 +98,7 @@ static const double commit_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
  * dlq and mysql on the MySQL writer, redis and offsets on the status writer.
  * The stage whose thread is busy all the time is the one that paces the sink. */
 enum stage { STAGE_CONSUME, STAGE_RENDER, STAGE_HANDOFF, STAGE_MYSQL, STAGE_REDIS, STAGE_OFFSETS, STAGE_DLQ, N_STAGES };
-static const char *const stage_names[N_STAGES] = {"consume", "render", "handoff", "mysql",
-                                                  "redis", "offsets", "dlq"};
+static const char *const stage_names[N_STAGES] = {"consume", "render", "handoff", "mysql", "redis", "offsets", "dlq"};
 
 /* Written by the pipeline's threads, read by CivetWeb workers. */
 static struct {
@@ -455,7 +454,8 @@ static int stage_mysql(app *a, batch *b) {
         struct timespec s0, s1;
         clock_gettime(CLOCK_MONOTONIC, &s0);
         /* Rendered on the main thread already, unless memory ran out there. */
-        if (render_statuses(b, errstr, sizeof errstr) == 0 && sink_mysql_write(a->db, b->res, b->json, b->nres, &rows, errstr, sizeof errstr) == 0) {
+        if (render_statuses(b, errstr, sizeof errstr) == 0 &&
+            sink_mysql_write(a->db, b->res, b->json, b->nres, &rows, errstr, sizeof errstr) == 0) {
             clock_gettime(CLOCK_MONOTONIC, &s1);
             long long us = (s1.tv_sec - s0.tv_sec) * 1000000LL + (s1.tv_nsec - s0.tv_nsec) / 1000;
             atomic_store(&m.mysql_up, 1);

@@ -6,7 +6,9 @@
  * and, when the batch has it, the result that created it for its immutable
  * ones. Then each table gets one multi-row statement (split only past
  * STMT_MAX_BYTES), so a 2000-result stampede on one coupon writes one policy
- * row, not 2000.
+ * row, not 2000. The requests log, one row per result, goes through a few
+ * prepared multi-row INSERTs instead (see req_sizes): the server then has
+ * nothing to parse for the bulk of a batch.
  *
  * A row is "full" when the batch holds its creating result (a create, an
  * issue, a placement): it is written with INSERT ... ON DUPLICATE KEY UPDATE,
@@ -57,7 +59,7 @@ typedef struct sb {
  * writing them. So they go through prepared multi-row INSERTs with the
  * values bound in the binary protocol (nothing to parse, escape or
  * unescape): one statement per row count in req_sizes, a batch cut into
- * those (2000 rows: 7 x 256, 3 x 64, 3 x 16, 1 x 4, 1 x 1). 13 columns x
+ * those (2000 rows: 7 x 256, 3 x 64 and 1 x 16). 13 columns x
  * 256 rows stays far under the 65,535 placeholders a statement may have. */
 #define REQ_COLS 13
 #define REQ_CHUNK 256
@@ -68,10 +70,10 @@ struct sink_mysql {
     MYSQL *conn;
     char *host, *user, *password, *db;
     int port;
-    MYSQL_STMT *req_stmt[N_REQ_SIZES]; /* req_sizes[i] rows into requests, prepared on this connection when
-                                          first used */
-    MYSQL_BIND *req_bind;              /* REQ_COLS * REQ_CHUNK parameters */
-    sb arena;             /* UTF-8-repaired copies of the bound strings of one chunk */
+    MYSQL_STMT *req_stmt[N_REQ_SIZES];         /* req_sizes[i] rows into requests, prepared on this connection when
+                                                  first used */
+    MYSQL_BIND *req_bind;                      /* REQ_COLS * REQ_CHUNK parameters */
+    sb arena;                                  /* UTF-8-repaired copies of the bound strings of one chunk */
     sb q;                                      /* the statement being built */
     char scratch[3 * (PROMO_URL_MAX + 1) + 1]; /* UTF-8 repair of one field */
 };
@@ -395,8 +397,8 @@ static int sink_connect(sink_mysql *s, char *errstr, size_t errstr_size);
 /* ---- the tables ----------------------------------------------------- */
 
 static const char req_insert[] = "INSERT IGNORE INTO requests (request_id, domain, command_type, status, reason, "
-                                  "entity_key, submitted_at, processed_at, source_partition, source_offset, "
-                                  "callback_url, client_id, result) VALUES ";
+                                 "entity_key, submitted_at, processed_at, source_partition, source_offset, "
+                                 "callback_url, client_id, result) VALUES ";
 
 static int stmt_fail(MYSQL_STMT *st, const char *what, char *errstr, size_t errstr_size) {
     snprintf(errstr, errstr_size, "%s: mysql error %u (%s): %s", what, mysql_stmt_errno(st), mysql_stmt_sqlstate(st),
@@ -422,7 +424,8 @@ static int req_prepare(wctx *w, int size) {
     sb *b = &s->q;
     b->len = 0;
     sb_add(b, req_insert);
-    for (int r = 0; r < req_sizes[size]; r++) sb_add(b, r ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    for (int r = 0; r < req_sizes[size]; r++)
+        sb_add(b, r ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?)");
     int rc = -1;
     if (b->oom) {
         snprintf(w->errstr, w->errstr_size, "out of memory building the requests statement");
