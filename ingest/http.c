@@ -3,11 +3,12 @@
  * answers from Redis/MySQL.
  *
  * A write: parse_route_match → API key and role → body (64 KiB cap) →
- * parse_cmd (all field rules, no I/O) → codec_encode_cmd → produce_send,
- * which blocks this worker until Kafka acknowledged (acks=all) → PENDING
- * record in Redis → 202. The PENDING record is written before the 202 goes
- * out so that a client polling right away finds its request; a Redis failure
- * there is logged and the 202 still stands, because the command is in Kafka.
+ * parse_cmd (all field rules, no I/O) → codec_encode_cmd → PENDING record
+ * queued for Redis (status.c's writer) → produce_send, which blocks this
+ * worker until Kafka acknowledged (acks=all) and Redis answered → 202. The
+ * PENDING record is written before the 202 goes out so that a client polling
+ * right away finds its request; a Redis failure there is logged and the 202
+ * still stands, because the command is in Kafka.
  *
  * Before any of that, every request but the probes and /metrics takes a
  * token from its client address's bucket, and an authenticated one from its
@@ -20,8 +21,9 @@
  * Every handler runs on a CivetWeb worker thread. Per-thread things (the
  * codec, which is not thread-safe, the body buffer, the Redis and MySQL
  * connections in status.c) live in thread-local storage; the state all
- * workers touch is the metric counters, which are atomics, and the rate
- * limiters' lock stripes.
+ * workers touch is the metric counters, which are atomics, the rate
+ * limiters' lock stripes, the producer's partition gates (produce.c) and the
+ * queue of PENDING records (status.c).
  */
 #include "http.h"
 
@@ -406,17 +408,34 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
         }
     }
 
+    /* An unclaimed request's PENDING record is written while Kafka takes the
+     * command: queued for status.c's writer now, so the Redis round trip
+     * overlaps the Kafka one and shares a pipeline with other workers', and
+     * one latch wakes this worker when both have answered. Before the 202
+     * is early enough that a client polling right after it finds the
+     * record, and NX keeps it from ever replacing the final status,
+     * whichever comes first. */
+    status_pending pr;
+    latch done;
+    bool pending_sent = !claimed;
+    latch_init(&done, pending_sent ? 2 : 1);
+    if (pending_sent) status_pending_send(&pr, cmd.request_id, pending, &done);
+
     int64_t t0 = mono_us();
-    int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, errstr, sizeof errstr);
+    /* Returns once Kafka and, when sent, Redis have both answered. */
+    int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, &done, errstr, sizeof errstr);
     observe_produce(s, mono_us() - t0);
     if (prc) {
         log_error("request %s: produce to %s failed: %s", cmd.request_id, produce_topic(d), errstr);
-        if (claimed) status_release(cmd.request_id); /* nothing was sent: a retry starts afresh */
+        /* Nothing was sent: a retry starts afresh. */
+        if (pending_sent && status_pending_finish(&pr, true, errstr, sizeof errstr))
+            log_warn("request %s: %s", cmd.request_id, errstr);
+        if (claimed) status_release(cmd.request_id);
         return send_unavailable(conn, "KAFKA_UNAVAILABLE",
                                 "the command could not be stored; retry with the same Idempotency-Key");
     }
 
-    if (!claimed && status_put_pending(cmd.request_id, pending, errstr, sizeof errstr))
+    if (pending_sent && status_pending_finish(&pr, false, errstr, sizeof errstr))
         log_warn("request %s: pending status not recorded: %s", cmd.request_id, errstr);
 
     char url[96], body[256];
