@@ -226,6 +226,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 static void *poll_main(void *arg) {
     produce *p = arg;
+    pthread_setname_np(pthread_self(), "ingest-kpoll"); /* for top and perf */
     while (!atomic_load(&p->stop)) rd_kafka_poll(p->rk, 100);
     return NULL;
 }
@@ -249,7 +250,14 @@ produce *produce_new(const char *bootstrap, int timeout_ms, char *errstr, size_t
         {"acks", "all"},
         {"enable.idempotence", "true"},
         {"partitioner", "murmur2_random"},
+        /* With a batch in flight per partition (see the gates above), a
+         * released batch is all there: linger.ms only has to outlast
+         * rd_kafka_produce_batch() handing it over, so that it leaves as one
+         * request. */
         {"linger.ms", "1"},
+        /* A request for another partition written while one is unacked
+         * must not wait for the broker's ACK (delayed up to 40 ms). */
+        {"socket.nagle.disable", "true"},
         {"message.timeout.ms", timeout},
         /* Keep failures of a down cluster short so 503s come quickly. */
         {"socket.connection.setup.timeout.ms", "3000"},

@@ -231,6 +231,7 @@ static void pending_round(status_pending *list) {
 
 static void *pending_main(void *arg) {
     (void)arg;
+    pthread_setname_np(pthread_self(), "ingest-pending"); /* for top and perf */
     pthread_mutex_lock(&pw.mu);
     for (;;) {
         while (!pw.head && !pw.stop) {
