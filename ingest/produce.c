@@ -258,6 +258,12 @@ produce *produce_new(const char *bootstrap, int timeout_ms, char *errstr, size_t
         /* A request for another partition written while one is unacked
          * must not wait for the broker's ACK (delayed up to 40 ms). */
         {"socket.nagle.disable", "true"},
+        /* A batch of commands shrinks by a third (84 -> 55 bytes a command
+         * on the wire under the flash-coupon load; request ids are random),
+         * and the dev broker, which keeps 5 MiB of batches per partition as
+         * received, then holds half again as many commands for a processor
+         * that falls behind. No CPU cost showed in the profile. */
+        {"compression.type", "lz4"},
         {"message.timeout.ms", timeout},
         /* Keep failures of a down cluster short so 503s come quickly. */
         {"socket.connection.setup.timeout.ms", "3000"},
