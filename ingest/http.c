@@ -3,11 +3,12 @@
  * answers from Redis/MySQL.
  *
  * A write: parse_route_match → API key and role → body (64 KiB cap) →
- * parse_cmd (all field rules, no I/O) → codec_encode_cmd → produce_send,
- * which blocks this worker until Kafka acknowledged (acks=all) → PENDING
- * record in Redis → 202. The PENDING record is written before the 202 goes
- * out so that a client polling right away finds its request; a Redis failure
- * there is logged and the 202 still stands, because the command is in Kafka.
+ * parse_cmd (all field rules, no I/O) → codec_encode_cmd → PENDING record
+ * queued for Redis (status.c's writer) → produce_send, which blocks this
+ * worker until Kafka acknowledged (acks=all) and Redis answered → 202. The
+ * PENDING record is written before the 202 goes out so that a client polling
+ * right away finds its request; a Redis failure there is logged and the 202
+ * still stands, because the command is in Kafka.
  *
  * Before any of that, every request but the probes and /metrics takes a
  * token from its client address's bucket, and an authenticated one from its
@@ -20,14 +21,17 @@
  * Every handler runs on a CivetWeb worker thread. Per-thread things (the
  * codec, which is not thread-safe, the body buffer, the Redis and MySQL
  * connections in status.c) live in thread-local storage; the state all
- * workers touch is the metric counters, which are atomics, and the rate
- * limiters' lock stripes.
+ * workers touch is the metric counters, which are atomics, the rate
+ * limiters' lock stripes, the producer's partition gates (produce.c) and the
+ * queue of PENDING records (status.c).
  */
 #include "http.h"
 
 #include <civetweb.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -85,12 +89,22 @@ struct http_server {
     atomic_bool draining;
 };
 
+/* Random bytes a worker draws from OpenSSL at a time, for request ids. */
+#define RANDOM_POOL 512
+
 /* Per worker thread; created on the first request it serves. */
 typedef struct worker {
     codec *codec;
     codec_buf out;
     char *body; /* PARSE_BODY_MAX + 1 bytes */
+    unsigned char random[RANDOM_POOL];
+    size_t random_left; /* unused bytes at the end of random */
 } worker;
+
+/* This thread's digest context for API keys; see key_digest(). */
+static _Thread_local EVP_MD_CTX *tl_md_ctx;
+/* SHA-256, looked up once by http_start(). */
+static EVP_MD *sha256_md;
 
 static _Thread_local worker tw;
 
@@ -119,7 +133,10 @@ static void worker_end(void) {
     if (tw.codec) codec_destroy(tw.codec);
     free(tw.out.data);
     free(tw.body);
+    OPENSSL_cleanse(tw.random, sizeof tw.random); /* unused request ids */
     memset(&tw, 0, sizeof tw);
+    EVP_MD_CTX_free(tl_md_ctx);
+    tl_md_ctx = NULL;
     status_thread_end();
 }
 
@@ -239,6 +256,17 @@ static int keys_parse(http_server *s, const char *list, char *errstr, size_t err
     return 0;
 }
 
+/* SHA-256 of a presented key. OpenSSL 3's one-shot SHA256() looks the
+ * algorithm up and allocates a context on every call, which cost several
+ * times the hash itself on every request; the algorithm is fetched once and
+ * the context kept per thread instead. */
+static void key_digest(const char *key, size_t len, unsigned char out[SHA256_DIGEST_LENGTH]) {
+    if (!tl_md_ctx) tl_md_ctx = EVP_MD_CTX_new();
+    if (!tl_md_ctx || !sha256_md || !EVP_DigestInit_ex2(tl_md_ctx, sha256_md, NULL) ||
+        !EVP_DigestUpdate(tl_md_ctx, key, len) || !EVP_DigestFinal_ex(tl_md_ctx, out, NULL))
+        SHA256((const unsigned char *)key, len, out);
+}
+
 /* The role of the presented key, or ROLE_NONE; *index is the key's place in
  * the list (its rate-limit bucket). Digests have one length, and every key
  * is compared, so timing tells nothing about any key. */
@@ -248,7 +276,7 @@ static parse_role auth_role(http_server *s, const char *header, int *index) {
     const char *key = header + 7;
     while (*key == ' ') key++;
     unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)key, strlen(key), d);
+    key_digest(key, strlen(key), d);
     parse_role role = ROLE_NONE;
     for (int i = 0; i < s->n_keys; i++)
         if (CRYPTO_memcmp(d, s->keys[i].digest, sizeof d) == 0) role = s->keys[i].role, *index = i;
@@ -273,12 +301,26 @@ static long read_body(struct mg_connection *conn, const struct mg_request_info *
     return (long)n;
 }
 
-static void fresh_request_id(char out[33]) {
+/* 128 random bits from OpenSSL's DRBG (seeded from the kernel, private to
+ * each thread). Drawn RANDOM_POOL bytes at a time: a RAND_bytes() call has a
+ * fixed cost (a profile put it at a tenth of a write's CPU) that 16 bytes
+ * do not amortise. */
+static void fresh_request_id(worker *w, char out[33]) {
     unsigned char raw[16];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
-        if (r > 0) got += (size_t)r;
+    if (w->random_left < sizeof raw) {
+        if (RAND_bytes(w->random, sizeof w->random) == 1) w->random_left = sizeof w->random;
+    }
+    if (w->random_left >= sizeof raw) {
+        unsigned char *from = w->random + sizeof w->random - w->random_left;
+        memcpy(raw, from, sizeof raw);
+        OPENSSL_cleanse(from, sizeof raw); /* an id handed out is not kept */
+        w->random_left -= sizeof raw;
+    } else {
+        size_t got = 0; /* the DRBG failed to seed: ask the kernel */
+        while (got < sizeof raw) {
+            ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
+            if (r > 0) got += (size_t)r;
+        }
     }
     static const char hex[] = "0123456789abcdef";
     for (int i = 0; i < 16; i++) {
@@ -313,7 +355,7 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
     }
 
     char fresh[33];
-    fresh_request_id(fresh);
+    fresh_request_id(w, fresh);
     parse_input in = {
         .route = route,
         .content_type = mg_get_header(conn, "Content-Type"),
@@ -366,17 +408,34 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
         }
     }
 
+    /* An unclaimed request's PENDING record is written while Kafka takes the
+     * command: queued for status.c's writer now, so the Redis round trip
+     * overlaps the Kafka one and shares a pipeline with other workers', and
+     * one latch wakes this worker when both have answered. Before the 202
+     * is early enough that a client polling right after it finds the
+     * record, and NX keeps it from ever replacing the final status,
+     * whichever comes first. */
+    status_pending pr;
+    latch done;
+    bool pending_sent = !claimed;
+    latch_init(&done, pending_sent ? 2 : 1);
+    if (pending_sent) status_pending_send(&pr, cmd.request_id, pending, &done);
+
     int64_t t0 = mono_us();
-    int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, errstr, sizeof errstr);
+    /* Returns once Kafka and, when sent, Redis have both answered. */
+    int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, &done, errstr, sizeof errstr);
     observe_produce(s, mono_us() - t0);
     if (prc) {
         log_error("request %s: produce to %s failed: %s", cmd.request_id, produce_topic(d), errstr);
-        if (claimed) status_release(cmd.request_id); /* nothing was sent: a retry starts afresh */
+        /* Nothing was sent: a retry starts afresh. */
+        if (pending_sent && status_pending_finish(&pr, true, errstr, sizeof errstr))
+            log_warn("request %s: %s", cmd.request_id, errstr);
+        if (claimed) status_release(cmd.request_id);
         return send_unavailable(conn, "KAFKA_UNAVAILABLE",
                                 "the command could not be stored; retry with the same Idempotency-Key");
     }
 
-    if (!claimed && status_put_pending(cmd.request_id, pending, errstr, sizeof errstr))
+    if (pending_sent && status_pending_finish(&pr, false, errstr, sizeof errstr))
         log_warn("request %s: pending status not recorded: %s", cmd.request_id, errstr);
 
     char url[96], body[256];
@@ -742,6 +801,7 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
         return NULL;
     }
     s->cfg = *cfg;
+    if (!sha256_md) sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); /* NULL: key_digest() falls back */
     if (keys_parse(s, cfg->api_keys, errstr, errstr_size) || routes_documented(errstr, errstr_size)) {
         free(s);
         return NULL;
@@ -804,6 +864,8 @@ void http_drain(http_server *s, int timeout_ms) {
 void http_stop(http_server *s) {
     if (!s) return;
     mg_stop(s->ctx);
+    EVP_MD_free(sha256_md);
+    sha256_md = NULL;
     for (int l = 0; l < LIMITER__COUNT; l++) ratelimit_destroy(s->limiters[l]);
     free(s);
 }

@@ -129,8 +129,9 @@ int main(void) {
     rc = 0;
 out:
     notify_close(notifier);
-    /* Writes wait at most the produce timeout for their ack. */
-    http_drain(http, (int)timeout_ms + 2000);
+    /* A write waits for its ack at most the produce timeout, twice that
+     * when it queued behind its partition's batch (produce.c). */
+    http_drain(http, 2 * (int)timeout_ms + 2000);
     http_stop(http);
     if (producer) {
         produce_destroy(producer);

@@ -143,6 +143,7 @@ static bool subscribe_once(notify *n) {
 
 static void *subscriber_main(void *arg) {
     notify *n = arg;
+    pthread_setname_np(pthread_self(), "ingest-notify"); /* for top and perf */
     while (!subscribe_once(n))
         if (stop_sleep(n, RECONNECT_MS)) break;
     return NULL;

@@ -5,7 +5,8 @@
  * lock or a pool; CivetWeb's exit_thread callback closes them. A connection
  * that fails is dropped and reopened by the next request that needs it, at
  * most every RETRY_MS, so an outage gives fast errors instead of a connect
- * timeout on every request.
+ * timeout on every request. The PENDING records of writes go through one
+ * writer thread instead (`pw`, below), which batches them.
  *
  * The read endpoints answer from the tables the MySQL sink keeps
  * (sinks/migrations/001_init.sql). Every value put into SQL is a path id or
@@ -19,12 +20,14 @@
 #include <hiredis.h>
 #include <jansson.h>
 #include <mysql.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cmd.h"
 #include "util.h"
@@ -46,6 +49,30 @@ typedef struct conns {
 
 static _Thread_local conns tl;
 
+/* ---- the PENDING writer ----
+ *
+ * One thread with its own connection writes the PENDING records of all
+ * workers: it takes every record queued since its last round, sends them as
+ * one pipeline and reads the answers, while the next round queues up (group
+ * commit). A worker's SET and its reply thus cost one write and one read per
+ * round instead of per request, for ingest and for Redis alike, and the
+ * round trip overlaps the wait for Kafka. The queue is the only state the
+ * workers share with the writer; each record lives on its worker's stack
+ * until status_pending_finish() has seen it done. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    status_pending *head, *tail;
+    bool idle; /* the writer waits on cv */
+    bool stop;
+    bool started;
+    pthread_t thread;
+    redisContext *redis; /* the writer's own */
+    int64_t retry_at;
+} pw = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *pending_main(void *arg);
+
 int status_init(const status_config *c, char *errstr, size_t errstr_size) {
     cfg = *c;
     /* Not thread-safe: must run before the workers start. */
@@ -53,10 +80,24 @@ int status_init(const status_config *c, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "mysql_library_init failed");
         return -1;
     }
+    if (pthread_create(&pw.thread, NULL, pending_main, NULL) != 0) {
+        snprintf(errstr, errstr_size, "cannot start the pending-status writer thread");
+        mysql_library_end();
+        return -1;
+    }
+    pw.started = true;
     return 0;
 }
 
 void status_shutdown(void) {
+    if (pw.started) {
+        pthread_mutex_lock(&pw.mu);
+        pw.stop = true;
+        pthread_mutex_unlock(&pw.mu);
+        pthread_cond_signal(&pw.cv);
+        pthread_join(pw.thread, NULL);
+        pw.started = false;
+    }
     mysql_library_end();
 }
 
@@ -124,10 +165,116 @@ static redisReply *redis_cmd(char *errstr, size_t errstr_size, const char *fmt, 
     return r;
 }
 
-int status_put_pending(const char *request_id, const char *json, char *errstr, size_t errstr_size) {
-    redisReply *r = redis_cmd(errstr, errstr_size, "SET " REQ_PREFIX "%s %s NX EX %d", request_id, json, cfg.ttl_s);
-    if (!r) return -1;
-    freeReplyObject(r);
+/* Hands pr's answer to its worker; pr may be gone once this returns. */
+static void pending_done(status_pending *pr, int result, const char *err) {
+    pr->result = result;
+    if (err) snprintf(pr->err, sizeof pr->err, "%s", err);
+    latch_count_down(pr->done);
+}
+
+/* One round: every record of list in one pipeline. Runs on the writer. */
+static void pending_round(status_pending *list) {
+    char err[256] = "";
+    redisContext *c = pw.redis;
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        c = pw.redis = NULL;
+        int64_t now = mono_ms();
+        if (now >= pw.retry_at) {
+            struct timeval connect_tv = {0, 500 * 1000}, io_tv = {2, 0};
+            c = cfg.redis_host[0] == '/' ? redisConnectUnixWithTimeout(cfg.redis_host, connect_tv)
+                                         : redisConnectWithTimeout(cfg.redis_host, cfg.redis_port, connect_tv);
+            if (!c || c->err) {
+                snprintf(err, sizeof err, "redis connect %.64s:%d: %.100s", cfg.redis_host, cfg.redis_port,
+                         c ? c->errstr : "out of memory");
+                if (c) redisFree(c);
+                c = NULL;
+                pw.retry_at = now + RETRY_MS;
+            } else {
+                redisSetTimeout(c, io_tv);
+                pw.redis = c;
+            }
+        } else {
+            snprintf(err, sizeof err, "redis unavailable (retrying shortly)");
+        }
+    }
+    status_pending *pr = list, *next;
+    size_t sent = 0;
+    for (status_pending *q = list; c && q; q = q->next, sent++)
+        if (redisAppendCommand(c, "SET " REQ_PREFIX "%s %s NX EX %d", q->request_id, q->json, cfg.ttl_s) != REDIS_OK)
+            break;
+    for (; pr && sent > 0; pr = next, sent--) {
+        next = pr->next; /* pr may be gone once done */
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
+            snprintf(err, sizeof err, "redis: %.100s", c->errstr[0] ? c->errstr : "no reply");
+            redisFree(c);
+            pw.redis = NULL;
+            break;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            char why[128];
+            snprintf(why, sizeof why, "redis: %.*s", (int)r->len, r->str);
+            pending_done(pr, -1, why);
+        } else {
+            /* SET NX answers OK when it created the record, nil when one was
+             * there: only a record this request created may be taken back. */
+            pending_done(pr, r->type == REDIS_REPLY_STATUS, NULL);
+        }
+        freeReplyObject(r);
+    }
+    for (; pr; pr = next) {
+        next = pr->next;
+        pending_done(pr, -1, err[0] ? err : "redis: not sent");
+    }
+}
+
+static void *pending_main(void *arg) {
+    (void)arg;
+    pthread_setname_np(pthread_self(), "ingest-pending"); /* for top and perf */
+    pthread_mutex_lock(&pw.mu);
+    for (;;) {
+        while (!pw.head && !pw.stop) {
+            pw.idle = true;
+            pthread_cond_wait(&pw.cv, &pw.mu);
+            pw.idle = false;
+        }
+        if (!pw.head) break; /* stopping, and nothing left */
+        status_pending *list = pw.head;
+        pw.head = pw.tail = NULL;
+        pthread_mutex_unlock(&pw.mu);
+        pending_round(list);
+        pthread_mutex_lock(&pw.mu);
+    }
+    pthread_mutex_unlock(&pw.mu);
+    if (pw.redis) redisFree(pw.redis);
+    pw.redis = NULL;
+    return NULL;
+}
+
+void status_pending_send(status_pending *pr, const char *request_id, const char *json, latch *done) {
+    *pr = (status_pending){.request_id = request_id, .json = json, .done = done};
+    pthread_mutex_lock(&pw.mu);
+    if (pw.tail)
+        pw.tail->next = pr;
+    else
+        pw.head = pr;
+    pw.tail = pr;
+    bool wake = pw.idle;
+    pw.idle = false; /* one wake per round is enough */
+    pthread_mutex_unlock(&pw.mu);
+    if (wake) pthread_cond_signal(&pw.cv);
+}
+
+int status_pending_finish(status_pending *pr, bool drop, char *errstr, size_t errstr_size) {
+    if (pr->result < 0) {
+        snprintf(errstr, errstr_size, "%s", pr->err);
+        return -1;
+    }
+    if (drop && pr->result == 1 && status_release(pr->request_id)) {
+        snprintf(errstr, errstr_size, "redis: pending record of an unsent command not removed");
+        return -1;
+    }
     return 0;
 }
 

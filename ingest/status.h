@@ -4,8 +4,11 @@
  * Each CivetWeb worker thread has its own Redis and MySQL connection, opened
  * on first use and reopened after a failure (not more often than every half
  * second, so a dead server costs a request one quick error, not a connect
- * timeout each). Nothing here is shared between threads except the
- * configuration, which is fixed before the server starts.
+ * timeout each). The PENDING records of writes are the exception: one
+ * writer thread with its own connection sends them for all workers, in one
+ * pipeline per round (status_pending_send()). Otherwise nothing here is
+ * shared between threads except the configuration, which is fixed before the
+ * server starts.
  *
  * The getters answer with a JSON body the caller sends as is: 0 and *out set
  * (caller frees with free()), STATUS_NOT_FOUND, or -1 with errstr when a store
@@ -14,9 +17,11 @@
 #ifndef PROMO_INGEST_STATUS_H
 #define PROMO_INGEST_STATUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "latch.h"
 #include "notify.h"
 
 #define STATUS_NOT_FOUND 1
@@ -40,9 +45,26 @@ void status_shutdown(void);
 /* Closes the calling thread's connections; CivetWeb's exit_thread calls it. */
 void status_thread_end(void);
 
-/* SET promo:req:<id> json NX EX ttl: the sink's result, if it came first,
- * is never overwritten. Returns 0 (also when the key existed) or -1. */
-int status_put_pending(const char *request_id, const char *json, char *errstr, size_t errstr_size);
+/* The PENDING record, SET promo:req:<id> json NX EX ttl (the sink's result,
+ * if it came first, is never overwritten), written by one writer thread for
+ * all workers, so that its round trip overlaps the wait for Kafka and many
+ * records share one. The caller owns the struct (its stack will do) and must
+ * not touch it between the two calls. */
+typedef struct status_pending {
+    const char *request_id; /* borrowed until status_pending_finish() */
+    const char *json;       /* borrowed until status_pending_finish() */
+    latch *done;            /* the worker's, counted down at the answer */
+    int result;             /* 1 created, 0 was there, -1 failed (err) */
+    char err[128];
+    struct status_pending *next;
+} status_pending;
+/* Queues the record and returns at once; the writer counts done down once
+ * Redis answered. status_init() must have run. */
+void status_pending_send(status_pending *pr, const char *request_id, const char *json, latch *done);
+/* After done reached zero: the record's outcome. With drop (the command was
+ * not sent after all), deletes the record again if this request created it.
+ * Returns 0, or -1 with errstr (the record may be missing). */
+int status_pending_finish(status_pending *pr, bool drop, char *errstr, size_t errstr_size);
 /* Claims request_id for json before its command is sent (an explicit
  * Idempotency-Key): 0 when claimed, 1 when the id was taken already, with
  * its current status JSON in *existing (caller frees), -1 on a Redis error. */

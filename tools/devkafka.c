@@ -31,6 +31,13 @@
  *   (librdkafka's default, latest, silently skips everything). So "replay
  *   from the start" only works while a partition is below those limits;
  *   producing with compression.type=lz4 stretches them several times.
+ * - A Fetch answers with at most one message batch per partition, and finds
+ *   it by walking that partition's batches from the oldest retained one. So
+ *   a consumer needs a round trip per batch, and each costs time in
+ *   proportion to the batches the partition holds: profiled under the
+ *   flash-coupon load, that walk was half of this process's CPU. Producers
+ *   that send fewer, larger batches (ingest's per-partition gates) make the
+ *   whole local fleet cheaper.
  * - ListOffsets by timestamp (offsets_for_times) is not emulated: it answers
  *   -1. Only the earliest and latest offsets can be looked up.
  * - The CreateTopics admin request is not supported, and a Metadata request
