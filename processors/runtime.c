@@ -700,7 +700,11 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
         conf_set(pc, "linger.ms", cfg_str("PROMO_LINGER_MS", "2"), errstr, errstr_size) ||
         conf_set(pc, "partitioner", "murmur2_random", errstr, errstr_size) ||
-        conf_set(pc, "queue.buffering.max.messages", "1000000", errstr, errstr_size) ||
+        /* A result not acknowledged within this time is reported failed, and
+         * the next checkpoint replays from the last one instead of passing it. */
+        conf_set(pc, "message.timeout.ms", cfg_str("PROMO_RESULT_TIMEOUT_MS", "300000"), errstr, errstr_size) ||
+        conf_set(pc, "queue.buffering.max.messages", cfg_str("PROMO_RESULT_QUEUE_MAX", "1000000"), errstr,
+                 errstr_size) ||
         conf_set(pc, "max.in.flight.requests.per.connection", cfg_kafka_max_in_flight(), errstr, errstr_size)) {
         rd_kafka_conf_destroy(pc);
         goto fail;
@@ -776,6 +780,7 @@ int runtime_run(runtime *rt, volatile sig_atomic_t *stop) {
             update_gauges(rt);
             last_gauges = now;
         }
+        coverage_flush_tick();
     }
     /* Closing revokes our partitions, which checkpoints them (on_rebalance). */
     log_info("stopping: leaving the group");

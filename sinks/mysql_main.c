@@ -649,6 +649,7 @@ static int wait_bootstrap(char *out, size_t out_size) {
 static void run(app *a) {
     batch *b = &a->b;
     while (!stopping) {
+        coverage_flush_tick();
         int timeout = 200;
         if (b->n) {
             int64_t left = b->first_ms + a->linger_ms - mono_ms();
