@@ -26,9 +26,10 @@
  * already produced, and the sinks, which are idempotent, absorb the repeats.
  *
  * Fencing: a write whose epoch is no longer current is refused by Redis; the
- * runtime then reloads that partition from Redis and seeks back
- * (part_reset()), which is also what it does when a result could not be
- * delivered: never checkpoint past a result that is not in Kafka.
+ * runtime then drops that partition until the group reassigns it (a zombie
+ * never claims back). When a result could not be delivered, it reloads the
+ * partition from its checkpoint under the same epoch and seeks back
+ * (part_reset()): never checkpoint past a result that is not in Kafka.
  */
 #include "runtime.h"
 
@@ -148,12 +149,17 @@ static int load_entry(void *ctx, const char *key, size_t key_len, const uint8_t 
     return rt->ops->load(p->state, key, key_len, val, val_len);
 }
 
-/* Claims a new epoch and loads the last checkpoint. Retries while Redis is
- * unreachable: a partition cannot run without knowing where it stopped. A
- * checkpoint that cannot be parsed is treated as none (full replay), which
- * costs time, never correctness. Returns NULL only when stopping. */
-static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) {
+/* Loads the last checkpoint under an epoch: a new one claimed when epoch is
+ * 0 (a new assignment), else the one we hold (a reset), kept only while Redis
+ * still names it. If another owner claimed the partition after us, we are a
+ * zombie: claiming again would fence the rightful owner, so set *fenced and
+ * return NULL. Retries while Redis is unreachable: a partition cannot run
+ * without knowing where it stopped. A checkpoint that cannot be parsed is
+ * treated as none (full replay), which costs time, never correctness. Returns
+ * NULL otherwise only when stopping. */
+static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int *fenced, volatile sig_atomic_t *stop) {
     char err[512];
+    *fenced = 0;
     for (int attempt = 0;; attempt++) {
         if (attempt > 0) {
             if (stop && *stop) return NULL;
@@ -171,7 +177,25 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
             continue;
         }
         p->id = id;
-        if (checkpoint_claim(rt->redis, rt->ops->name, id, &p->epoch, err, sizeof err) != CKPT_OK) {
+        int64_t now_epoch = -1, now_seq, now_offset;
+        if (epoch > 0 && checkpoint_meta(rt->redis, rt->ops->name, id, &now_epoch, &now_seq, &now_offset, err,
+                                         sizeof err) != CKPT_OK) {
+            log_warn("partition %d: %s", (int)id, err);
+            part_destroy(rt, p);
+            continue;
+        }
+        if (epoch > 0 && now_epoch == epoch) {
+            p->epoch = epoch;
+        } else if (epoch > 0 && now_epoch >= 0) {
+            /* The same rule as a fenced checkpoint write (runtime_checkpoint). */
+            log_warn("partition %d: epoch %lld is no longer ours (%lld); dropping it until the group reassigns it",
+                     (int)id, (long long)now_epoch, (long long)epoch);
+            part_destroy(rt, p);
+            *fenced = 1;
+            return NULL;
+        } else if (checkpoint_claim(rt->redis, rt->ops->name, id, &p->epoch, err, sizeof err) != CKPT_OK) {
+            /* (A reset finding no epoch at all claims one: Redis lost it, as
+             * with CKPT_LOST, and a zombie would have found the newer one.) */
             log_warn("partition %d: %s", (int)id, err);
             part_destroy(rt, p);
             continue;
@@ -233,16 +257,21 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
     }
 }
 
-/* Reloads a partition from its checkpoint and seeks back to it: used when
- * our epoch was fenced or a result was lost, so whatever we applied since
- * the checkpoint is replayed and produced again. */
+/* Reloads a partition from its checkpoint and seeks back to it: used when a
+ * result was lost, so whatever we applied since the checkpoint is replayed
+ * and produced again. It keeps our epoch: if the partition has meanwhile
+ * gone to another owner (we were frozen past our session), the replay is
+ * theirs, and we drop the partition until the group's revoke arrives. */
 static volatile sig_atomic_t *run_stop;
 
 static void part_reset(runtime *rt, int32_t id) {
+    int64_t epoch = rt->parts[id]->epoch;
     part_destroy(rt, rt->parts[id]);
     rt->parts[id] = NULL;
-    part *p = part_restore(rt, id, run_stop);
-    if (!p) return; /* stopping: the next owner restores it */
+    int fenced;
+    part *p = part_restore(rt, id, epoch, &fenced, run_stop);
+    if (fenced) atomic_fetch_add(&rt->st.fenced, 1);
+    if (!p) return; /* fenced, or stopping: the next owner restores it */
     rt->parts[id] = p;
     atomic_fetch_add(&rt->st.resets, 1);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -402,7 +431,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             int32_t id = parts->elems[i].partition;
             if (id < 0 || id >= MAX_PARTITIONS) continue;
             part_destroy(rt, rt->parts[id]);
-            rt->parts[id] = part_restore(rt, id, run_stop);
+            int fenced;
+            rt->parts[id] = part_restore(rt, id, 0, &fenced, run_stop);
             if (!rt->parts[id]) continue;
             /* Start offsets go into assign() itself: seeking right after
              * assign is unreliable in librdkafka 2.0.2. */
