@@ -96,6 +96,7 @@ struct runtime {
     int64_t dedupe_window_ms;
     int delivery_failed;     /* set by the delivery callback, on our thread */
     int32_t partition_count; /* of the command topic, refreshed on assignment */
+    size_t max_message;      /* the producer's message.max.bytes */
     char name[64];           /* "processor-coupon", the DeadLetter consumer */
     char redis_host[256];
     int redis_port;
@@ -474,15 +475,37 @@ static void produce(runtime *rt, const char *topic, const void *key, size_t key_
     }
 }
 
+/* Room in one dead letter for the original key (counted twice: in the record
+ * and as the message key) and value; the rest of the limit is left for the
+ * topic, reason and consumer names and the framing. */
+#define DL_OVERHEAD 4096
+
 static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code, const char *why) {
+    /* The original bytes plus where they came from and why can be more than
+     * the producer takes, when the message was near the size limit (or the
+     * sender's limit is higher than ours). A dead letter that cannot be
+     * produced would reset the partition and replay into the same message
+     * forever, so cut the value, and a key beyond a quarter of the room,
+     * down to fit, and say so in the reason. */
+    size_t room = rt->max_message > 2 * DL_OVERHEAD ? rt->max_message - DL_OVERHEAD : DL_OVERHEAD;
+    size_t key_len = m->key_len < room / 4 ? m->key_len : room / 4;
+    size_t value_len = m->len < room - 2 * key_len ? m->len : room - 2 * key_len;
+    char reason[768];
+    if (key_len < m->key_len || value_len < m->len) {
+        snprintf(reason, sizeof reason,
+                 "%s (key and value truncated to %zu of %zu and %zu of %zu bytes to fit in a "
+                 "dead letter)",
+                 why, key_len, m->key_len, value_len, m->len);
+        why = reason;
+    }
     dead_letter dl = {
         .source_topic = rd_kafka_topic_name(m->rkt),
         .source_partition = m->partition,
         .source_offset = m->offset,
         .key = m->key,
-        .key_len = m->key_len,
+        .key_len = key_len,
         .value = m->payload,
-        .value_len = m->len,
+        .value_len = value_len,
         .error_code = code < 0                   ? codec_err_code(code)
                       : code == DL_INVALID_FIELD ? "INVALID_FIELD"
                       : code == DL_KEY_MISMATCH  ? "KEY_MISMATCH"
@@ -497,7 +520,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
                   err);
         return;
     }
-    produce(rt, DLQ_TOPIC, m->key, m->key_len, rt->dlbuf.data, rt->dlbuf.len);
+    produce(rt, DLQ_TOPIC, m->key, key_len, rt->dlbuf.data, rt->dlbuf.len);
     atomic_fetch_add(&rt->st.dead_letters, 1);
     log_warn("dead letter %s[%d]@%lld %s: %s", dl.source_topic, (int)m->partition, (long long)m->offset, dl.error_code,
              why);
@@ -739,6 +762,11 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         rd_kafka_conf_destroy(pc);
         goto fail;
     }
+    char max_bytes[32];
+    size_t max_bytes_size = sizeof max_bytes;
+    rt->max_message = 1000000; /* librdkafka's default */
+    if (rd_kafka_conf_get(pc, "message.max.bytes", max_bytes, &max_bytes_size) == RD_KAFKA_CONF_OK)
+        rt->max_message = (size_t)strtoull(max_bytes, NULL, 10);
     rd_kafka_conf_set_opaque(pc, rt);
     rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
     if (!(rt->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) goto fail;
