@@ -10,6 +10,7 @@ partition is answered once, and the processor checkpoints past both
 instead of resetting to its last checkpoint again and again.
 """
 
+import io
 import os
 import sys
 import time
@@ -21,8 +22,6 @@ from test_071_checkpoint_damage import Points, pc, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 import procs  # noqa: E402
-
-import io  # noqa: E402
 
 
 def test_oversized_dead_letter_does_not_stall(fleet):
