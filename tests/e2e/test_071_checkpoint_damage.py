@@ -69,10 +69,20 @@ class Points:
         pc.send(self.producer, topic, key, value)
         return rid
 
-    def balance_after(self, rid):
-        doc = self.fleet.wait_request(rid, timeout=60)
-        assert doc["status"] == "SUCCEEDED", doc
-        return doc["result"]["balance"]
+    def balance_after(self, rid, timeout=60):
+        """The balance in rid's result, once it is final. A 503 is retried,
+        as its Retry-After asks: ingest answers one after a Redis restart
+        (as in tests 061 and 073) on each connection it still held."""
+        deadline = time.time() + timeout
+        while True:
+            r = self.fleet.get("/v1/requests/%s?wait_ms=1000" % rid)
+            doc = r.json() if r.status == 200 else None
+            if doc and doc["status"] != "PENDING":
+                assert doc["status"] == "SUCCEEDED", doc
+                return doc["result"]["balance"]
+            assert r.status in (200, 404, 503), r
+            assert time.time() < deadline, "request %s not final after %ss: %r" % (rid, timeout, r)
+            time.sleep(0.05)
 
 
 def state_key(p):
