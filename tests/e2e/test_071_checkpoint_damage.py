@@ -12,7 +12,7 @@ partition of its own, and the point processor meets four kinds of damage:
             back, an entry it wrote disappears): the next delta would sit on
             a hole, so the processor writes a full snapshot, entry included
   malformed a checkpoint entry that cannot be parsed, and
-  wrong type a state key that is no hash at all: after a SIGKILL the new
+  wrong type a state key that is no hash at all: after a restart the new
             processor cannot load either, so it rebuilds those partitions
             from the start of the log, and its next checkpoint replaces them
 
@@ -98,9 +98,10 @@ def in_state(fleet, p, field):
 
 
 def restart_processor(fleet, extra_env=None):
-    """SIGKILL the point processor (nothing checkpointed on the way out) and
-    start it again, with extra_env for this start only."""
-    fleet.kill("processor-point", "KILL")
+    """Stop the point processor (SIGTERM: it checkpoints and leaves the group,
+    so the next one joins at once) and start it again, with extra_env for this
+    start only."""
+    fleet.kill("processor-point", "TERM")
     saved = dict(fleet.env)
     fleet.env.update(extra_env or {})
     try:
@@ -152,7 +153,7 @@ def test_damaged_checkpoints_are_rebuilt(fleet):
     assert pts.balance_after(rc1) == 30 and pts.balance_after(rd1) == 40
     wait_until("uc's and ud's accounts in the checkpoint",
                lambda: in_state(fleet, pcn, "a:" + uc) and in_state(fleet, pd, "a:" + ud))
-    fleet.kill("processor-point", "KILL")
+    fleet.kill("processor-point", "TERM")
     fleet.redis("HSET", state_key(pcn), "r:d071-junk", "not a dedupe entry")
     fleet.redis("DEL", state_key(pd))
     fleet.redis("SET", state_key(pd), "not a hash")
