@@ -5,12 +5,13 @@ Point commands are published straight to Kafka (so Redis, which ingest also
 uses, is touched only by the test and the processor), each user on a
 partition of its own, and the point processor meets four kinds of damage:
 
-  expiry    with a 1 s request-id window (command time), an id older than
-            the window is forgotten, and its checkpoint entry deleted with
-            it: Redis mirrors memory, a restart brings nothing back
+  expiry    with a 1 s request-id window (command time), ids older than
+            the window are forgotten, and a segment of them is deleted from
+            the checkpoint as from memory: a restart brings nothing back
   gap       Redis "loses" the last checkpoint of a partition (its seq rolls
-            back, an entry it wrote disappears): the next delta would sit on
-            a hole, so the processor writes a full snapshot, entry included
+            back, an account it wrote disappears): the next delta would sit
+            on a hole, so the processor writes a full snapshot, account
+            included
   malformed a checkpoint entry that cannot be parsed, and
   wrong type a state key that is no hash at all: after a restart the new
             processor cannot load either, so it rebuilds those partitions
@@ -28,6 +29,8 @@ import uuid
 from test_050_direct_producers import murmur2_partition
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPIRY_EARNS = 400
+
 _spec = importlib.util.spec_from_file_location("produce_command",
                                                os.path.join(ROOT, "examples", "produce_command.py"))
 pc = importlib.util.module_from_spec(_spec)
@@ -93,6 +96,18 @@ def meta_key(p):
     return "promo:{point:%d}:meta" % p
 
 
+def segments(fleet, p):
+    """Request-id segment numbers in partition p's checkpoint ("r:~N")."""
+    return {int(k[3:]) for k in fleet.redis("HKEYS", state_key(p)) if k.startswith("r:~")}
+
+
+def user_on_partition(p, partitions):
+    while True:
+        u = "d071-%s" % uuid.uuid4().hex[:10]
+        if murmur2_partition(u, partitions) == p:
+            return u
+
+
 def in_state(fleet, p, field):
     return fleet.redis("HEXISTS", state_key(p), field) == 1
 
@@ -116,19 +131,29 @@ def test_damaged_checkpoints_are_rebuilt(fleet):
     (ua, pa), (ub, pb), (uc, pcn), (ud, pd) = users_on_distinct_partitions(4, fleet.partitions)
 
     # ---- expiry: a 1 s window (command time) for this processor's life.
+    # Enough earns at one instant to fill more than one request-id segment
+    # (8 KiB each), so the oldest segment can be freed whole.
     restart_processor(fleet, {"PROMO_DEDUPE_WINDOW_MS": "1000"})
     t = pc.now_ms()
+    for _ in range(EXPIRY_EARNS - 1):
+        topic, key, value, _rid = pc.encode("point", "EarnPoints", {
+            "user_id": ua, "amount": 1, "reason": "d071", "expires_at": None}, submitted_at=t)
+        pts.producer.produce(topic, key=key, value=value)
     ra1 = pts.earn(ua, 100, submitted_at=t)
-    assert pts.balance_after(ra1) == 100
-    wait_until("the first earn's id in the checkpoint", lambda: in_state(fleet, pa, "r:" + ra1))
-    # Five seconds later in command time: the first id is out of the window.
+    assert pts.balance_after(ra1) == EXPIRY_EARNS - 1 + 100
+    wait_until("the earns' ids checkpointed in more than one segment", lambda: len(segments(fleet, pa)) >= 2)
+    before = segments(fleet, pa)
+    # Five seconds later in command time, every one of them is out of the
+    # window: the segments holding only them go, from memory and from Redis.
     ra2 = pts.earn(ua, 50, submitted_at=t + 5000)
-    assert pts.balance_after(ra2) == 150
-    wait_until("the second earn's id in the checkpoint", lambda: in_state(fleet, pa, "r:" + ra2))
-    wait_until("the expired id deleted from the checkpoint", lambda: not in_state(fleet, pa, "r:" + ra1))
+    balance_a = EXPIRY_EARNS - 1 + 150
+    assert pts.balance_after(ra2) == balance_a
+    wait_until("the expired segment deleted from the checkpoint", lambda: min(before) not in segments(fleet, pa))
     assert in_state(fleet, pa, "a:" + ua)
 
     # ---- gap: Redis loses partition pb's last checkpoint.
+    ub2 = user_on_partition(pb, fleet.partitions)
+    assert pts.balance_after(pts.earn(ub2, 20)) == 20
     rb1 = pts.earn(ub, 70)
     assert pts.balance_after(rb1) == 70
     wait_until("ub's account in the checkpoint", lambda: in_state(fleet, pb, "a:" + ub))
@@ -136,13 +161,14 @@ def test_damaged_checkpoints_are_rebuilt(fleet):
     assert seq >= 1
     # Nothing else writes to pb now: the processor checkpoints a partition
     # only when it moved, and only this test sends to it. The lost write
-    # held rb1's id; the next delta (rb2) would not carry it again.
+    # held ub2's account; the next delta (another earn of ub) would not
+    # carry it again.
     fleet.redis("HSET", meta_key(pb), "seq", seq - 1)
-    fleet.redis("HDEL", state_key(pb), "r:" + rb1)
+    fleet.redis("HDEL", state_key(pb), "a:" + ub2)
     rb2 = pts.earn(ub, 5)
     assert pts.balance_after(rb2) == 75
-    wait_until("a full snapshot restoring rb1's id", lambda: in_state(fleet, pb, "r:" + rb1))
-    assert in_state(fleet, pb, "r:" + rb2) and in_state(fleet, pb, "a:" + ub)
+    wait_until("a full snapshot restoring ub2's account", lambda: in_state(fleet, pb, "a:" + ub2))
+    assert in_state(fleet, pb, "a:" + ub)
     with open(fleet.log_path("processor-point"), errors="replace") as f:
         assert "partition %d: checkpoint %s: GAP" % (pb, meta_key(pb)) in f.read()
 
@@ -161,14 +187,15 @@ def test_damaged_checkpoints_are_rebuilt(fleet):
 
     # Each balance continues from exactly what was earned, nothing lost or
     # applied twice; the replayed partitions rebuilt the same accounts.
-    assert pts.balance_after(pts.earn(ua, 1)) == 151
+    assert pts.balance_after(pts.earn(ua, 1)) == balance_a + 1
     assert pts.balance_after(pts.earn(ub, 1)) == 76
+    assert pts.balance_after(pts.earn(ub2, 1)) == 21
     assert pts.balance_after(pts.earn(uc, 1)) == 31
     assert pts.balance_after(pts.earn(ud, 1)) == 41
     # A repeat gets the first result, from the restored or rebuilt id table.
     again = pts.earn(ua, 50, request_id=ra2, submitted_at=t + 5000)
     assert again == ra2
-    assert pts.balance_after(pts.earn(ua, 1)) == 152
+    assert pts.balance_after(pts.earn(ua, 1)) == balance_a + 2
     rc_again = pts.earn(uc, 30, request_id=rc1, submitted_at=tc)
     assert rc_again == rc1
     assert pts.balance_after(pts.earn(uc, 1)) == 32
