@@ -34,4 +34,16 @@ const char *cfg_kafka_max_in_flight(void);
 int64_t now_ms(void);  /* wall clock, ms since the epoch */
 int64_t mono_ms(void); /* monotonic clock, ms */
 
+/* Coverage builds only (PROMO_COVERAGE_FLUSH, set by `make coverage`): writes
+ * the gcov counters out at most once a second. The tests SIGKILL processors on
+ * purpose, and a killed process never reaches the exit handler that writes
+ * them, so without this the report would miss whatever such a process ran,
+ * recovery paths above all. Call it from a program's main loop; in every
+ * other build it is nothing. */
+#ifdef PROMO_COVERAGE_FLUSH
+void coverage_flush_tick(void);
+#else
+static inline void coverage_flush_tick(void) {}
+#endif
+
 #endif

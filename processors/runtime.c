@@ -26,9 +26,10 @@
  * already produced, and the sinks, which are idempotent, absorb the repeats.
  *
  * Fencing: a write whose epoch is no longer current is refused by Redis; the
- * runtime then reloads that partition from Redis and seeks back
- * (part_reset()), which is also what it does when a result could not be
- * delivered: never checkpoint past a result that is not in Kafka.
+ * runtime then drops that partition until the group reassigns it (a zombie
+ * never claims back). When a result could not be delivered, it reloads the
+ * partition from its checkpoint under the same epoch and seeks back
+ * (part_reset()): never checkpoint past a result that is not in Kafka.
  */
 #include "runtime.h"
 
@@ -95,6 +96,7 @@ struct runtime {
     int64_t dedupe_window_ms;
     int delivery_failed;     /* set by the delivery callback, on our thread */
     int32_t partition_count; /* of the command topic, refreshed on assignment */
+    size_t max_message;      /* the producer's message.max.bytes */
     char name[64];           /* "processor-coupon", the DeadLetter consumer */
     char redis_host[256];
     int redis_port;
@@ -148,12 +150,17 @@ static int load_entry(void *ctx, const char *key, size_t key_len, const uint8_t 
     return rt->ops->load(p->state, key, key_len, val, val_len);
 }
 
-/* Claims a new epoch and loads the last checkpoint. Retries while Redis is
- * unreachable: a partition cannot run without knowing where it stopped. A
- * checkpoint that cannot be parsed is treated as none (full replay), which
- * costs time, never correctness. Returns NULL only when stopping. */
-static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) {
+/* Loads the last checkpoint under an epoch: a new one claimed when epoch is
+ * 0 (a new assignment), else the one we hold (a reset), kept only while Redis
+ * still names it. If another owner claimed the partition after us, we are a
+ * zombie: claiming again would fence the rightful owner, so set *fenced and
+ * return NULL. Retries while Redis is unreachable: a partition cannot run
+ * without knowing where it stopped. A checkpoint that cannot be parsed is
+ * treated as none (full replay), which costs time, never correctness. Returns
+ * NULL otherwise only when stopping. */
+static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int *fenced, volatile sig_atomic_t *stop) {
     char err[512];
+    *fenced = 0;
     for (int attempt = 0;; attempt++) {
         if (attempt > 0) {
             if (stop && *stop) return NULL;
@@ -171,7 +178,25 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
             continue;
         }
         p->id = id;
-        if (checkpoint_claim(rt->redis, rt->ops->name, id, &p->epoch, err, sizeof err) != CKPT_OK) {
+        int64_t now_epoch = -1, now_seq, now_offset;
+        if (epoch > 0 && checkpoint_meta(rt->redis, rt->ops->name, id, &now_epoch, &now_seq, &now_offset, err,
+                                         sizeof err) != CKPT_OK) {
+            log_warn("partition %d: %s", (int)id, err);
+            part_destroy(rt, p);
+            continue;
+        }
+        if (epoch > 0 && now_epoch == epoch) {
+            p->epoch = epoch;
+        } else if (epoch > 0 && now_epoch >= 0) {
+            /* The same rule as a fenced checkpoint write (runtime_checkpoint). */
+            log_warn("partition %d: epoch %lld is no longer ours (%lld); dropping it until the group reassigns it",
+                     (int)id, (long long)now_epoch, (long long)epoch);
+            part_destroy(rt, p);
+            *fenced = 1;
+            return NULL;
+        } else if (checkpoint_claim(rt->redis, rt->ops->name, id, &p->epoch, err, sizeof err) != CKPT_OK) {
+            /* (A reset finding no epoch at all claims one: Redis lost it, as
+             * with CKPT_LOST, and a zombie would have found the newer one.) */
             log_warn("partition %d: %s", (int)id, err);
             part_destroy(rt, p);
             continue;
@@ -233,16 +258,21 @@ static part *part_restore(runtime *rt, int32_t id, volatile sig_atomic_t *stop) 
     }
 }
 
-/* Reloads a partition from its checkpoint and seeks back to it: used when
- * our epoch was fenced or a result was lost, so whatever we applied since
- * the checkpoint is replayed and produced again. */
+/* Reloads a partition from its checkpoint and seeks back to it: used when a
+ * result was lost, so whatever we applied since the checkpoint is replayed
+ * and produced again. It keeps our epoch: if the partition has meanwhile
+ * gone to another owner (we were frozen past our session), the replay is
+ * theirs, and we drop the partition until the group's revoke arrives. */
 static volatile sig_atomic_t *run_stop;
 
 static void part_reset(runtime *rt, int32_t id) {
+    int64_t epoch = rt->parts[id]->epoch;
     part_destroy(rt, rt->parts[id]);
     rt->parts[id] = NULL;
-    part *p = part_restore(rt, id, run_stop);
-    if (!p) return; /* stopping: the next owner restores it */
+    int fenced;
+    part *p = part_restore(rt, id, epoch, &fenced, run_stop);
+    if (fenced) atomic_fetch_add(&rt->st.fenced, 1);
+    if (!p) return; /* fenced, or stopping: the next owner restores it */
     rt->parts[id] = p;
     atomic_fetch_add(&rt->st.resets, 1);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -402,7 +432,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             int32_t id = parts->elems[i].partition;
             if (id < 0 || id >= MAX_PARTITIONS) continue;
             part_destroy(rt, rt->parts[id]);
-            rt->parts[id] = part_restore(rt, id, run_stop);
+            int fenced;
+            rt->parts[id] = part_restore(rt, id, 0, &fenced, run_stop);
             if (!rt->parts[id]) continue;
             /* Start offsets go into assign() itself: seeking right after
              * assign is unreliable in librdkafka 2.0.2. */
@@ -444,15 +475,37 @@ static void produce(runtime *rt, const char *topic, const void *key, size_t key_
     }
 }
 
+/* Room in one dead letter for the original key (counted twice: in the record
+ * and as the message key) and value; the rest of the limit is left for the
+ * topic, reason and consumer names and the framing. */
+#define DL_OVERHEAD 4096
+
 static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code, const char *why) {
+    /* The original bytes plus where they came from and why can be more than
+     * the producer takes, when the message was near the size limit (or the
+     * sender's limit is higher than ours). A dead letter that cannot be
+     * produced would reset the partition and replay into the same message
+     * forever, so cut the value, and a key beyond a quarter of the room,
+     * down to fit, and say so in the reason. */
+    size_t room = rt->max_message > 2 * DL_OVERHEAD ? rt->max_message - DL_OVERHEAD : DL_OVERHEAD;
+    size_t key_len = m->key_len < room / 4 ? m->key_len : room / 4;
+    size_t value_len = m->len < room - 2 * key_len ? m->len : room - 2 * key_len;
+    char reason[768];
+    if (key_len < m->key_len || value_len < m->len) {
+        snprintf(reason, sizeof reason,
+                 "%s (key and value truncated to %zu of %zu and %zu of %zu bytes to fit in a "
+                 "dead letter)",
+                 why, key_len, m->key_len, value_len, m->len);
+        why = reason;
+    }
     dead_letter dl = {
         .source_topic = rd_kafka_topic_name(m->rkt),
         .source_partition = m->partition,
         .source_offset = m->offset,
         .key = m->key,
-        .key_len = m->key_len,
+        .key_len = key_len,
         .value = m->payload,
-        .value_len = m->len,
+        .value_len = value_len,
         .error_code = code < 0                   ? codec_err_code(code)
                       : code == DL_INVALID_FIELD ? "INVALID_FIELD"
                       : code == DL_KEY_MISMATCH  ? "KEY_MISMATCH"
@@ -467,7 +520,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
                   err);
         return;
     }
-    produce(rt, DLQ_TOPIC, m->key, m->key_len, rt->dlbuf.data, rt->dlbuf.len);
+    produce(rt, DLQ_TOPIC, m->key, key_len, rt->dlbuf.data, rt->dlbuf.len);
     atomic_fetch_add(&rt->st.dead_letters, 1);
     log_warn("dead letter %s[%d]@%lld %s: %s", dl.source_topic, (int)m->partition, (long long)m->offset, dl.error_code,
              why);
@@ -700,11 +753,20 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
         conf_set(pc, "linger.ms", cfg_str("PROMO_LINGER_MS", "2"), errstr, errstr_size) ||
         conf_set(pc, "partitioner", "murmur2_random", errstr, errstr_size) ||
-        conf_set(pc, "queue.buffering.max.messages", "1000000", errstr, errstr_size) ||
+        /* A result not acknowledged within this time is reported failed, and
+         * the next checkpoint replays from the last one instead of passing it. */
+        conf_set(pc, "message.timeout.ms", cfg_str("PROMO_RESULT_TIMEOUT_MS", "300000"), errstr, errstr_size) ||
+        conf_set(pc, "queue.buffering.max.messages", cfg_str("PROMO_RESULT_QUEUE_MAX", "1000000"), errstr,
+                 errstr_size) ||
         conf_set(pc, "max.in.flight.requests.per.connection", cfg_kafka_max_in_flight(), errstr, errstr_size)) {
         rd_kafka_conf_destroy(pc);
         goto fail;
     }
+    char max_bytes[32];
+    size_t max_bytes_size = sizeof max_bytes;
+    rt->max_message = 1000000; /* librdkafka's default */
+    if (rd_kafka_conf_get(pc, "message.max.bytes", max_bytes, &max_bytes_size) == RD_KAFKA_CONF_OK)
+        rt->max_message = (size_t)strtoull(max_bytes, NULL, 10);
     rd_kafka_conf_set_opaque(pc, rt);
     rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
     if (!(rt->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) goto fail;
@@ -776,6 +838,7 @@ int runtime_run(runtime *rt, volatile sig_atomic_t *stop) {
             update_gauges(rt);
             last_gauges = now;
         }
+        coverage_flush_tick();
     }
     /* Closing revokes our partitions, which checkpoints them (on_rebalance). */
     log_info("stopping: leaving the group");

@@ -835,6 +835,7 @@ static int wait_bootstrap(char *out, size_t out_size) {
 
 static void run(app *a) {
     while (!stopping) {
+        coverage_flush_tick();
         batch *b = batch_filling(a);
         int timeout = 200;
         if (b->n) {

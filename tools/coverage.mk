@@ -6,8 +6,10 @@
 # with B=build/cov: every path in it derives from $(B), so nothing else needs
 # a coverage twin. The unit tests run from build/cov/bin, then the e2e suite
 # and the quick fault-injection run with PROMO_BIN_DIR pointing there
-# (tools/fleet.sh starts those binaries; processes killed with SIGKILL write
-# no counters, the rest do at exit).
+# (tools/fleet.sh starts those binaries). A process killed with SIGKILL never
+# writes its counters at exit, so PROMO_COVERAGE_FLUSH makes the long-running
+# programs write them every second from their main loops
+# (coverage_flush_tick() in common/util.c).
 # Then lcov collects the counters of our sources, genhtml renders them, and
 # the check prints each file's line coverage and fails when the pure state
 # machines or the runtime, each taken as a whole, fall under COV_MIN percent.
@@ -24,7 +26,7 @@ COV_MACHINES := processors/coupon.c processors/point.c processors/timesale.c pro
 COV_RUNTIME  := processors/runtime.c processors/checkpoint.c processors/dedupe.c
 
 coverage: deps
-	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) B=$(COV) OPT="-O0 --coverage" all
+	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) B=$(COV) OPT="-O0 --coverage -DPROMO_COVERAGE_FLUSH" all
 	lcov --quiet --zerocounters --directory $(COV)/obj
 	@mkdir -p $(COV_HTML) && rm -f $(COV_HTML)/FAILED
 	@# A failing test still leaves a report of what ran; the target fails at the end.
