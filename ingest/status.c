@@ -143,20 +143,29 @@ static redisContext *redis_conn(char *errstr, size_t errstr_size) {
     return c;
 }
 
-/* Runs one command; on a transport error drops the connection. Caller frees
- * the reply with freeReplyObject(). */
+/* Runs one command; on a transport error drops the connection. A worker's
+ * connection may have been idle across a Redis restart, so a command that
+ * fails on a reused connection is tried once more on a fresh one: every
+ * command here may run twice (GET, DEL, PING; a repeated SET NX GET finds
+ * our own claim, which the caller takes as ours). Caller frees the reply
+ * with freeReplyObject(). */
 static redisReply *redis_cmd(char *errstr, size_t errstr_size, const char *fmt, ...) {
-    redisContext *c = redis_conn(errstr, errstr_size);
-    if (!c) return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r) {
-        snprintf(errstr, errstr_size, "redis: %s", c->errstr[0] ? c->errstr : "no reply");
-        redis_drop();
-        return NULL;
+    redisReply *r = NULL;
+    for (int attempt = 0; attempt < 2 && !r; attempt++) {
+        bool reused = tl.redis && !tl.redis->err;
+        redisContext *c = redis_conn(errstr, errstr_size);
+        if (!c) return NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        r = redisvCommand(c, fmt, ap);
+        va_end(ap);
+        if (!r) {
+            snprintf(errstr, errstr_size, "redis: %s", c->errstr[0] ? c->errstr : "no reply");
+            redis_drop();
+            if (!reused) return NULL;
+        }
     }
+    if (!r) return NULL;
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(errstr, errstr_size, "redis: %.*s", (int)r->len, r->str);
         freeReplyObject(r);

@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 
+from client import Pool
 from fleet import PROGRAMS
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -257,8 +258,16 @@ def test_healthz_and_readyz(fleet):
     assert r.json()["checks"] == {"kafka": "ok", "redis": "ok", "mysql": "ok"}
 
 
+def status_reads(fleet, n=256):
+    """HTTP codes of n status reads from 64 connections at once, so most of
+    ingest's worker threads (each with its own Redis connection) serve some."""
+    pool = Pool(fleet.http_port, workers=64)
+    return pool.map(lambda c, i: c.get("/v1/requests/obs-none-%d" % i)[0], range(n))
+
+
 def test_readyz_503_while_redis_is_down(fleet):
     subs = ingest_metric(fleet, "promo_ingest_notify_subscriptions_total")
+    assert set(status_reads(fleet)) == {404}
     fleet.kill("redis", "TERM")
     try:
         deadline = time.monotonic() + 20
@@ -281,6 +290,9 @@ def test_readyz_503_while_redis_is_down(fleet):
             break
         assert time.monotonic() < deadline, r
         time.sleep(0.2)
+    # Workers whose Redis connection died with the restart reconnect instead
+    # of answering 503.
+    assert set(status_reads(fleet)) == {404}
     # The long-poll subscriber finds Redis again by itself.
     deadline = time.monotonic() + 10
     while ingest_metric(fleet, "promo_ingest_notify_subscriptions_total") <= subs or \
