@@ -53,6 +53,7 @@
 
 #define PROGRAM "promo-sink-mysql"
 #define RESULTS_TOPIC "promo.results"
+#define MAX_RESULT_PARTITIONS 4096
 #define DLQ_TOPIC "promo.dlq"
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -104,6 +105,7 @@ static const char *const stage_names[N_STAGES] = {"consume", "render", "handoff"
 static struct {
     atomic_ullong batches, results, rows, statuses, dead_letters, dropped;
     atomic_ullong err_mysql, err_redis, err_kafka, err_dlq;
+    atomic_ullong skipped; /* results deleted from the log before we read them */
     atomic_int mysql_up;
     atomic_int ready; /* migrations applied and the consumer subscribed */
     atomic_ullong size_le[N_SIZE_BUCKETS], size_count, size_sum;
@@ -164,6 +166,9 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     counter(&t, "promo_sink_mysql_statuses_total", "Request statuses set in Redis.", atomic_load(&m.statuses));
     counter(&t, "promo_sink_mysql_dead_letters_total", "Undecodable results sent to promo.dlq.",
             atomic_load(&m.dead_letters));
+    counter(&t, "promo_sink_mysql_results_skipped_total",
+            "Results the broker deleted before the sink read them: MySQL will never hold them.",
+            atomic_load(&m.skipped));
     counter(&t, "promo_sink_mysql_batches_dropped_total", "Uncommitted batches dropped on a rebalance or stop.",
             atomic_load(&m.dropped));
     text_add(&t, "# HELP promo_sink_mysql_errors_total Failed attempts, by stage (each is retried).\n"
@@ -285,6 +290,11 @@ typedef struct app {
     int linger_ms;
     batch slots[NSLOT];
     pipeline p;
+    /* Next offset expected per partition of promo.results, -1 when unknown:
+     * the committed offset at assignment, then each message's offset + 1.
+     * Touched only on the consumer's thread (run() and the rebalance
+     * callback it triggers). */
+    int64_t next[MAX_RESULT_PARTITIONS];
 } app;
 
 static void batch_clear(batch *b) {
@@ -713,11 +723,48 @@ static void pipeline_drain(app *a) {
 /* ---- Kafka ---------------------------------------------------------- */
 
 /* Served inside rd_kafka_consumer_poll() on the main thread. */
+/* The committed offsets of newly assigned partitions, where reading must
+ * resume. Without one (a new group) nothing is expected yet. */
+static void expect_committed(app *a, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
+    for (int i = 0; i < MAX_RESULT_PARTITIONS; i++) a->next[i] = -1;
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    if (!c) return;
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk, c, 10000);
+    if (err)
+        log_warn("reading committed offsets: %s (gaps in promo.results go unnoticed until the next message)",
+                 rd_kafka_err2str(err));
+    else
+        for (int i = 0; i < c->cnt; i++)
+            if (c->elems[i].partition >= 0 && c->elems[i].partition < MAX_RESULT_PARTITIONS && c->elems[i].offset >= 0)
+                a->next[c->elems[i].partition] = c->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(c);
+}
+
+/* promo.results is written without transactions and never compacted, so its
+ * offsets have no holes: a message past the expected offset means the broker
+ * deleted results (retention shorter than the sink's lag, or the dev broker's
+ * 5 MiB per partition) before we read them. librdkafka's
+ * auto.offset.reset=earliest moves on without a word, so say it here: MySQL
+ * will never hold those outcomes, and nothing in Kafka can bring them back. */
+static void expect_check(app *a, const rd_kafka_message_t *msg) {
+    int32_t p = msg->partition;
+    if (p < 0 || p >= MAX_RESULT_PARTITIONS) return;
+    if (a->next[p] >= 0 && msg->offset > a->next[p]) {
+        long long lost = (long long)(msg->offset - a->next[p]);
+        atomic_fetch_add(&m.skipped, (unsigned long long)lost);
+        log_error("%s[%d]: offsets %lld..%lld were deleted before the sink read them: MySQL misses those %lld "
+                  "results (retention shorter than the sink's lag?)",
+                  RESULTS_TOPIC, (int)p, (long long)a->next[p], (long long)msg->offset - 1, lost);
+    }
+    a->next[p] = msg->offset + 1;
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                          void *opaque) {
     app *a = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_info("assigned %d partitions", parts->cnt);
+        expect_committed(a, rk, parts);
         rd_kafka_assign(rk, parts);
     } else {
         log_info("revoked %d partitions", parts->cnt);
@@ -858,7 +905,7 @@ static void run(app *a) {
                     stopping = 1;
                     break;
                 }
-            } else if (batch_add(a, msg) != 0) {
+            } else if (expect_check(a, msg), batch_add(a, msg) != 0) {
                 /* Dropping the batch but keeping the partitions would skip
                  * it; stopping unassigned re-reads it on the next start. */
                 log_error("cannot hold message %s[%d]@%lld; stopping", rd_kafka_topic_name(msg->rkt),
