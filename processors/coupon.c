@@ -38,6 +38,7 @@
 
 #include "bytes.h"
 #include "domain.h"
+#include "hash.h"
 
 /* uthash must not exit() when it runs out of memory: a failed add leaves the
  * element out of the table with hh.tbl NULL, and we report -1. */
@@ -175,16 +176,8 @@ typedef struct coupon_user_key {
     uint64_t hash;
 } coupon_user_key;
 
-/* FNV-1a with a murmur3 finalizer: the high bits place the slot. */
 static uint64_t coupon_user_hash(const char *id, size_t len) {
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ULL;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return hash_bytes(HASH_FNV_BASIS, id, len);
 }
 
 static coupon_user_key coupon_user_key_of(const char *id) {

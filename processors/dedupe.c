@@ -44,6 +44,7 @@
  * a freed segment's number is kept for the next dump as a deletion.
  */
 #include "dedupe.h"
+#include "hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,14 +230,7 @@ static bool sid_canonical(uint8_t tag, const uint8_t *b) {
  * known hash, ids that all land in one probe run are cheap to find; with a
  * secret one they are not. Nothing stored depends on it. */
 static uint64_t id_hash(uint64_t seed, uint8_t tag, const uint8_t *s, size_t n) {
-    uint64_t h = (14695981039346656037ULL ^ seed ^ tag) * 1099511628211ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return hash_bytes((HASH_FNV_BASIS ^ seed ^ tag) * HASH_FNV_PRIME, s, n);
 }
 
 /* now - window, saturating: a clock near the bottom of the range forgets nothing. */
@@ -617,6 +611,17 @@ static int scratch_reserve(dedupe *d, size_t n) {
     return 0;
 }
 
+/* What FRAMED and PACKED entries leave out: the Result's frame and its first
+ * field, the request id. p has room for sizeof result_frame + 10 + id_len.
+ * Returns the bytes written. */
+static size_t put_frame_id(uint8_t *p, const char *id, size_t id_len) {
+    memcpy(p, result_frame, sizeof result_frame);
+    size_t n = sizeof result_frame;
+    n += put_uvarint(p + n, zigzag((int64_t)id_len));
+    memcpy(p + n, id, id_len);
+    return n + id_len;
+}
+
 /* The result an entry stores, exactly as it was put: borrowed from the
  * segment or rebuilt in d->scratch. Returns 0 or -1 (out of memory, or an
  * unknown form, which load() never lets in). */
@@ -631,11 +636,7 @@ static int ent_result(dedupe *d, const ent *e, const uint8_t **out, size_t *out_
     case FORM_FRAMED: {
         if (scratch_reserve(d, sizeof result_frame + 10 + id_len + e->body_len) != 0) return -1;
         uint8_t *p = d->scratch;
-        memcpy(p, result_frame, sizeof result_frame);
-        size_t n = sizeof result_frame;
-        n += put_uvarint(p + n, zigzag((int64_t)id_len));
-        memcpy(p + n, id, id_len);
-        n += id_len;
+        size_t n = put_frame_id(p, id, id_len);
         if (e->body_len) memcpy(p + n, e->body, e->body_len);
         *out = p;
         *out_len = n + e->body_len;
@@ -645,11 +646,7 @@ static int ent_result(dedupe *d, const ent *e, const uint8_t **out, size_t *out_
         size_t pre = sizeof result_frame + 10 + id_len;
         if (scratch_reserve(d, pre + PACK_OUT_MAX) != 0) return -1;
         uint8_t *p = d->scratch;
-        memcpy(p, result_frame, sizeof result_frame);
-        size_t n = sizeof result_frame;
-        n += put_uvarint(p + n, zigzag((int64_t)id_len));
-        memcpy(p + n, id, id_len);
-        n += id_len;
+        size_t n = put_frame_id(p, id, id_len);
         size_t m = unpack_result(id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
         if (m == SIZE_MAX) return -1;
         *out = p;
