@@ -53,10 +53,10 @@
 #include <time.h>
 
 #define SEG_VERSION 2
-#define SEG_HEADER 11   /* version, base time, entry count */
-#define SEG_BYTES 8192  /* a delta checkpoint rewrites at most this much per partition */
-#define SEG_MAX 65535   /* slot offsets are 16 bits */
-#define SEQ_BITS 24     /* segment number bits in a slot */
+#define SEG_HEADER 11  /* version, base time, entry count */
+#define SEG_BYTES 8192 /* a delta checkpoint rewrites at most this much per partition */
+#define SEG_MAX 65535  /* slot offsets are 16 bits */
+#define SEQ_BITS 24    /* segment number bits in a slot */
 #define SPAN_MAX (1u << 22)
 #define META_VERSION 1
 #define LEGACY_VERSION 1 /* "r:<id>": version, fingerprint, at, raw result */
@@ -315,18 +315,47 @@ static uint8_t result_form(const char *id, size_t id_len, const uint8_t *r, size
  * codec change can only make results stored less tightly, never wrongly.
  * pack_words may grow at its end only: stored indexes refer to it. */
 
-#define W(s) {s, sizeof s - 1}
+#define W(s)                                                                                                           \
+    { s, sizeof s - 1 }
 static const struct {
     const char *s;
     size_t n;
 } pack_words[] = {
-    W("CreateCouponPolicy"), W("IssueCoupon"), W("RedeemCoupon"), W("CancelRedemption"), W("EarnPoints"),
-    W("UsePoints"), W("CancelPointUse"), W("CreateTimeSale"), W("PlaceOrder"), W("CancelOrder"), W("ISSUED"),
-    W("REDEEMED"), W("PLACED"), W("CANCELLED"), W("SOLD_OUT"), W("LIMIT_EXCEEDED"), W("NOT_STARTED"), W("ENDED"),
-    W("NOT_FOUND"), W("NOT_OWNER"), W("ALREADY_REDEEMED"), W("EXPIRED"), W("MIN_ORDER_NOT_MET"), W("NOT_REDEEMED"),
-    W("ORDER_MISMATCH"), W("INSUFFICIENT_BALANCE"), W("DUPLICATE_ORDER"), W("ALREADY_CANCELLED"),
-    W("ALREADY_EXISTS"), W("ALREADY_EXPIRED"), W("BALANCE_OVERFLOW"), W("INVALID_AMOUNT"), W("INVALID_QUANTITY"),
-    W("UNSUPPORTED_COMMAND"), W("IDEMPOTENCY_KEY_REUSED"),
+    W("CreateCouponPolicy"),
+    W("IssueCoupon"),
+    W("RedeemCoupon"),
+    W("CancelRedemption"),
+    W("EarnPoints"),
+    W("UsePoints"),
+    W("CancelPointUse"),
+    W("CreateTimeSale"),
+    W("PlaceOrder"),
+    W("CancelOrder"),
+    W("ISSUED"),
+    W("REDEEMED"),
+    W("PLACED"),
+    W("CANCELLED"),
+    W("SOLD_OUT"),
+    W("LIMIT_EXCEEDED"),
+    W("NOT_STARTED"),
+    W("ENDED"),
+    W("NOT_FOUND"),
+    W("NOT_OWNER"),
+    W("ALREADY_REDEEMED"),
+    W("EXPIRED"),
+    W("MIN_ORDER_NOT_MET"),
+    W("NOT_REDEEMED"),
+    W("ORDER_MISMATCH"),
+    W("INSUFFICIENT_BALANCE"),
+    W("DUPLICATE_ORDER"),
+    W("ALREADY_CANCELLED"),
+    W("ALREADY_EXISTS"),
+    W("ALREADY_EXPIRED"),
+    W("BALANCE_OVERFLOW"),
+    W("INVALID_AMOUNT"),
+    W("INVALID_QUANTITY"),
+    W("UNSUPPORTED_COMMAND"),
+    W("IDEMPOTENCY_KEY_REUSED"),
 };
 #undef W
 #define PACK_NWORDS (sizeof pack_words / sizeof pack_words[0])
@@ -335,15 +364,15 @@ static const struct {
 #define PACK_LEDGER 64 /* ledger entries: a result has at most PROMO_LEDGER_MAX */
 #define PACK_OUT_MAX (SEG_MAX + 1024)
 
-enum { L_RAW, L_AT, L_TS };      /* how a long is predicted */
-enum { S_ID, S_WORD };           /* where a string is looked for */
+enum { L_RAW, L_AT, L_TS }; /* how a long is predicted */
+enum { S_ID, S_WORD };      /* where a string is looked for */
 
 typedef struct pk {
-    bool unpack;              /* false: Avro -> packed; true: packed -> Avro */
-    const uint8_t *in, *end;  /* values being read */
-    uint8_t *out, *oend;      /* values being written */
-    uint8_t *wbits;           /* pack: the union bits written */
-    const uint8_t *rbits;     /* unpack: the union bits read */
+    bool unpack;             /* false: Avro -> packed; true: packed -> Avro */
+    const uint8_t *in, *end; /* values being read */
+    uint8_t *out, *oend;     /* values being written */
+    uint8_t *wbits;          /* pack: the union bits written */
+    const uint8_t *rbits;    /* unpack: the union bits read */
     size_t nbits, bits_max;
     int err;
     int64_t at, submitted;
@@ -500,18 +529,18 @@ static void pk_str(pk *c, int kind) {
 
 /* The Result schema after request_id, in field order. */
 static void pk_walk(pk *c) {
-    pk_long(c, L_RAW);   /* domain */
-    pk_str(c, S_WORD);   /* command_type */
-    pk_long(c, L_RAW);   /* status */
+    pk_long(c, L_RAW);                  /* domain */
+    pk_str(c, S_WORD);                  /* command_type */
+    pk_long(c, L_RAW);                  /* status */
     if (pk_union(c)) pk_str(c, S_WORD); /* reason */
-    pk_str(c, S_ID);     /* entity_key */
+    pk_str(c, S_ID);                    /* entity_key */
     c->submitted = pk_long(c, L_AT);
-    pk_long(c, L_TS);    /* processed_at */
-    if (pk_union(c)) pk_str(c, S_ID); /* callback_url */
-    if (pk_union(c)) pk_str(c, S_ID); /* client_id */
-    pk_long(c, L_RAW);   /* source_partition */
-    pk_long(c, L_RAW);   /* source_offset */
-    pk_long(c, L_RAW);   /* version */
+    pk_long(c, L_TS);                   /* processed_at */
+    if (pk_union(c)) pk_str(c, S_ID);   /* callback_url */
+    if (pk_union(c)) pk_str(c, S_ID);   /* client_id */
+    pk_long(c, L_RAW);                  /* source_partition */
+    pk_long(c, L_RAW);                  /* source_offset */
+    pk_long(c, L_RAW);                  /* version */
     if (pk_union(c)) pk_str(c, S_ID);   /* user_id */
     if (pk_union(c)) pk_str(c, S_ID);   /* policy_id */
     if (pk_union(c)) pk_str(c, S_ID);   /* coupon_id */
@@ -522,27 +551,27 @@ static void pk_walk(pk *c) {
     if (pk_union(c)) pk_str(c, S_ID);   /* order_id */
     if (pk_union(c)) pk_long(c, L_RAW); /* order_amount */
     if (pk_union(c)) pk_str(c, S_WORD); /* order_status */
-    for (int i = 0; i < 6; i++) /* quantity, issued, sold, remaining, amount, balance */
+    for (int i = 0; i < 6; i++)         /* quantity, issued, sold, remaining, amount, balance */
         if (pk_union(c)) pk_long(c, L_RAW);
-    if (pk_union(c)) pk_long(c, L_TS);  /* next_expiry_at */
-    if (pk_union(c)) pk_long(c, L_RAW); /* next_expiry_amount */
-    if (pk_union(c)) {                  /* policy */
-        pk_str(c, S_ID);                /* policy_id */
-        pk_str(c, S_ID);                /* name */
-        pk_long(c, L_RAW);              /* discount_type */
-        pk_long(c, L_RAW);              /* discount_value */
-        if (pk_union(c)) pk_long(c, L_RAW); /* max_discount */
+    if (pk_union(c)) pk_long(c, L_TS);                 /* next_expiry_at */
+    if (pk_union(c)) pk_long(c, L_RAW);                /* next_expiry_amount */
+    if (pk_union(c)) {                                 /* policy */
+        pk_str(c, S_ID);                               /* policy_id */
+        pk_str(c, S_ID);                               /* name */
+        pk_long(c, L_RAW);                             /* discount_type */
+        pk_long(c, L_RAW);                             /* discount_value */
+        if (pk_union(c)) pk_long(c, L_RAW);            /* max_discount */
         for (int i = 0; i < 3; i++) pk_long(c, L_RAW); /* min_order_amount, total_quantity, per_user_limit */
-        pk_long(c, L_TS);               /* issue_starts_at */
-        pk_long(c, L_TS);               /* issue_ends_at */
-        if (pk_union(c)) pk_long(c, L_TS);  /* valid_until */
-        if (pk_union(c)) pk_long(c, L_RAW); /* valid_days */
+        pk_long(c, L_TS);                              /* issue_starts_at */
+        pk_long(c, L_TS);                              /* issue_ends_at */
+        if (pk_union(c)) pk_long(c, L_TS);             /* valid_until */
+        if (pk_union(c)) pk_long(c, L_RAW);            /* valid_days */
     }
-    if (pk_union(c)) { /* sale */
-        for (int i = 0; i < 3; i++) pk_str(c, S_ID); /* sale_id, product_id, name */
+    if (pk_union(c)) {                                 /* sale */
+        for (int i = 0; i < 3; i++) pk_str(c, S_ID);   /* sale_id, product_id, name */
         for (int i = 0; i < 4; i++) pk_long(c, L_RAW); /* prices, stock, per_user_limit */
-        pk_long(c, L_TS); /* starts_at */
-        pk_long(c, L_TS); /* ends_at */
+        pk_long(c, L_TS);                              /* starts_at */
+        pk_long(c, L_TS);                              /* ends_at */
     }
     /* ledger: one block of n entries then 0, as the codec writes it. */
     int64_t n = c->unpack ? (int64_t)pk_get(c) : unzigzag(pk_get(c));
@@ -553,10 +582,10 @@ static void pk_walk(pk *c) {
     pk_put(c, c->unpack ? zigzag(n) : (uint64_t)n);
     for (int64_t i = 0; i < n && !c->err; i++) {
         for (int k = 0; k < 4; k++) pk_long(c, L_RAW); /* seq, kind, delta, balance_after */
-        if (pk_union(c)) pk_str(c, S_ID);  /* order_id */
-        if (pk_union(c)) pk_str(c, S_ID);  /* reason */
-        if (pk_union(c)) pk_long(c, L_TS); /* expires_at */
-        pk_long(c, L_TS);                  /* at */
+        if (pk_union(c)) pk_str(c, S_ID);              /* order_id */
+        if (pk_union(c)) pk_str(c, S_ID);              /* reason */
+        if (pk_union(c)) pk_long(c, L_TS);             /* expires_at */
+        pk_long(c, L_TS);                              /* at */
     }
     if (n > 0) {
         if (!c->unpack && pk_get(c) != 0) c->err = 1;
@@ -569,8 +598,13 @@ static void pk_walk(pk *c) {
 static size_t pack_result(const char *id, size_t id_len, int64_t at, const uint8_t *body, size_t len, uint8_t *out,
                           size_t out_max) {
     uint8_t bits[PACK_BITS] = {0};
-    pk c = {.in = body, .end = body + len, .out = out + 1 + PACK_BITS, .oend = out + out_max, .wbits = bits,
-            .bits_max = PACK_BITS, .at = at};
+    pk c = {.in = body,
+            .end = body + len,
+            .out = out + 1 + PACK_BITS,
+            .oend = out + out_max,
+            .wbits = bits,
+            .bits_max = PACK_BITS,
+            .at = at};
     if (out_max < 1 + PACK_BITS) return 0;
     pk_remember(&c, (const uint8_t *)id, id_len);
     pk_walk(&c);
@@ -588,14 +622,19 @@ static size_t pack_result(const char *id, size_t id_len, int64_t at, const uint8
 static size_t unpack_result(const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
                             size_t out_max) {
     if (len < 1 || p[0] > PACK_BITS || (size_t)p[0] + 1 > len) return SIZE_MAX;
-    pk c = {.unpack = true, .in = p + 1 + p[0], .end = p + len, .out = out, .oend = out + out_max,
-            .rbits = p + 1, .bits_max = p[0], .at = at};
+    pk c = {.unpack = true,
+            .in = p + 1 + p[0],
+            .end = p + len,
+            .out = out,
+            .oend = out + out_max,
+            .rbits = p + 1,
+            .bits_max = p[0],
+            .at = at};
     pk_remember(&c, (const uint8_t *)id, id_len);
     pk_walk(&c);
     /* Exactly the bits written: an unused bit set would unpack the same
      * from two different byte strings. */
-    if (c.err || c.in != c.end || (c.nbits + 7) / 8 != p[0] ||
-        (c.nbits % 8 && p[p[0]] >> (c.nbits % 8)))
+    if (c.err || c.in != c.end || (c.nbits + 7) / 8 != p[0] || (c.nbits % 8 && p[p[0]] >> (c.nbits % 8)))
         return SIZE_MAX;
     return (size_t)(c.out - out);
 }
@@ -1017,8 +1056,7 @@ void dedupe_expire(dedupe *d, int64_t now) {
         ent e;
         if (s->len > SEG_HEADER && s->seq + 1 != d->next_seq &&
             ent_parse(s->data, s->len, s->base_at, SEG_HEADER, &e) && e.at <= cutoff &&
-            (uint64_t)s->max_at - (uint64_t)cutoff > (uint64_t)(d->window_ms / 8) &&
-            seg_evacuate(d, s, cutoff) == 0) {
+            (uint64_t)s->max_at - (uint64_t)cutoff > (uint64_t)(d->window_ms / 8) && seg_evacuate(d, s, cutoff) == 0) {
             seg_free(d, s);
             continue;
         }

@@ -212,7 +212,7 @@ static void test_random_against_model_and_reload(void **s) {
     for (int round = 0; round < 60; round++) {
         for (int k = 0; k < 100; k++) {
             int64_t at = t + (int64_t)(RND() % 60000) - 30000; /* ingest nodes disagree a little */
-            if (round == 41 && k == 0) at = t + 30 * HOUR;    /* one command stamped far ahead */
+            if (round == 41 && k == 0) at = t + 30 * HOUR;     /* one command stamped far ahead */
             int i;
             uint64_t r = RND() % 10;
             if (r < 6 || n == 0) {
@@ -400,7 +400,6 @@ static void test_malformed_load_rejected(void **s) {
     store_clear();
 }
 
-
 /* ---- real results ---- */
 
 static uint64_t rnd_state = 99;
@@ -440,14 +439,16 @@ static void rnd_result(promo_result *r, int64_t at) {
     rnd_id(r->entity_key, 65);
     r->submitted_at = rnd() % 4 ? at : rnd_long(at);
     r->processed_at = rnd_long(r->submitted_at);
-    if (rnd() % 4 == 0) snprintf(r->callback_url, sizeof r->callback_url, "https://hooks.example/%llu", (unsigned long long)rnd());
+    if (rnd() % 4 == 0)
+        snprintf(r->callback_url, sizeof r->callback_url, "https://hooks.example/%llu", (unsigned long long)rnd());
     if (rnd() % 4 == 0) rnd_id(r->client_id, 65);
     r->source_partition = (int32_t)(rnd() % 64);
     r->source_offset = rnd_long(1000);
     r->version = rnd_long(10);
     if (rnd() % 2) strcpy(r->user_id, rnd() % 3 ? r->entity_key : "u1");
     if (rnd() % 2) strcpy(r->policy_id, r->entity_key);
-    if (rnd() % 2) snprintf(r->coupon_id, sizeof r->coupon_id, "%s:%llu", r->entity_key, (unsigned long long)rnd() % 100000);
+    if (rnd() % 2)
+        snprintf(r->coupon_id, sizeof r->coupon_id, "%s:%llu", r->entity_key, (unsigned long long)rnd() % 100000);
     if (rnd() % 2) snprintf(r->coupon_status, sizeof r->coupon_status, "%s", rnd() % 2 ? "ISSUED" : "REDEEMED");
     if ((r->has_issued_at = rnd() % 2)) r->issued_at = rnd_long(r->submitted_at);
     if ((r->has_expires_at = rnd() % 2)) r->expires_at = rnd_long((int64_t)((uint64_t)r->submitted_at + 7 * 24 * HOUR));
