@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "bytes.h"
 #include "domain.h"
 #include "hash.h"
@@ -58,13 +59,6 @@ typedef struct coupon_user {
     int32_t issued; /* coupons of this policy issued to the user, ever */
     char id[];
 } coupon_user;
-
-/* A block of the user arena. */
-typedef struct coupon_arena {
-    struct coupon_arena *next;
-    size_t used, cap;
-    _Alignas(8) uint8_t data[];
-} coupon_arena;
 
 /* Present only while a coupon is redeemed. */
 typedef struct coupon_redemption {
@@ -101,7 +95,7 @@ typedef struct coupon_policy {
     size_t n_dirty, cap_dirty;
     coupon_user **users; /* open addressing, linear probing; NULL = empty */
     size_t users_cap, n_users;
-    coupon_arena *arena;
+    arena *arena; /* its users */
     coupon_pending *pending;
     size_t n_pending, cap_pending;
 } coupon_policy;
@@ -219,26 +213,10 @@ static int coupon_user_reserve(coupon_policy *p) {
     return 0;
 }
 
-/* n bytes (a multiple of 4) from the policy's arena; NULL on out of memory. */
-static void *coupon_arena_alloc(coupon_policy *p, size_t n) {
-    coupon_arena *a = p->arena;
-    if (!a || a->cap - a->used < n) {
-        size_t cap = n > 65536 - sizeof *a ? n : 65536 - sizeof *a;
-        if (!(a = malloc(sizeof *a + cap))) return NULL;
-        a->next = p->arena;
-        a->used = 0;
-        a->cap = cap;
-        p->arena = a;
-    }
-    void *r = a->data + a->used;
-    a->used += n;
-    return r;
-}
-
 /* Adds a user with no coupons; NULL on out of memory (nothing changed). */
 static coupon_user *coupon_user_add(coupon_policy *p, const coupon_user_key *k) {
     if (coupon_user_reserve(p) != 0) return NULL;
-    coupon_user *u = coupon_arena_alloc(p, (sizeof *u + k->len + 1 + 3) & ~(size_t)3);
+    coupon_user *u = arena_alloc(&p->arena, (sizeof *u + k->len + 1 + 3) & ~(size_t)3);
     if (!u) return NULL;
     u->issued = 0;
     memcpy(u->id, k->id, k->len + 1);
@@ -272,11 +250,7 @@ static void coupon_policy_clear(coupon_policy *p) {
     free(p->dirty_idx);
     free(p->pending);
     free(p->users);
-    while (p->arena) {
-        coupon_arena *a = p->arena;
-        p->arena = a->next;
-        free(a);
-    }
+    arena_free_all(&p->arena);
     p->users = NULL;
     p->users_cap = p->n_users = 0;
     p->coupons = NULL;

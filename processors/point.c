@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena.h"
 #include "bytes.h"
 
 #define POINT_NO_EXPIRY INT64_MAX /* sorts lots without expiry last */
@@ -84,17 +85,10 @@ typedef struct point_account {
     char user_id[];
 } point_account;
 
-/* A block of the account arena (see point_account_new()). */
-typedef struct point_arena {
-    struct point_arena *next;
-    size_t used, cap;
-    _Alignas(8) uint8_t data[];
-} point_arena;
-
 typedef struct point_state {
     point_account **slots; /* open addressing, linear probing */
     size_t cap, n;
-    point_arena *arena;
+    arena *arena;          /* its accounts (see point_account_new()) */
     point_account **dirty; /* accounts changed since the last dump */
     size_t ndirty, dirtycap;
 } point_state;
@@ -221,17 +215,8 @@ static void point_touch(point_state *st, point_account *a) {
  * with the state. NULL on out of memory. */
 static point_account *point_account_new(point_state *st, const char *user_id) {
     size_t len = strlen(user_id), n = (sizeof(point_account) + len + 1 + 7) & ~(size_t)7;
-    point_arena *ar = st->arena;
-    if (!ar || ar->cap - ar->used < n) {
-        size_t cap = n > 65536 - sizeof *ar ? n : 65536 - sizeof *ar;
-        if (!(ar = malloc(sizeof *ar + cap))) return NULL;
-        ar->next = st->arena;
-        ar->used = 0;
-        ar->cap = cap;
-        st->arena = ar;
-    }
-    point_account *a = (point_account *)(ar->data + ar->used);
-    ar->used += n;
+    point_account *a = arena_alloc(&st->arena, n);
+    if (!a) return NULL;
     memset(a, 0, n);
     memcpy(a->user_id, user_id, len + 1);
     a->hash = point_hash(user_id);
@@ -769,11 +754,7 @@ static void point_state_destroy(void *state) {
     point_state *st = state;
     if (!st) return;
     for (size_t i = 0; i < st->cap; i++) point_account_free(st->slots[i]);
-    while (st->arena) {
-        point_arena *ar = st->arena;
-        st->arena = ar->next;
-        free(ar);
-    }
+    arena_free_all(&st->arena);
     free(st->slots);
     free(st->dirty);
     free(st);
