@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# fleet.sh — starts and stops the local fleet: Redis, MariaDB, the dev Kafka
-# broker and the promo programs, all on loopback, all data under $PROMO_VAR.
+# fleet.sh — starts and stops the local fleet: Redis, MariaDB, Apache Kafka
+# and the promo programs, all on loopback, all data under $PROMO_VAR.
 #
 #   fleet.sh start              start what is not running, return once ingest is ready
 #   fleet.sh stop               stop everything (TERM, then KILL after a grace period)
@@ -8,19 +8,25 @@
 #   fleet.sh status             one line per component
 #   fleet.sh start-one NAME     start one component and wait until it is up
 #   fleet.sh stop-one NAME [SIGNAL]
+#   fleet.sh kafka-nodes        the broker components (kafka-1 ... kafka-N)
 #                               TERM/INT/HUP/QUIT: stop gracefully, KILL after the grace
 #                               period; KILL: kill and wait until gone; any other signal
 #                               (STOP, CONT, USR1...) is only delivered
 #
 # Components, in start order: redis mysql kafka sink-mysql webhook processor-coupon
-# processor-point processor-timesale ingest. Logs go to $PROMO_VAR/log/NAME.log,
+# processor-point processor-timesale ingest. `kafka` is the whole cluster:
+# PROMO_KAFKA_BROKERS Apache Kafka nodes (tools/kafka/kafka.sh, 1 by default),
+# each also a component of its own, kafka-1 ... kafka-N, for the tests that
+# stop or kill one broker. PROMO_DEV_BROKER=mock runs librdkafka's mock
+# cluster (tools/devkafka.c) instead, for the few tests that need a broker
+# error Apache Kafka cannot be made to return. Logs go to $PROMO_VAR/log/NAME.log,
 # pids to $PROMO_VAR/run/NAME.pid. Every setting is a PROMO_* variable, exported
 # to the programs; the effective values are kept in $PROMO_VAR/fleet.env so
 # that start-one and stop-one, run later from another shell, use the same
 # ports. Ports left at their defaults move to the next free one when taken (a
 # Debian machine runs its own redis-server and mariadb on 6379 and 3306 after
 # installing them); ports set explicitly must be free. With PROMO_KAFKA_BOOTSTRAP
-# set, the fleet uses that Kafka and starts no dev broker. PROMO_BIN_DIR picks
+# set, the fleet uses that Kafka and starts no broker. PROMO_BIN_DIR picks
 # the programs (default build/bin).
 set -euo pipefail
 
@@ -47,7 +53,8 @@ die() {
 
 # Which port variables the caller chose: those must be used as given.
 declare -A EXPLICIT=()
-for v in PROMO_REDIS_PORT PROMO_MYSQL_PORT PROMO_HTTP_PORT PROMO_METRICS_PORT_BASE \
+for v in PROMO_REDIS_PORT PROMO_MYSQL_PORT PROMO_HTTP_PORT PROMO_METRICS_PORT_BASE PROMO_KAFKA_PORT \
+    PROMO_KAFKA_CONTROLLER_PORT \
     PROMO_METRICS_PORT_SINK_MYSQL PROMO_METRICS_PORT_WEBHOOK PROMO_METRICS_PORT_PROCESSOR_COUPON \
     PROMO_METRICS_PORT_PROCESSOR_POINT PROMO_METRICS_PORT_PROCESSOR_TIMESALE; do
     if [[ -n ${!v:-} ]]; then EXPLICIT[$v]=1; fi
@@ -70,15 +77,19 @@ fi
 : "${PROMO_HTTP_PORT:=4000}"
 : "${PROMO_API_KEYS:=dev-admin-key:admin,dev-client-key:client}"
 : "${PROMO_KAFKA_BOOTSTRAP_FILE:=$PROMO_VAR/kafka.bootstrap}"
-: "${PROMO_KAFKA_BROKERS:=3}"
+: "${PROMO_DEV_BROKER:=apache}"
+[[ $PROMO_DEV_BROKER == apache || $PROMO_DEV_BROKER == mock ]] || die "PROMO_DEV_BROKER must be apache or mock"
+if [[ $PROMO_DEV_BROKER == mock ]]; then : "${PROMO_KAFKA_BROKERS:=3}"; else : "${PROMO_KAFKA_BROKERS:=1}"; fi
 : "${PROMO_KAFKA_PARTITIONS:=12}"
+: "${PROMO_KAFKA_PORT:=9092}"
+: "${PROMO_KAFKA_CONTROLLER_PORT:=9192}"
 : "${PROMO_KAFKA_CONTROL_PORT:=0}"
-# The dev broker does not check idempotent producers' sequence numbers, so
+# The mock broker does not check idempotent producers' sequence numbers, so
 # every producer keeps one request in flight there (see
 # cfg_kafka_max_in_flight in common/util.c); Apache Kafka keeps the default.
-[[ -n ${PROMO_KAFKA_BOOTSTRAP:-} ]] || : "${PROMO_KAFKA_MAX_IN_FLIGHT:=1}"
-# A killed processor keeps its partitions until its session times out; the
-# mock broker then waits session - 1 s for the rest to rejoin. Short here.
+if [[ -z ${PROMO_KAFKA_BOOTSTRAP:-} && $PROMO_DEV_BROKER == mock ]]; then : "${PROMO_KAFKA_MAX_IN_FLIGHT:=1}"; fi
+# A killed processor keeps its partitions until its session times out. Short
+# here, so a test that kills one sees its partitions move within seconds.
 : "${PROMO_SESSION_TIMEOUT_MS:=3000}"
 : "${PROMO_MIGRATIONS_DIR:=$ROOT/sinks/migrations}"
 : "${PROMO_METRICS_PORT_BASE:=9101}"
@@ -87,7 +98,7 @@ fi
 export PROMO_REDIS_HOST PROMO_REDIS_PORT PROMO_MYSQL_HOST PROMO_MYSQL_PORT PROMO_MYSQL_USER \
     PROMO_MYSQL_PASSWORD PROMO_MYSQL_DB PROMO_HTTP_PORT PROMO_API_KEYS PROMO_KAFKA_BOOTSTRAP_FILE \
     PROMO_KAFKA_BROKERS PROMO_KAFKA_PARTITIONS PROMO_KAFKA_CONTROL_PORT PROMO_SESSION_TIMEOUT_MS \
-    PROMO_MIGRATIONS_DIR
+    PROMO_MIGRATIONS_DIR PROMO_DEV_BROKER PROMO_KAFKA_PORT PROMO_KAFKA_CONTROLLER_PORT
 [[ -n ${PROMO_KAFKA_MAX_IN_FLIGHT:-} ]] && export PROMO_KAFKA_MAX_IN_FLIGHT
 
 # PROMO_METRICS_PORT_<NAME> for each program, by default BASE, BASE+1, ...
@@ -122,6 +133,7 @@ pattern() {
     redis) echo redis-server ;;
     mysql) echo mariadbd ;;
     kafka) echo promo-devkafka ;;
+    kafka-*) echo kafka.Kafka ;;
     *) echo "promo-${1%%-*}" ;;
     esac
 }
@@ -203,6 +215,22 @@ pick_port() {
     fi
 }
 
+# pick_port for n consecutive ports from the variable's value on.
+pick_ports() {
+    local var=$1 what=$2 n=$3 port=${!1} i
+    for ((i = 0; i < n; i++)); do
+        if port_open $((port + i)); then
+            [[ -n ${EXPLICIT[$var]:-} ]] && die "port $((port + i)) ($var + $i, $what) is in use by another process"
+            port=$((port + i + 1))
+            i=-1
+        fi
+    done
+    if ((port != ${!1})); then
+        log "ports from ${!1} for $what are taken, using $port-$((port + n - 1))"
+        printf -v "$var" '%d' "$port"
+    fi
+}
+
 save_env() {
     local v tmp="$ENVFILE.tmp"
     {
@@ -220,13 +248,17 @@ save_env() {
 choose_ports() {
     local c
     for c in "${COMPONENTS[@]}"; do
-        running_pid "$c" >/dev/null && return 0
+        component_pid "$c" >/dev/null && return 0
     done
     pick_port PROMO_REDIS_PORT redis
     pick_port PROMO_MYSQL_PORT mysql
     port_open "$PROMO_HTTP_PORT" && die "port $PROMO_HTTP_PORT (PROMO_HTTP_PORT, ingest) is in use by another process"
     local p
     for p in "${PROGRAMS[@]}"; do pick_port "$(metrics_var "$p")" "$p metrics"; done
+    if [[ -z ${PROMO_KAFKA_BOOTSTRAP:-} && $PROMO_DEV_BROKER == apache ]]; then
+        pick_ports PROMO_KAFKA_PORT "kafka brokers" "$PROMO_KAFKA_BROKERS"
+        pick_ports PROMO_KAFKA_CONTROLLER_PORT "kafka controllers" "$PROMO_KAFKA_BROKERS"
+    fi
     ((PROMO_KAFKA_CONTROL_PORT > 0)) && port_open "$PROMO_KAFKA_CONTROL_PORT" &&
         die "port $PROMO_KAFKA_CONTROL_PORT (PROMO_KAFKA_CONTROL_PORT) is in use"
     return 0
@@ -315,20 +347,81 @@ wait_mysql() {
         fail_start mysql "cannot create database $db and user $user"
 }
 
-start_kafka() {
-    if [[ -n ${PROMO_KAFKA_BOOTSTRAP:-} ]]; then
-        log "kafka: using PROMO_KAFKA_BOOTSTRAP=$PROMO_KAFKA_BOOTSTRAP, no dev broker"
+# The broker components: kafka-1 ... kafka-N for Apache Kafka, the single
+# process `kafka` for the mock cluster, nothing for an external cluster.
+kafka_nodes() {
+    [[ -n ${PROMO_KAFKA_BOOTSTRAP:-} ]] && return 0
+    if [[ $PROMO_DEV_BROKER == mock ]]; then
+        echo kafka
         return 0
     fi
-    need_bin "$BIN/promo-devkafka"
-    rm -f "$PROMO_KAFKA_BOOTSTRAP_FILE"
-    spawn kafka "$BIN/promo-devkafka" --bootstrap-file "$PROMO_KAFKA_BOOTSTRAP_FILE" \
-        --brokers "$PROMO_KAFKA_BROKERS" --partitions "$PROMO_KAFKA_PARTITIONS" \
-        --control-port "$PROMO_KAFKA_CONTROL_PORT"
+    local i
+    for ((i = 1; i <= PROMO_KAFKA_BROKERS; i++)); do echo "kafka-$i"; done
 }
+
+kafka_bootstrap_list() {
+    local i list=""
+    for ((i = 0; i < PROMO_KAFKA_BROKERS; i++)); do list+="${list:+,}127.0.0.1:$((PROMO_KAFKA_PORT + i))"; done
+    echo "$list"
+}
+
+# Starts the nodes of the cluster that are not running (all of them for
+# `kafka`, one for `kafka-N`).
+start_kafka() {
+    if [[ -n ${PROMO_KAFKA_BOOTSTRAP:-} ]]; then
+        log "kafka: using PROMO_KAFKA_BOOTSTRAP=$PROMO_KAFKA_BOOTSTRAP, no local broker"
+        return 0
+    fi
+    local want=${1:-kafka} node
+    if [[ $PROMO_DEV_BROKER == mock ]]; then
+        need_bin "$BIN/promo-devkafka"
+        rm -f "$PROMO_KAFKA_BOOTSTRAP_FILE"
+        spawn kafka "$BIN/promo-devkafka" --bootstrap-file "$PROMO_KAFKA_BOOTSTRAP_FILE" \
+            --brokers "$PROMO_KAFKA_BROKERS" --partitions "$PROMO_KAFKA_PARTITIONS" \
+            --control-port "$PROMO_KAFKA_CONTROL_PORT"
+        return 0
+    fi
+    need_bin "$BIN/promoctl"
+    bash "$ROOT/tools/kafka/kafka.sh" fetch || fail_start kafka "cannot fetch the Kafka broker (tools/kafka/kafka.sh fetch)"
+    for node in $(kafka_nodes); do
+        [[ $want == kafka || $want == "$node" ]] || continue
+        running_pid "$node" >/dev/null && continue
+        spawn "$node" bash "$ROOT/tools/kafka/kafka.sh" node "${node#kafka-}" "$PROMO_VAR/kafka/${node#kafka-}"
+    done
+}
+
+kafka_node_listening() { port_open $((PROMO_KAFKA_PORT + ${1#kafka-} - 1)); }
+
+# The promo topics exist with a leader for every partition (promoctl topics
+# creates what is missing), as seen through the whole bootstrap list.
+kafka_topics_ready() {
+    local out
+    if out=$(PROMO_KAFKA_BOOTSTRAP=$(kafka_bootstrap_list) "$BIN/promoctl" topics \
+        --partitions "$PROMO_KAFKA_PARTITIONS" --replication $((PROMO_KAFKA_BROKERS < 3 ? PROMO_KAFKA_BROKERS : 3)) \
+        --min-isr $((PROMO_KAFKA_BROKERS < 3 ? 1 : 2)) --timeout-ms 5000 2>&1); then
+        return 0
+    fi
+    WAIT_DETAIL=$out
+    return 1
+}
+
+# Waits for the nodes asked for; then, the bootstrap file is written (temp
+# file and rename: a reader never sees half a line) once the topics are ready.
 wait_kafka() {
     [[ -n ${PROMO_KAFKA_BOOTSTRAP:-} ]] && return 0
-    wait_for kafka "$PROMO_KAFKA_BOOTSTRAP_FILE" test -s "$PROMO_KAFKA_BOOTSTRAP_FILE"
+    local want=${1:-kafka} node
+    if [[ $PROMO_DEV_BROKER == mock ]]; then
+        wait_for kafka "$PROMO_KAFKA_BOOTSTRAP_FILE" test -s "$PROMO_KAFKA_BOOTSTRAP_FILE"
+        return 0
+    fi
+    for node in $(kafka_nodes); do
+        [[ $want == kafka || $want == "$node" ]] || continue
+        wait_for "$node" "a listener on port $((PROMO_KAFKA_PORT + ${node#kafka-} - 1))" kafka_node_listening "$node"
+    done
+    [[ $want == kafka ]] || return 0
+    wait_for "$(kafka_nodes | head -n 1)" "the promo topics" kafka_topics_ready
+    kafka_bootstrap_list >"$PROMO_KAFKA_BOOTSTRAP_FILE.tmp"
+    mv "$PROMO_KAFKA_BOOTSTRAP_FILE.tmp" "$PROMO_KAFKA_BOOTSTRAP_FILE"
 }
 
 # The sink runs the migrations; ingest reads those tables, so the sink counts
@@ -393,7 +486,7 @@ start_component() {
     case $1 in
     redis) start_redis ;;
     mysql) start_mysql ;;
-    kafka) start_kafka ;;
+    kafka | kafka-*) start_kafka "$1" ;;
     *) start_program "$1" ;;
     esac
 }
@@ -402,22 +495,44 @@ wait_component() {
     case $1 in
     redis) wait_redis ;;
     mysql) wait_mysql ;;
-    kafka) wait_kafka ;;
+    kafka | kafka-*) wait_kafka "$1" ;;
     *) wait_program "$1" ;;
     esac
 }
 
 is_component() {
     local c
-    for c in "${COMPONENTS[@]}"; do [[ $c == "$1" ]] && return 0; done
+    for c in "${COMPONENTS[@]}" $(kafka_nodes); do [[ $c == "$1" ]] && return 0; done
     return 1
+}
+
+# The pid of a running component; for `kafka` on Apache Kafka, of its first
+# running node.
+component_pid() {
+    local node
+    if [[ $1 == kafka && $PROMO_DEV_BROKER == apache ]]; then
+        for node in $(kafka_nodes); do running_pid "$node" && return 0; done
+        return 1
+    fi
+    running_pid "$1"
 }
 
 # ---- commands ------------------------------------------------------------------
 
 # Starts one component unless it runs already; waits only when told to.
 launch() {
-    local name=$1
+    local name=$1 node
+    if [[ $name == kafka && $PROMO_DEV_BROKER == apache && -z ${PROMO_KAFKA_BOOTSTRAP:-} ]]; then
+        # Started when any node is missing, so a start after one was killed
+        # brings it back.
+        for node in $(kafka_nodes); do
+            running_pid "$node" >/dev/null || {
+                start_component kafka
+                return 0
+            }
+        done
+        return 1
+    fi
     if running_pid "$name" >/dev/null; then
         return 1
     fi
@@ -481,11 +596,27 @@ stop_component() {
     return 0
 }
 
+# stop_component for a name that may be the whole Apache Kafka cluster: its
+# nodes get the signal side by side, and the bootstrap file goes with them.
+stop_named() {
+    local name=$1 sig=${2:-TERM} node pids=() p rc=0
+    if [[ $name == kafka && $PROMO_DEV_BROKER == apache ]]; then
+        for node in $(kafka_nodes); do
+            stop_component "$node" "$sig" &
+            pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p" || rc=1; done
+        case ${sig#SIG} in TERM | INT | HUP | QUIT | KILL | 9) rm -f "$PROMO_KAFKA_BOOTSTRAP_FILE" ;; esac
+        return $rc
+    fi
+    stop_component "$name" "$sig"
+}
+
 # Stops the named components side by side and waits for all of them.
 stop_tier() {
     local c p pids=() rc=0
     for c in "$@"; do
-        stop_component "$c" TERM &
+        stop_named "$c" TERM &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
@@ -509,6 +640,18 @@ cmd_stop() {
 cmd_status() {
     local c pid rc=0
     for c in "${COMPONENTS[@]}"; do
+        if [[ $c == kafka && $PROMO_DEV_BROKER == apache && -z ${PROMO_KAFKA_BOOTSTRAP:-} ]]; then
+            local node
+            for node in $(kafka_nodes); do
+                if pid=$(running_pid "$node"); then
+                    printf '%-20s running  pid %s\n' "$node" "$pid"
+                else
+                    printf '%-20s stopped\n' "$node"
+                    rc=3
+                fi
+            done
+            continue
+        fi
         if pid=$(running_pid "$c"); then
             printf '%-20s running  pid %s\n' "$c" "$pid"
         else
@@ -568,8 +711,9 @@ main() {
         ;;
     stop-one)
         if [[ $# -lt 1 || $# -gt 2 ]] || ! is_component "$1"; then die "usage: fleet.sh stop-one NAME [SIGNAL]"; fi
-        stop_component "$1" "${2:-TERM}"
+        stop_named "$1" "${2:-TERM}"
         ;;
+    kafka-nodes) kafka_nodes ;;
     *)
         sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
         exit 2

@@ -9,6 +9,8 @@
  *   promoctl dlq replay [--dry-run] <selector...|--all>
  *                                                 republish dead letters' original bytes and key
  *   promoctl lag [--json] [domain]                consumer groups' committed offsets vs high watermarks
+ *   promoctl topics [--partitions N] [--replication R] [--min-isr M] [--timeout-ms T]
+ *                                                 create the promo topics that are missing (tools/topics.c)
  *
  * It talks to the same servers as the fleet, configured by the same PROMO_*
  * variables (PROMO_KAFKA_BOOTSTRAP[_FILE], PROMO_REDIS_*, PROMO_MYSQL_*,
@@ -49,6 +51,7 @@
 #include "cmd.h"
 #include "codec.h"
 #include "../ingest/parse.h"
+#include "topics_admin.h"
 #include "util.h"
 
 #define DLQ_TOPIC "promo.dlq"
@@ -67,6 +70,7 @@ static int usage(void) {
                     "       promoctl dlq list [--from-beginning] [--limit N] [--json]\n"
                     "       promoctl dlq replay [--dry-run] <source_offset|topic:partition:offset ...|--all>\n"
                     "       promoctl lag [--json] [domain]\n"
+                    "       promoctl topics [--partitions N] [--replication R] [--min-isr M] [--timeout-ms T]\n"
                     "Configuration from PROMO_* variables, as the fleet (docs/configuration.md).\n");
     return 2;
 }
@@ -1138,6 +1142,32 @@ fail:
     return 1;
 }
 
+/* Defaults: the partition count of the local fleet (PROMO_KAFKA_PARTITIONS),
+ * one replica; production passes 3 and 2 (docker-compose.yml). */
+static int cmd_topics(int argc, char **argv) {
+    topics_spec spec = {(int)cfg_int("PROMO_KAFKA_PARTITIONS", 12), 1, 1};
+    long long timeout_ms = 60000;
+    for (int i = 0; i < argc; i++) {
+        long long v = i + 1 < argc ? parse_count(argv[i + 1]) : -1;
+        if (v < 1 || v > 100000) return usage();
+        if (strcmp(argv[i], "--partitions") == 0) spec.partitions = (int)v;
+        else if (strcmp(argv[i], "--replication") == 0) spec.replication = (int)v;
+        else if (strcmp(argv[i], "--min-isr") == 0) spec.min_isr = (int)v;
+        else if (strcmp(argv[i], "--timeout-ms") == 0) timeout_ms = v;
+        else return usage();
+        i++;
+    }
+    char bootstrap[1024], errstr[512];
+    if (cfg_kafka_bootstrap(bootstrap, sizeof bootstrap, errstr, sizeof errstr) != 0 ||
+        topics_ensure(bootstrap, &spec, (int)timeout_ms, errstr, sizeof errstr) != 0) {
+        fprintf(stderr, "promoctl: topics: %s\n", errstr);
+        return 1;
+    }
+    fprintf(stderr, "promoctl: topics ready: %d partitions, replication %d, min.insync.replicas %d\n",
+            spec.partitions, spec.replication, spec.min_isr);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     log_init("promoctl");
     if (argc < 2) return usage();
@@ -1147,5 +1177,6 @@ int main(int argc, char **argv) {
     if (strcmp(sub, "checkpoint") == 0) return cmd_checkpoint(argc - 2, argv + 2);
     if (strcmp(sub, "dlq") == 0) return cmd_dlq(argc - 2, argv + 2);
     if (strcmp(sub, "lag") == 0) return cmd_lag(argc - 2, argv + 2);
+    if (strcmp(sub, "topics") == 0) return cmd_topics(argc - 2, argv + 2);
     return usage();
 }

@@ -5,8 +5,11 @@ directory) and its own free ports, so a test run never touches the developer's
 var/ or a fleet already running on the default ports. It then offers what the
 tests need to talk to the fleet and to hurt it: HTTP with the default API
 keys over keep-alive connections, MySQL (pymysql), a tiny Redis client, the
-Kafka bootstrap list, the dev broker's fault-injection port, and stopping,
-killing and restarting single programs through fleet.sh stop-one/start-one.
+Kafka bootstrap list, and stopping, killing and restarting single programs
+and brokers through fleet.sh stop-one/start-one. The broker is Apache Kafka
+(tools/kafka/); Fleet(broker="mock") runs librdkafka's mock cluster instead,
+with its fault-injection port (kafka_control), for the tests that need a
+broker error Apache Kafka cannot be made to return.
 stop() must always run (conftest.py's fixture sees to it); it stops every
 process and, after a failure, prints the tail of every log.
 
@@ -43,6 +46,27 @@ class FleetError(Exception):
     pass
 
 
+def free_port_range(n):
+    """The first of n consecutive loopback ports that were free a moment ago
+    (the local Kafka nodes listen on consecutive ports)."""
+    import random
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise FleetError("no %d consecutive free ports" % n)
+
+
 def free_ports(n):
     """n distinct loopback ports that were free a moment ago."""
     socks, ports = [], []
@@ -74,7 +98,9 @@ class Response:
 
 
 class Fleet:
-    def __init__(self, env=None, partitions=12, session_timeout_ms=3000):
+    def __init__(self, env=None, partitions=12, session_timeout_ms=3000, broker="apache", brokers=None):
+        self.broker = broker
+        self.brokers = brokers or (3 if broker == "mock" else 1)
         self.var = None
         self.env = None
         self.extra_env = dict(env or {})
@@ -103,7 +129,11 @@ class Fleet:
             "PROMO_HTTP_PORT": str(ports[0]),
             "PROMO_REDIS_PORT": str(ports[1]),
             "PROMO_MYSQL_PORT": str(ports[2]),
-            "PROMO_KAFKA_CONTROL_PORT": str(ports[3]),
+            "PROMO_KAFKA_CONTROL_PORT": str(ports[3]) if self.broker == "mock" else "0",
+            "PROMO_DEV_BROKER": self.broker,
+            "PROMO_KAFKA_BROKERS": str(self.brokers),
+            "PROMO_KAFKA_PORT": str(free_port_range(self.brokers)),
+            "PROMO_KAFKA_CONTROLLER_PORT": str(free_port_range(self.brokers)),
             "PROMO_KAFKA_PARTITIONS": str(self.partitions),
             "PROMO_KAFKA_BOOTSTRAP_FILE": os.path.join(self.var, "kafka.bootstrap"),
             "PROMO_SESSION_TIMEOUT_MS": str(self.session_timeout_ms),
@@ -158,7 +188,13 @@ class Fleet:
         self.kill(name, sig)
         self.start(name)
 
+    def kafka_nodes(self):
+        """The broker components: kafka-1 ... kafka-N (Apache Kafka) or kafka (mock)."""
+        return ["kafka"] if self.broker == "mock" else ["kafka-%d" % i for i in range(1, self.brokers + 1)]
+
     def pid(self, name):
+        if name == "kafka" and self.broker != "mock":
+            name = "kafka-1"
         try:
             with open(os.path.join(self.var, "run", name + ".pid")) as f:
                 return int(f.read().strip())
@@ -179,7 +215,7 @@ class Fleet:
         return out
 
     def _check_name(self, name):
-        if name not in NAMES:
+        if name not in NAMES and name not in self.kafka_nodes():
             raise ValueError("unknown component %r, one of %s" % (name, ", ".join(NAMES)))
 
     def _fleet_sh(self, *args, timeout=120):
@@ -341,14 +377,41 @@ class Fleet:
 
     @property
     def bootstrap_servers(self):
-        """The dev broker's list (it changes when the broker restarts)."""
+        """The broker list (the mock broker's changes when it restarts)."""
         with open(self.env["PROMO_KAFKA_BOOTSTRAP_FILE"]) as f:
             return f.readline().strip()
+
+    def topic_config(self, topic, name, value, timeout=30):
+        """Sets one dynamic config of a topic on the broker, keeping its other
+        dynamic configs (AlterConfigs replaces the whole set). E.g.
+        min.insync.replicas above the replica count makes Apache Kafka refuse
+        every acks=all Produce to the topic with NOT_ENOUGH_REPLICAS."""
+        from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        res = ConfigResource("topic", topic)
+        entries = list(admin.describe_configs([res], request_timeout=timeout).values())[0].result(timeout)
+        keep = {e.name: e.value for e in entries.values()
+                if e.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and e.value is not None}
+        keep[name] = str(value)
+        for f in admin.alter_configs([ConfigResource("topic", topic, set_config=keep)],
+                                     request_timeout=timeout).values():
+            f.result(timeout)
+
+    def refuse_produce(self, topic):
+        """Apache Kafka refuses acks=all writes to topic (NOT_ENOUGH_REPLICAS)
+        until accept_produce(topic)."""
+        self.topic_config(topic, "min.insync.replicas", self.brokers + 1)
+
+    def accept_produce(self, topic):
+        self.topic_config(topic, "min.insync.replicas", 1 if self.brokers < 3 else 2)
 
     def kafka_control(self, command, timeout=10):
         """Send one fault-injection command to the dev broker (see
         tools/devkafka.c: broker-down N, broker-up N, request-errors APIKEY
-        COUNT ERRCODE, ...). Returns the answer after "ok"; raises on "error"."""
+        COUNT ERRCODE, ...). Returns the answer after "ok"; raises on "error".
+        Only on Fleet(broker="mock")."""
+        if self.broker != "mock":
+            raise FleetError("kafka_control needs Fleet(broker='mock'); this fleet runs Apache Kafka")
         port = int(self.env["PROMO_KAFKA_CONTROL_PORT"])
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(command.encode() + b"\n")

@@ -2,7 +2,7 @@
 
 The first end-to-end test, and the one to run when anything else fails:
 ingest is live and ready, the MySQL sink has run the migrations, Redis
-answers, and the dev broker serves the five promo topics with their
+answers, and the broker serves the five promo topics with their
 partitions. No commands are sent here.
 """
 

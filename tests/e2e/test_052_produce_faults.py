@@ -1,47 +1,51 @@
-"""052 — an acknowledged command is in the log, whatever the broker refuses.
+"""052 — an acknowledged command is in the log, whatever the broker does.
 
-A Produce request may fail (an error, a partition leader moved away) while
-the next one to the same partition succeeds. Apache Kafka then refuses the
-next one too (its sequence skips the failed batch), so an idempotent producer
-may take any later success as proof that the earlier batch was written, and
-librdkafka does: it reports the failed batch delivered ("implicitly acked").
-The dev broker, librdkafka 2.0.2's mock cluster, does not check those
-sequences, so with several requests in flight it acknowledged commands it
-never wrote (docs/operations.md, "Settled: acknowledged commands lost on the
-dev broker"). The fleet therefore runs its producers with one request in
-flight there (PROMO_KAFKA_MAX_IN_FLIGHT=1, set by tools/fleet.sh).
+HTTP writes through ingest while the broker is hurt: on Apache Kafka (the
+fleet's broker) the single local node is SIGKILLed and started again, or
+frozen (SIGSTOP) for a few seconds and thawed, over and over. Every request
+answered 202 ends SUCCEEDED, and MySQL holds each coupon once; a 503 promised
+nothing (though a timed-out command may still have been written).
 
-HTTP writes through ingest while Produce errors and leader moves are
-injected: every request answered 202 ends SUCCEEDED, and MySQL holds each
-coupon once. With 5 requests in flight on the dev broker this test failed: an
-accepted request never reached a processor.
+History: the mock cluster (librdkafka 2.0.2's rdkafka_mock) does not check
+idempotent producers' sequence numbers, so with several requests in flight
+it acknowledged commands it never wrote. This test, with Produce errors and
+leader moves injected there, caught it; Apache Kafka checks the sequences,
+so the fleet keeps librdkafka's 5 requests in flight on it.
 """
 
 import random
 import threading
+import time
 
 from client import ADMIN, Client, Pool, now_ms
 
 
 class Faults:
-    """Injects Produce errors and moves partition leaders until stopped."""
+    """Kills or freezes the broker, then brings it back, until stopped."""
 
-    def __init__(self, fleet, topic, partitions, every):
-        self.fleet, self.topic, self.partitions, self.every = fleet, topic, partitions, every
-        self.rng = random.Random(topic)
+    def __init__(self, fleet, every):
+        self.fleet, self.every = fleet, every
+        self.rng = random.Random(52)
         self.stop = threading.Event()
         self.injected = 0
+        self.errors = []
         self.thread = threading.Thread(target=self._run)
 
     def _run(self):
-        brokers = int(self.fleet.env.get("PROMO_KAFKA_BROKERS", "3"))
-        while not self.stop.wait(self.every):
-            if self.rng.random() < 0.5:
-                self.fleet.kafka_control("request-errors Produce 4 NOT_LEADER_FOR_PARTITION")
-            else:
-                self.fleet.kafka_control("partition-leader %s %d %d" % (
-                    self.topic, self.rng.randrange(self.partitions), self.rng.randint(1, brokers)))
-            self.injected += 1
+        node = self.fleet.kafka_nodes()[0]
+        try:
+            while not self.stop.wait(self.every):
+                if self.injected % 2 == 0:
+                    self.fleet.kill(node, "KILL")
+                    time.sleep(self.rng.uniform(0.2, 1.0))
+                    self.fleet.start("kafka")
+                else:
+                    self.fleet.kill(node, "STOP")
+                    time.sleep(self.rng.uniform(1.0, 3.0))
+                    self.fleet.kill(node, "CONT")
+                self.injected += 1
+        except Exception as e:  # reported by __exit__, on the test's thread
+            self.errors.append(e)
 
     def __enter__(self):
         self.thread.start()
@@ -50,7 +54,9 @@ class Faults:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-        self.fleet.kafka_control("clear-errors Produce")
+        self.fleet.kill(self.fleet.kafka_nodes()[0], "CONT")
+        self.fleet.start("kafka")
+        assert not self.errors, self.errors
 
 
 def test_accepted_writes_survive_produce_faults(fleet, quick):
@@ -75,9 +81,9 @@ def test_accepted_writes_survive_produce_faults(fleet, quick):
         return doc["request_id"] if status == 202 else None
 
     pool = Pool(fleet.http_port, workers=32)
-    with Faults(fleet, "promo.coupon.cmd", int(fleet.env["PROMO_KAFKA_PARTITIONS"]), every=0.25) as faults:
+    with Faults(fleet, every=0.5) as faults:
         rids = pool.map(one, plan)
-    assert faults.injected >= 3, "the writes outran the faults: %d injected" % faults.injected
+    assert faults.injected >= 2, "the writes outran the faults: %d injected" % faults.injected
     accepted = [(item, rid) for item, rid in zip(plan, rids) if rid]
     assert len(accepted) >= len(plan) // 2, "most writes must get through: %d of %d" % (len(accepted), len(plan))
     outcomes = pool.wait_all([rid for _, rid in accepted], timeout=180)

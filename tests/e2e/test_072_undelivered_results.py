@@ -4,7 +4,8 @@
 The point processor runs with a 1 s result timeout (PROMO_RESULT_TIMEOUT_MS)
 and room for only 4 results in its producer queue (PROMO_RESULT_QUEUE_MAX).
 Commands are published straight to Kafka while it is frozen for a moment;
-then the dev broker refuses every Produce request. The processor fills its
+then the broker refuses every result (promo.results's min.insync.replicas
+raised above its replica count: NOT_ENOUGH_REPLICAS). The processor fills its
 queue, waits for room, sees its results time out, and resets its partitions
 to their last checkpoints instead of checkpointing. Once the broker takes
 results again, the replay delivers them: every request is answered, each
@@ -94,7 +95,7 @@ def test_undelivered_results_are_replayed(fleet):
                     pts.producer.produce(topic, key=key, value=value)
                     later.append((u, k, rid))
             assert pts.producer.flush(20) == 0
-            fleet.kafka_control("request-errors Produce 10000 NOT_ENOUGH_REPLICAS")
+            fleet.refuse_produce("promo.results")
         finally:
             fleet.kill("processor-point", "CONT")
         try:
@@ -102,7 +103,7 @@ def test_undelivered_results_are_replayed(fleet):
                        lambda: procs.metric(port, "promo_result_delivery_errors_total") > errors0
                        and procs.metric(port, "promo_partition_resets_total") > resets0, 60)
         finally:
-            fleet.kafka_control("clear-errors Produce")
+            fleet.accept_produce("promo.results")
 
         # Every request answered, each earn counted once.
         for u, k, rid in later:
@@ -117,5 +118,5 @@ def test_undelivered_results_are_replayed(fleet):
         for _, _, rid in later:
             assert len(set(results[rid])) == 1, (rid, len(results[rid]))
     finally:
-        fleet.kafka_control("clear-errors Produce")
+        fleet.accept_produce("promo.results")
         restart_point_processor(fleet, {})

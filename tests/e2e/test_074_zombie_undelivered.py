@@ -3,7 +3,7 @@
 
 A second point processor, the zombie-to-be, runs with a 1 s result timeout
 and checkpoints only when it loses its partitions. It applies commands while
-the dev broker refuses every Produce request, and is frozen (SIGSTOP) with
+the broker refuses every result (NOT_ENOUGH_REPLICAS), and is frozen (SIGSTOP) with
 those results still queued. Its session times out and the fleet's processor
 takes its partitions over, claiming a new epoch for each. Resumed, the
 zombie finds its results timed out and its partitions revoked. Replaying from
@@ -52,12 +52,12 @@ def test_zombie_with_lost_results_does_not_fence_the_owner(fleet):
             pts.producer.produce(topic, key=key, value=value)
             second.append((u, rid))
         assert pts.producer.flush(20) == 0
-        fleet.kafka_control("request-errors Produce 10000 NOT_ENOUGH_REPLICAS")
+        fleet.refuse_produce("promo.results")
         errors_on = True
         zombie.signal(signal.SIGCONT)
         wait_until("the zombie to apply them", lambda: zombie.metric("promo_commands_applied_total") > applied0, 20)
         zombie.signal(signal.SIGSTOP)
-        fleet.kafka_control("clear-errors Produce")
+        fleet.accept_produce("promo.results")
         errors_on = False
 
         wait_until("the fleet's processor to own every partition",
@@ -74,6 +74,6 @@ def test_zombie_with_lost_results_does_not_fence_the_owner(fleet):
         assert procs.metric(main_port, "promo_checkpoint_fenced_total") == fenced0
     finally:
         if errors_on:
-            fleet.kafka_control("clear-errors Produce")
+            fleet.accept_produce("promo.results")
         zombie.signal(signal.SIGCONT)
         zombie.stop()
