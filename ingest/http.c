@@ -2,13 +2,14 @@
  * authenticates, reads the body, and then either produces a command or
  * answers from Redis/MySQL.
  *
- * A write: parse_route_match → API key and role → body (64 KiB cap) →
- * parse_cmd (all field rules, no I/O) → codec_encode_cmd → PENDING record
- * queued for Redis (status.c's writer) → produce_send, which blocks this
- * worker until Kafka acknowledged (acks=all) and Redis answered → 202. The
- * PENDING record is written before the 202 goes out so that a client polling
- * right away finds its request; a Redis failure there is logged and the 202
- * still stands, because the command is in Kafka.
+ * A write: parse_route_match (on the path as sent) → API key and role →
+ * body (64 KiB cap) → parse_cmd (all field rules, no I/O) →
+ * codec_encode_cmd → PENDING record queued for Redis (status.c's writer) →
+ * produce_send, which blocks this worker until Kafka acknowledged (acks=all)
+ * and Redis answered → 202. The PENDING record is written before the 202
+ * goes out so that a client polling right away finds its request; a Redis
+ * failure there is logged and the 202 still stands, because the command is
+ * in Kafka.
  *
  * Before any of that, every request but the probes and /metrics takes a
  * token from its client address's bucket, and an authenticated one from its
@@ -687,8 +688,13 @@ static int handle(struct mg_connection *conn, void *cbdata) {
     parse_route route;
     parse_error perr;
     int status;
-    const char *path = ri->local_uri ? ri->local_uri : ri->request_uri;
-    if (parse_route_match(ri->request_method, path ? path : "", &route, &perr)) {
+    /* Routed on the path exactly as sent (decode_url is off, see
+     * http_start()): local_uri has dot segments removed, and with decoding
+     * on, request_uri and local_uri_raw too are percent-decoded, so an id
+     * "p%2F..%2Fx" would reach the entity "x". NULL for an absolute URI
+     * naming another host: no route. */
+    const char *path = ri->local_uri_raw ? ri->local_uri_raw : "";
+    if (parse_route_match(ri->request_method, path, &route, &perr)) {
         route.id = ROUTE_NONE;
         status = send_parse_error(conn, &perr);
         goto done;
@@ -737,7 +743,7 @@ done:;
     atomic_fetch_sub(&s->in_flight, 1);
     /* Failures log their own line where they happen; this is the access log. */
     if (s->cfg.access_log)
-        log_info("%s %s %d %lldus%s%s", ri->request_method, path ? path : "-", status, (long long)us,
+        log_info("%s %s %d %lldus%s%s", ri->request_method, path[0] ? path : "-", status, (long long)us,
                  rid[0] ? " request_id=" : "", rid);
     return status;
 }
@@ -829,6 +835,10 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
         "1024",
         "request_timeout_ms",
         "35000", /* above the longest long-poll */
+        /* Off: a path is routed as sent, never percent-decoded (handle());
+         * query values are decoded by mg_get_var() all the same. */
+        "decode_url",
+        "no",
         NULL,
     };
     struct mg_callbacks cb = {0};
