@@ -881,7 +881,7 @@ static void test_openapi_matches_routes(void **state) {
         parse_route r;
         parse_error e;
         assert_int_equal(parse_route_match(method, path, &r, &e), 0);
-        const char *need_write[] = {"202", "400", "401", "404", "413", "415", "429", "503"};
+        const char *need_write[] = {"202", "400", "401", "404", "413", "415", "422", "429", "503"};
         const char *need_read[] = {"200", "400", "401", "404", "429", "503"};
         if (parse_route_is_write(r.id)) {
             for (size_t k = 0; k < sizeof need_write / sizeof need_write[0]; k++)
