@@ -2,13 +2,16 @@
  * authenticates, reads the body, and then either produces a command or
  * answers from Redis/MySQL.
  *
- * A write: parse_route_match → API key and role → body (64 KiB cap) →
- * parse_cmd (all field rules, no I/O) → codec_encode_cmd → PENDING record
- * queued for Redis (status.c's writer) → produce_send, which blocks this
- * worker until Kafka acknowledged (acks=all) and Redis answered → 202. The
- * PENDING record is written before the 202 goes out so that a client polling
- * right away finds its request; a Redis failure there is logged and the 202
- * still stands, because the command is in Kafka.
+ * A write: parse_route_match (on the path as sent) → API key and role →
+ * body (64 KiB cap) → parse_cmd (all field rules, no I/O) →
+ * codec_encode_cmd → PENDING record queued for Redis (status.c's writer) →
+ * produce_send, which blocks this worker until Kafka acknowledged (acks=all)
+ * and Redis answered → 202. The PENDING record is written before the 202
+ * goes out so that a client polling right away finds its request; a Redis
+ * failure there is logged and the 202 still stands, because the command is
+ * in Kafka. Under an Idempotency-Key, the PENDING record is instead written
+ * with the request's fingerprint by status_claim() before the produce, and a
+ * key that holds a different request is answered 422 with nothing sent.
  *
  * Before any of that, every request but the probes and /metrics takes a
  * token from its client address's bucket, and an authenticated one from its
@@ -256,15 +259,22 @@ static int keys_parse(http_server *s, const char *list, char *errstr, size_t err
     return 0;
 }
 
-/* SHA-256 of a presented key. OpenSSL 3's one-shot SHA256() looks the
- * algorithm up and allocates a context on every call, which cost several
- * times the hash itself on every request; the algorithm is fetched once and
- * the context kept per thread instead. */
-static void key_digest(const char *key, size_t len, unsigned char out[SHA256_DIGEST_LENGTH]) {
+/* SHA-256 of n byte strings one after the other. OpenSSL 3's one-shot
+ * SHA256() looks the algorithm up and allocates a context on every call,
+ * which cost several times the hash itself on every request; the algorithm
+ * is fetched once and the context kept per thread instead. Returns 0, or -1
+ * when OpenSSL fails (out of memory). */
+static int digest(size_t n, const void *const parts[], const size_t lens[], unsigned char out[SHA256_DIGEST_LENGTH]) {
     if (!tl_md_ctx) tl_md_ctx = EVP_MD_CTX_new();
-    if (!tl_md_ctx || !sha256_md || !EVP_DigestInit_ex2(tl_md_ctx, sha256_md, NULL) ||
-        !EVP_DigestUpdate(tl_md_ctx, key, len) || !EVP_DigestFinal_ex(tl_md_ctx, out, NULL))
-        SHA256((const unsigned char *)key, len, out);
+    if (!tl_md_ctx || !EVP_DigestInit_ex2(tl_md_ctx, sha256_md ? sha256_md : EVP_sha256(), NULL)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!EVP_DigestUpdate(tl_md_ctx, parts[i], lens[i])) return -1;
+    return EVP_DigestFinal_ex(tl_md_ctx, out, NULL) ? 0 : -1;
+}
+
+/* SHA-256 of a presented key. */
+static void key_digest(const char *key, size_t len, unsigned char out[SHA256_DIGEST_LENGTH]) {
+    if (digest(1, (const void *[]){key}, (size_t[]){len}, out)) SHA256((const unsigned char *)key, len, out);
 }
 
 /* The role of the presented key, or ROLE_NONE; *index is the key's place in
@@ -330,6 +340,26 @@ static void fresh_request_id(worker *w, char out[33]) {
     out[32] = '\0';
 }
 
+/* The fingerprint of a write under an Idempotency-Key, as payment APIs keep
+ * one: SHA-256 over the method, the path as sent and the body's bytes, in
+ * hex. A NUL ends the method and the path, which cannot hold one, so two
+ * different requests never hash the same bytes. The query string is left
+ * out: no write reads one. Returns 0, or -1 when OpenSSL fails. */
+static int request_fingerprint(const char *method, const char *path, const char *body, size_t body_len,
+                               char out[2 * SHA256_DIGEST_LENGTH + 1]) {
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    const void *parts[] = {method, path, body};
+    size_t lens[] = {strlen(method) + 1, strlen(path) + 1, body_len};
+    if (digest(3, parts, lens, d)) return -1;
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof d; i++) {
+        out[2 * i] = hex[d[i] >> 4];
+        out[2 * i + 1] = hex[d[i] & 15];
+    }
+    out[2 * sizeof d] = '\0';
+    return 0;
+}
+
 static void observe_produce(http_server *s, int64_t us) {
     size_t b = 0;
     while (b < N_BUCKETS && us > latency_us[b]) b++;
@@ -338,7 +368,8 @@ static void observe_produce(http_server *s, int64_t us) {
     atomic_fetch_add_explicit(&s->produce_sum_us, (unsigned long long)us, memory_order_relaxed);
 }
 
-static int handle_write(http_server *s, struct mg_connection *conn, const struct mg_request_info *ri,
+/* path: as sent, the one the route was matched on. */
+static int handle_write(http_server *s, struct mg_connection *conn, const struct mg_request_info *ri, const char *path,
                         const parse_route *route, char *rid_out, size_t rid_size) {
     char errstr[256];
     worker *w = worker_get(errstr, sizeof errstr);
@@ -388,24 +419,29 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
              "\"result\":{}}",
              cmd.request_id, promo_domain_name(d), cmd_type_name(cmd.type), key, (long long)cmd.submitted_at);
 
-    /* A client's own Idempotency-Key is claimed before the command is sent.
-     * The processor of one partition catches a key reused with another body
-     * for the same entity, but a key reused for another entity lands on
-     * another partition, where nobody has seen it: refuse that here. */
+    /* A client's own Idempotency-Key is claimed before the command is sent,
+     * with the request's fingerprint, and a key that holds another request
+     * is refused here (DESIGN.md §7). The processors would catch a reuse on
+     * the same entity too, but only later, on promo.results, while polling
+     * the key showed the first request's success as if it were this one's;
+     * and a reuse on another entity lands on another partition, where nobody
+     * has seen the key. A Redis failure lets the command go unclaimed, as
+     * before there was a claim: the processor still dedupes its partition. */
     bool claimed = false;
+    status_claimed made = {false, false};
     if (in.idempotency_key) {
-        char *existing = NULL;
-        int crc = status_claim(cmd.request_id, pending, &existing, errstr, sizeof errstr);
-        if (crc < 0) log_warn("request %s: idempotency key not claimed: %s", cmd.request_id, errstr);
-        claimed = crc == 0;
-        if (crc == 1) {
-            int same = status_same_target(existing, promo_domain_name(d), cmd_type_name(cmd.type), key);
-            free(existing);
-            if (!same)
-                return send_error(conn, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key",
-                                  "this Idempotency-Key was already used for another command", no_headers);
-            claimed = true; /* ours from an earlier try; the processor dedupes */
+        char fp[2 * SHA256_DIGEST_LENGTH + 1];
+        if (request_fingerprint(ri->request_method, path, w->body, (size_t)len, fp)) {
+            log_error("request %s: cannot hash the request", cmd.request_id);
+            return send_error(conn, 500, "INTERNAL", NULL, "internal error", no_headers);
         }
+        int crc = status_claim(cmd.request_id, fp, pending, promo_domain_name(d), cmd_type_name(cmd.type), key, &made,
+                               errstr, sizeof errstr);
+        if (crc == STATUS_KEY_REUSED)
+            return send_error(conn, 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key",
+                              "this Idempotency-Key was already used for a different request", no_headers);
+        if (crc < 0) log_warn("request %s: idempotency key not claimed: %s", cmd.request_id, errstr);
+        claimed = crc == 0; /* new, or this very request again: the processor dedupes */
     }
 
     /* An unclaimed request's PENDING record is written while Kafka takes the
@@ -430,7 +466,8 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
         /* Nothing was sent: a retry starts afresh. */
         if (pending_sent && status_pending_finish(&pr, true, errstr, sizeof errstr))
             log_warn("request %s: %s", cmd.request_id, errstr);
-        if (claimed) status_release(cmd.request_id);
+        if (claimed && status_release(cmd.request_id, &made, errstr, sizeof errstr))
+            log_warn("request %s: idempotency key not released: %s", cmd.request_id, errstr);
         return send_unavailable(conn, "KAFKA_UNAVAILABLE",
                                 "the command could not be stored; retry with the same Idempotency-Key");
     }
@@ -687,8 +724,13 @@ static int handle(struct mg_connection *conn, void *cbdata) {
     parse_route route;
     parse_error perr;
     int status;
-    const char *path = ri->local_uri ? ri->local_uri : ri->request_uri;
-    if (parse_route_match(ri->request_method, path ? path : "", &route, &perr)) {
+    /* Routed on the path exactly as sent (decode_url is off, see
+     * http_start()): local_uri has dot segments removed, and with decoding
+     * on, request_uri and local_uri_raw too are percent-decoded, so an id
+     * "p%2F..%2Fx" would reach the entity "x". NULL for an absolute URI
+     * naming another host: no route. */
+    const char *path = ri->local_uri_raw ? ri->local_uri_raw : "";
+    if (parse_route_match(ri->request_method, path, &route, &perr)) {
         route.id = ROUTE_NONE;
         status = send_parse_error(conn, &perr);
         goto done;
@@ -728,7 +770,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
         break;
     case ROUTE_DOCS_ASSET: status = handle_docs_asset(s, conn, &route); break;
     default:
-        status = parse_route_is_write(route.id) ? handle_write(s, conn, ri, &route, rid, sizeof rid)
+        status = parse_route_is_write(route.id) ? handle_write(s, conn, ri, path, &route, rid, sizeof rid)
                                                 : handle_read(conn, ri, &route);
     }
 done:;
@@ -737,7 +779,7 @@ done:;
     atomic_fetch_sub(&s->in_flight, 1);
     /* Failures log their own line where they happen; this is the access log. */
     if (s->cfg.access_log)
-        log_info("%s %s %d %lldus%s%s", ri->request_method, path ? path : "-", status, (long long)us,
+        log_info("%s %s %d %lldus%s%s", ri->request_method, path[0] ? path : "-", status, (long long)us,
                  rid[0] ? " request_id=" : "", rid);
     return status;
 }
@@ -829,6 +871,10 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
         "1024",
         "request_timeout_ms",
         "35000", /* above the longest long-poll */
+        /* Off: a path is routed as sent, never percent-decoded (handle());
+         * query values are decoded by mg_get_var() all the same. */
+        "decode_url",
+        "no",
         NULL,
     };
     struct mg_callbacks cb = {0};

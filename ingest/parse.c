@@ -152,6 +152,13 @@ int parse_route_match(const char *method, const char *path, parse_route *out, pa
             if (ok) {
                 memcpy(dst, caps[c].val, caps[c].val_len);
                 dst[caps[c].val_len] = '\0';
+                if (strcmp(dst, ".") == 0 || strcmp(dst, "..") == 0) {
+                    /* Valid as an id, but a dot segment to every URL
+                     * library and proxy, which would remove it and send
+                     * the request to another path. */
+                    dst[0] = '\0';
+                    return fail(err, 400, "INVALID_FIELD", field, "%s in the path may not be \".\" or \"..\"", field);
+                }
                 if (strcmp(field, "coupon_id") == 0) {
                     char pid[PROMO_ID_MAX + 1];
                     int64_t serial;
@@ -162,7 +169,8 @@ int parse_route_match(const char *method, const char *path, parse_route *out, pa
             }
             if (!ok) {
                 dst[0] = '\0';
-                return fail(err, 400, "INVALID_FIELD", field, "%s in the path must match %s", field,
+                return fail(err, 400, "INVALID_FIELD", field,
+                            "%s in the path must match %s as sent, not percent-encoded", field,
                             strcmp(field, "coupon_id") == 0 ? "<policy_id>:<serial>" : "[A-Za-z0-9_.-]{1,64}");
             }
         }

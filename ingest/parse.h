@@ -87,10 +87,13 @@ parse_role parse_route_role(parse_route_id r); /* ROLE_NONE: no key needed */
 size_t parse_route_count(void);
 void parse_route_at(size_t i, const char **method, const char **pattern);
 
-/* Matches method and path (no query string). Returns 0 with out filled; or -1
- * with err: 404 NOT_FOUND for an unknown path, 405 METHOD_NOT_ALLOWED for a
- * known path with another method, 400 INVALID_FIELD for a malformed path id
- * (field = the id's name, e.g. "policy_id"). */
+/* Matches method and path (no query string). The path is taken exactly as
+ * the client sent it: neither percent-decoded nor with dot segments removed,
+ * so an id is checked as it was written ("p%2F..%2Fx" is no id, and
+ * "p/../x" is no path). Returns 0 with out filled; or -1 with err: 404
+ * NOT_FOUND for an unknown path, 405 METHOD_NOT_ALLOWED for a known path with
+ * another method, 400 INVALID_FIELD for a malformed path id, percent-encoded
+ * or "." or ".." included (field = the id's name, e.g. "policy_id"). */
 int parse_route_match(const char *method, const char *path, parse_route *out, parse_error *err);
 
 /* Everything a write request brings. Pointers are borrowed; NULL = absent. */

@@ -36,6 +36,8 @@
 #define ID_BUF (PROMO_COUPON_ID_MAX + 1)
 #define POLL_MS 10
 #define REQ_PREFIX "promo:req:"
+/* The fingerprint of the HTTP request that claimed an id; see status_claim(). */
+#define IDEM_PREFIX "promo:idem:"
 
 static status_config cfg;
 
@@ -275,43 +277,37 @@ void status_pending_send(status_pending *pr, const char *request_id, const char 
     if (wake) pthread_cond_signal(&pw.cv);
 }
 
+/* Deletes the keys of request_id named by the flags, in one command. */
+static int keys_delete(const char *request_id, bool req, bool idem, char *errstr, size_t errstr_size) {
+    redisReply *r;
+    if (req && idem)
+        r = redis_cmd(errstr, errstr_size, "DEL " REQ_PREFIX "%s " IDEM_PREFIX "%s", request_id, request_id);
+    else if (req || idem)
+        r = redis_cmd(errstr, errstr_size, req ? "DEL " REQ_PREFIX "%s" : "DEL " IDEM_PREFIX "%s", request_id);
+    else
+        return 0;
+    if (!r) return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
 int status_pending_finish(status_pending *pr, bool drop, char *errstr, size_t errstr_size) {
     if (pr->result < 0) {
         snprintf(errstr, errstr_size, "%s", pr->err);
         return -1;
     }
-    if (drop && pr->result == 1 && status_release(pr->request_id)) {
-        snprintf(errstr, errstr_size, "redis: pending record of an unsent command not removed");
+    char why[128];
+    if (drop && pr->result == 1 && keys_delete(pr->request_id, true, false, why, sizeof why)) {
+        snprintf(errstr, errstr_size, "pending record of an unsent command not removed: %s", why);
         return -1;
     }
     return 0;
 }
 
-int status_claim(const char *request_id, const char *json, char **existing, char *errstr, size_t errstr_size) {
-    /* SET NX GET (Redis 7): one round trip both claims the id and, when it
-     * was taken, returns what holds it. */
-    redisReply *r = redis_cmd(errstr, errstr_size, "SET " REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s);
-    if (!r) return -1;
-    int rc = 0;
-    if (r->type == REDIS_REPLY_STRING) {
-        *existing = strndup(r->str, r->len);
-        rc = *existing ? 1 : -1;
-        if (rc < 0) snprintf(errstr, errstr_size, "out of memory");
-    }
-    freeReplyObject(r);
-    return rc;
-}
-
-int status_release(const char *request_id) {
-    char errstr[128];
-    redisReply *r = redis_cmd(errstr, sizeof errstr, "DEL " REQ_PREFIX "%s", request_id);
-    if (!r) return -1;
-    freeReplyObject(r);
-    return 0;
-}
-
-int status_same_target(const char *status_json, const char *domain, const char *command_type, const char *entity_key) {
-    json_t *doc = json_loads(status_json, 0, NULL);
+/* 1 when a status JSON names this domain, command type and entity key. */
+static int same_target(const char *status_json, size_t len, const char *domain, const char *command_type,
+                       const char *entity_key) {
+    json_t *doc = json_loadb(status_json, len, 0, NULL);
     if (!doc) return 0;
     const char *d = json_string_value(json_object_get(doc, "domain"));
     const char *t = json_string_value(json_object_get(doc, "command_type"));
@@ -319,6 +315,95 @@ int status_same_target(const char *status_json, const char *domain, const char *
     int same = d && t && k && strcmp(d, domain) == 0 && strcmp(t, command_type) == 0 && strcmp(k, entity_key) == 0;
     json_decref(doc);
     return same;
+}
+
+/* Both SETs of a claim as one transaction, pipelined: MULTI, SET, SET, EXEC
+ * go out in one write and their answers come back in one read. The
+ * transaction keeps a concurrent claim of the same id from falling between
+ * the two SETs, where each would find one key of the other and both could
+ * think themselves refused, or take back a record the other relies on.
+ * Tried once more on a fresh connection like redis_cmd(): a claim that ran
+ * but whose answer was lost then finds its own fingerprint, a retry. Returns
+ * EXEC's array of the two old values (caller frees with freeReplyObject()),
+ * or NULL with errstr. */
+static redisReply *claim_exec(const char *request_id, const char *fingerprint, const char *json, char *errstr,
+                              size_t errstr_size) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool reused = tl.redis && !tl.redis->err;
+        redisContext *c = redis_conn(errstr, errstr_size);
+        if (!c) return NULL;
+        if (redisAppendCommand(c, "MULTI") != REDIS_OK ||
+            redisAppendCommand(c, "SET " IDEM_PREFIX "%s %s NX GET EX %d", request_id, fingerprint, cfg.ttl_s) !=
+                REDIS_OK ||
+            redisAppendCommand(c, "SET " REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s) != REDIS_OK ||
+            redisAppendCommand(c, "EXEC") != REDIS_OK) {
+            snprintf(errstr, errstr_size, "out of memory");
+            redis_drop(); /* commands may be half queued */
+            return NULL;
+        }
+        redisReply *r[4] = {NULL};
+        int got = 0;
+        while (got < 4 && redisGetReply(c, (void **)&r[got]) == REDIS_OK && r[got]) got++;
+        if (got < 4) {
+            snprintf(errstr, errstr_size, "redis: %s", c->errstr[0] ? c->errstr : "no reply");
+            for (int i = 0; i < got; i++) freeReplyObject(r[i]);
+            redis_drop();
+            if (!reused) return NULL;
+            continue;
+        }
+        for (int i = 0; i < 3; i++) freeReplyObject(r[i]);
+        redisReply *ex = r[3];
+        /* EXEC fails whole (EXECABORT) when a SET was refused as queued,
+         * e.g. by a Redis before 7, which knows no NX GET. */
+        bool ok = ex->type == REDIS_REPLY_ARRAY && ex->elements == 2;
+        for (size_t i = 0; ok && i < 2; i++)
+            ok = ex->element[i]->type == REDIS_REPLY_STRING || ex->element[i]->type == REDIS_REPLY_NIL;
+        if (!ok) {
+            const redisReply *e = ex->type == REDIS_REPLY_ARRAY && ex->elements == 2
+                                      ? (ex->element[0]->type == REDIS_REPLY_ERROR ? ex->element[0] : ex->element[1])
+                                      : ex;
+            if (e->type == REDIS_REPLY_ERROR)
+                snprintf(errstr, errstr_size, "redis: %.*s", (int)e->len, e->str);
+            else
+                snprintf(errstr, errstr_size, "redis: unexpected answer to the claim");
+            freeReplyObject(ex);
+            return NULL;
+        }
+        return ex;
+    }
+    return NULL;
+}
+
+int status_claim(const char *request_id, const char *fingerprint, const char *json, const char *domain,
+                 const char *command_type, const char *entity_key, status_claimed *claimed, char *errstr,
+                 size_t errstr_size) {
+    *claimed = (status_claimed){false, false};
+    redisReply *ex = claim_exec(request_id, fingerprint, json, errstr, errstr_size);
+    if (!ex) return -1;
+    const redisReply *old_fp = ex->element[0], *old_req = ex->element[1];
+    claimed->idem = old_fp->type == REDIS_REPLY_NIL;
+    claimed->req = old_req->type == REDIS_REPLY_NIL;
+    bool ours;
+    if (!claimed->idem)
+        ours = old_fp->len == strlen(fingerprint) && memcmp(old_fp->str, fingerprint, old_fp->len) == 0;
+    else if (!claimed->req)
+        /* A status with no fingerprint: the id came to Kafka another way
+         * first, so only its target can be compared here. */
+        ours = same_target(old_req->str, old_req->len, domain, command_type, entity_key);
+    else
+        ours = true;
+    freeReplyObject(ex);
+    if (ours) return 0;
+    /* Refused: what this call wrote belongs to no request. */
+    char why[128];
+    if (status_release(request_id, claimed, why, sizeof why))
+        log_warn("request %s: refused claim not taken back: %s", request_id, why);
+    *claimed = (status_claimed){false, false};
+    return STATUS_KEY_REUSED;
+}
+
+int status_release(const char *request_id, const status_claimed *claimed, char *errstr, size_t errstr_size) {
+    return keys_delete(request_id, claimed->req, claimed->idem, errstr, errstr_size);
 }
 
 /* 0 with *val (caller frees), STATUS_NOT_FOUND, or -1. */

@@ -65,14 +65,31 @@ void status_pending_send(status_pending *pr, const char *request_id, const char 
  * not sent after all), deletes the record again if this request created it.
  * Returns 0, or -1 with errstr (the record may be missing). */
 int status_pending_finish(status_pending *pr, bool drop, char *errstr, size_t errstr_size);
-/* Claims request_id for json before its command is sent (an explicit
- * Idempotency-Key): 0 when claimed, 1 when the id was taken already, with
- * its current status JSON in *existing (caller frees), -1 on a Redis error. */
-int status_claim(const char *request_id, const char *json, char **existing, char *errstr, size_t errstr_size);
-/* Gives a claimed id back (its command was not sent). 0 or -1. */
-int status_release(const char *request_id);
-/* 1 when a status JSON names this domain, command type and entity key. */
-int status_same_target(const char *status_json, const char *domain, const char *command_type, const char *entity_key);
+/* What status_claim() wrote, so that status_release() takes back only that. */
+typedef struct status_claimed {
+    bool req;  /* created promo:req:<id> (the PENDING record) */
+    bool idem; /* created promo:idem:<id> (the request's fingerprint) */
+} status_claimed;
+
+#define STATUS_KEY_REUSED 2
+
+/* Claims request_id (an explicit Idempotency-Key) before its command is
+ * sent: in one round trip, SET NX GET of the fingerprint (64 hex digits of
+ * the whole HTTP request) under promo:idem:<id> and of the PENDING json under
+ * promo:req:<id>, both for the status TTL. Returns 0 when the command may
+ * go: the id was free, or its fingerprint is this one (a retry of the same
+ * request; the processor dedupes it); or it has no fingerprint but a status
+ * record of this domain, command type and entity key (an id a direct Kafka
+ * producer used first; the processor compares the command itself). Returns
+ * STATUS_KEY_REUSED when any other request holds the id, having taken back
+ * what this call wrote; -1 with errstr on a Redis error. *claimed says what
+ * this call created. */
+int status_claim(const char *request_id, const char *fingerprint, const char *json, const char *domain,
+                 const char *command_type, const char *entity_key, status_claimed *claimed, char *errstr,
+                 size_t errstr_size);
+/* Deletes what status_claim() created (the command was not sent, so a
+ * retry starts afresh). 0, or -1 with errstr. */
+int status_release(const char *request_id, const status_claimed *claimed, char *errstr, size_t errstr_size);
 
 /* The status body of a request: Redis, else MySQL's requests.result. With
  * wait_ms > 0, waits while the request is unknown or PENDING, until it is

@@ -5,15 +5,25 @@ order):
 - the same Idempotency-Key with the same body, sent twice, is one request:
   one request id, one effect (one coupon, one ledger entry, one order), and
   the same result both times, byte for byte on promo.results;
-- the same key with a different body changes nothing: GET /v1/requests/{id}
-  and MySQL keep the first result, the state is untouched (a later command
-  on the same entity shows it), and a REJECTED IDEMPOTENCY_KEY_REUSED result
-  for that request id appears on promo.results.
+- the same key with a different body changes nothing: over HTTP it is
+  refused at once (422 IDEMPOTENCY_KEY_REUSED, field Idempotency-Key);
+  published straight to Kafka under that request id, as a direct producer
+  would, it is answered with a REJECTED IDEMPOTENCY_KEY_REUSED result on
+  promo.results; either way GET /v1/requests/{id} and MySQL keep the first
+  result and the state is untouched (a later command on the same entity
+  shows it).
 A request that HTTP validation rejected (400) was never sent, so the same key
 may be used again and then succeeds. The MySQL sink is idempotent too: old
 results published again to promo.results (as a replay after a crash would)
 change no row. Last, the same key on another entity (another partition)
 must not apply a second command either.
+
+test_reused_key_refused_at_once is the HTTP contract in detail: an earn of
+7, then 70 under the same key, then the same key on another path and with
+the same JSON spelt differently, are each refused with 422 and never reach
+Kafka (no second result for the key on promo.results); only the exact
+repeat is 202 again. The balance is 7 and the request's status the first
+one's.
 
 promo.results is read with confluent_kafka from the start of every partition
 and decoded with python3-avro against schemas/result.avsc after the 5-byte
@@ -23,6 +33,8 @@ Confluent header. Ids carry the prefix "i33" so the tests can share a fleet.
 import io
 import json
 import os
+import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -36,6 +48,9 @@ from client import ADMIN, Client, now_ms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = "promo.results"
+
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+import produce_command  # noqa: E402  (the reference direct producer)
 
 
 class Results:
@@ -114,10 +129,28 @@ def same_key_twice(c, results, path, body, key, role_key=None):
     return first
 
 
-def reused(c, results, path, other_body, key, entity, role_key=None):
-    """The same key with another body: accepted by HTTP (the processor owns
-    the decision), answered on promo.results with IDEMPOTENCY_KEY_REUSED."""
-    post_with_key(c, path, other_body, key, role_key)
+def assert_key_reused(status, doc):
+    assert status == 422, (status, doc)
+    assert doc["error"]["code"] == "IDEMPOTENCY_KEY_REUSED", doc
+    assert doc["error"]["field"] == "Idempotency-Key", doc
+
+
+def direct_send(fleet, domain, record, fields, request_id):
+    """Publishes one command straight to Kafka, as a direct producer does."""
+    topic, key, value, _ = produce_command.encode(domain, record, fields, request_id=request_id)
+    # One request in flight: the dev broker needs it (docs/configuration.md).
+    p = produce_command.producer(fleet.bootstrap_servers, **{"max.in.flight.requests.per.connection": 1})
+    produce_command.send(p, topic, key.encode(), value)
+
+
+def reused(c, results, path, other_body, key, entity, fleet, direct, role_key=None):
+    """The same key with another body: refused at once over HTTP; the same
+    command published straight to Kafka under that request id (direct =
+    (domain, record, fields)) is answered on promo.results with
+    IDEMPOTENCY_KEY_REUSED by the processor."""
+    status, doc, _ = c.post(path, other_body, key=role_key, headers={"Idempotency-Key": key})
+    assert_key_reused(status, doc)
+    direct_send(fleet, *direct, key)
     got = results.wait(key, lambda got: any(r["status"] == "REJECTED" for _, r, _ in got))
     rej = [r for _, r, _ in got if r["status"] == "REJECTED"]
     assert len(rej) == 1, rej
@@ -143,7 +176,8 @@ def test_coupon_issue_idempotent(fleet, results):
 
     first = same_key_twice(c, results, path, {"user_id": "i33-a"}, key)
     assert ok(first)["coupon_id"] == pol + ":1"
-    reused(c, results, path, {"user_id": "i33-b"}, key, pol)
+    reused(c, results, path, {"user_id": "i33-b"}, key, pol, fleet,
+           ("coupon", "IssueCoupon", {"policy_id": pol, "user_id": "i33-b"}))
     # A later command on the policy: serial 2, so the reuse issued nothing.
     assert ok(c.run(path, {"user_id": "i33-c"}))["coupon_id"] == pol + ":2"
 
@@ -163,7 +197,8 @@ def test_point_use_idempotent(fleet, results):
 
     first = same_key_twice(c, results, path, {"amount": 30, "order_id": "i33-po1"}, key)
     assert ok(first)["balance"] == 70
-    reused(c, results, path, {"amount": 40, "order_id": "i33-po2"}, key, u)
+    reused(c, results, path, {"amount": 40, "order_id": "i33-po2"}, key, u, fleet,
+           ("point", "UsePoints", {"user_id": u, "amount": 40, "order_id": "i33-po2"}))
     assert ok(c.run(path, {"amount": 1, "order_id": "i33-po3"}))["balance"] == 69
 
     # An earn, the admin's write, under a key too.
@@ -171,7 +206,8 @@ def test_point_use_idempotent(fleet, results):
     first_earn = same_key_twice(c, results, "/v1/points/%s/earn" % u, {"amount": 11, "reason": "bonus"}, ekey,
                                 role_key=ADMIN)
     assert ok(first_earn)["balance"] == 80
-    reused(c, results, "/v1/points/%s/earn" % u, {"amount": 12, "reason": "bonus"}, ekey, u, role_key=ADMIN)
+    reused(c, results, "/v1/points/%s/earn" % u, {"amount": 12, "reason": "bonus"}, ekey, u, fleet,
+           ("point", "EarnPoints", {"user_id": u, "amount": 12, "reason": "bonus"}), role_key=ADMIN)
     assert ok(c.run(path, {"amount": 1, "order_id": "i33-po4"}))["balance"] == 79
 
     assert c.wait(key) == first and c.wait(ekey) == first_earn
@@ -199,7 +235,8 @@ def test_timesale_order_idempotent(fleet, results):
 
     first = same_key_twice(c, results, path, {"user_id": "i33-t", "quantity": 2, "order_id": "i33-so1"}, key)
     assert (ok(first)["sold"], ok(first)["remaining"]) == (2, 8)
-    reused(c, results, path, {"user_id": "i33-t", "quantity": 3, "order_id": "i33-so1"}, key, sale)
+    reused(c, results, path, {"user_id": "i33-t", "quantity": 3, "order_id": "i33-so1"}, key, sale, fleet,
+           ("timesale", "PlaceOrder", {"sale_id": sale, "user_id": "i33-t", "quantity": 3, "order_id": "i33-so1"}))
     assert ok(c.run(path, {"user_id": "i33-t", "quantity": 1, "order_id": "i33-so2"}))["sold"] == 3
 
     assert c.wait(key) == first
@@ -347,3 +384,128 @@ def test_same_key_on_another_entity(fleet):
     assert c.wait(key) == first
     rows = fleet.mysql_query("SELECT coupon_id FROM coupons WHERE policy_id LIKE 'i33-x%' AND user_id = 'i33-x'")
     assert rows == ((policies[0] + ":1",),), rows
+
+
+def test_reused_key_refused_at_once(fleet, results):
+    """A key reused with any other request is 422 at once and sends nothing;
+    the exact same request again is 202 with the same request id."""
+    c = Client(fleet.http_port)
+    u, other = "i33-fp", "i33-fp2"
+    path = "/v1/points/%s/earn" % u
+    key = "i33-k-fp"
+    earn7 = b'{"amount": 7, "reason": "x"}'
+    hdrs = {"Idempotency-Key": key, "Content-Type": "application/json"}
+
+    status, doc, _ = c.request("POST", path, raw=earn7, key=ADMIN, headers=hdrs)
+    assert status == 202 and doc["request_id"] == key, (status, doc)
+    first = c.wait(key)
+    assert ok(first)["balance"] == 7
+
+    refused = [
+        (path, b'{"amount": 70, "reason": "x"}'),  # another body
+        ("/v1/points/%s/earn" % other, earn7),  # another path (another entity, partition)
+        ("/v1/points/%s/use" % u, b'{"amount": 7, "order_id": "i33-fpo"}'),  # another command
+        (path, b'{"reason": "x", "amount": 7}'),  # the same JSON in other bytes: the bytes count
+    ]
+    for p, body in refused:
+        status, doc, _ = c.request("POST", p, raw=body, key=ADMIN, headers=hdrs)
+        assert_key_reused(status, doc)
+        # Polling the key still shows the first request, never a success of this one.
+        assert c.wait(key) == first
+
+    status, doc, _ = c.get("/v1/points/%s" % u)
+    assert status == 200 and doc["balance"] == 7, doc
+
+    # The exact request again: accepted, same id, the processor answers it with the first result.
+    status, doc, h = c.request("POST", path, raw=earn7, key=ADMIN, headers=hdrs)
+    assert status == 202 and doc["request_id"] == key, (status, doc)
+    assert h.get("Location") == "/v1/requests/" + key
+
+    # Later commands on both users, after any command the refusals could have
+    # sent in their partitions: once their results are read, so is every
+    # result for the key.
+    for user, balance in ((u, 8), (other, 1)):
+        barrier = c.submit("/v1/points/%s/earn" % user, {"amount": 1, "reason": "barrier"}, key=ADMIN)
+        assert ok(c.wait(barrier))["balance"] == balance
+        results.wait(barrier, lambda got: len(got) >= 1)
+    got = results.by_request.get(key, [])
+    assert [r["status"] for _, r, _ in got] == ["SUCCEEDED", "SUCCEEDED"], [r for _, r, _ in got]
+    assert got[0][0] == got[1][0], "the repeat must get the first result byte for byte"
+
+    assert c.wait(key) == first
+    assert request_row(fleet, key) == ("SUCCEEDED", None, first)
+    rows = fleet.mysql_query("SELECT kind, delta, request_id FROM point_ledger WHERE user_id = %s ORDER BY seq",
+                             (u,))
+    assert [r[:2] for r in rows] == [("EARN", 7), ("EARN", 1)] and rows[0][2] == key, rows
+    status, doc, _ = c.get("/v1/points/%s" % u)
+    assert status == 200 and doc["balance"] == 8, doc
+    status, doc, _ = c.get("/v1/points/%s" % other)
+    assert status == 200 and doc["balance"] == 1, doc
+    # The fingerprint lives as long as the status record.
+    assert 0 < int(fleet.redis("TTL", "promo:idem:" + key)) <= int(fleet.redis("TTL", "promo:req:" + key)) + 5
+
+
+def test_concurrent_claims(fleet):
+    """Eight requests under one fresh key at once: with different bodies one
+    wins and seven are 422; with one body all are 202, one request."""
+    u = "i33-cc"
+
+    def fire(key, bodies):
+        out = [None] * len(bodies)
+        go = threading.Barrier(len(bodies))
+
+        def one(i):
+            c = Client(fleet.http_port)
+            c.get("/healthz")  # connected before the barrier
+            go.wait()
+            out[i] = c.post("/v1/points/%s/earn" % u, bodies[i], key=ADMIN, headers={"Idempotency-Key": key})[:2]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return out
+
+    c = Client(fleet.http_port)
+    got = fire("i33-k-cc1", [{"amount": 10 + i, "reason": "race"} for i in range(8)])
+    won = [i for i, (status, _) in enumerate(got) if status == 202]
+    assert len(won) == 1, got
+    for i, (status, doc) in enumerate(got):
+        if i not in won:
+            assert_key_reused(status, doc)
+    assert ok(c.wait("i33-k-cc1"))["balance"] == 10 + won[0]
+
+    got = fire("i33-k-cc2", [{"amount": 100, "reason": "same"}] * 8)
+    assert all(status == 202 and doc["request_id"] == "i33-k-cc2" for status, doc in got), got
+    assert ok(c.wait("i33-k-cc2"))["balance"] == 110 + won[0]
+    assert ok(c.run("/v1/points/%s/earn" % u, {"amount": 1, "reason": "barrier"}, key=ADMIN))["balance"] == \
+        111 + won[0]
+
+
+def test_direct_producer_id_then_http(fleet):
+    """An id first used straight on Kafka has a status but no fingerprint:
+    HTTP refuses it for another target, lets it through for the same one
+    (the processor answers with the first result), and from then on holds
+    that request's fingerprint."""
+    c = Client(fleet.http_port)
+    u = "i33-dp"
+    key = "i33-k-direct"
+    direct_send(fleet, "point", "EarnPoints", {"user_id": u, "amount": 5, "reason": "direct"}, key)
+    first = c.wait(key)
+    assert ok(first)["balance"] == 5
+
+    status, doc, _ = c.post("/v1/points/i33-dp2/earn", {"amount": 5, "reason": "direct"}, key=ADMIN,
+                            headers={"Idempotency-Key": key})
+    assert_key_reused(status, doc)
+    body = {"amount": 5, "reason": "direct"}
+    for _ in range(2):
+        status, doc, _ = c.post("/v1/points/%s/earn" % u, body, key=ADMIN, headers={"Idempotency-Key": key})
+        assert status == 202 and doc["request_id"] == key, (status, doc)
+    status, doc, _ = c.post("/v1/points/%s/earn" % u, {"amount": 6, "reason": "direct"}, key=ADMIN,
+                            headers={"Idempotency-Key": key})
+    assert_key_reused(status, doc)
+
+    assert ok(c.run("/v1/points/%s/earn" % u, {"amount": 1, "reason": "barrier"}, key=ADMIN))["balance"] == 6
+    assert ok(c.run("/v1/points/i33-dp2/earn", {"amount": 1, "reason": "barrier"}, key=ADMIN))["balance"] == 1
+    assert c.wait(key) == first

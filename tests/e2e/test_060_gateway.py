@@ -275,8 +275,10 @@ def test_503_while_kafka_is_down_then_202_again(fleet):
             assert_error(st, doc, "KAFKA_UNAVAILABLE")
             assert int(h["retry-after"]) >= 1
             assert took < 1.5 + 3, took  # bounded by PROMO_PRODUCE_TIMEOUT_MS
-            # Not acknowledged, so no PENDING record either.
+            # Not acknowledged, so no PENDING record either, and the key's
+            # fingerprint is released: a retry starts afresh.
             assert fleet.redis("GET", "promo:req:" + key) is None
+            assert fleet.redis("GET", "promo:idem:" + key) is None
             st, _, doc = ing.request("GET", "/readyz")
             assert st == 503, doc
         finally:

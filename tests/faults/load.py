@@ -7,8 +7,10 @@ Every request carries its own Idempotency-Key, so a retry after a 503 or a
 dropped connection is the same request; on purpose, some requests are sent
 again unchanged (repeats: the first outcome must come back and nothing
 change) and some keys are reused with a different body on the same entity
-(IDEMPOTENCY_KEY_REUSED). A request counts as accepted when ingest answered
-202; the verifier later checks that each accepted one has exactly one
+(IDEMPOTENCY_KEY_REUSED: ingest refuses those at once with 422 when it holds
+the key's fingerprint, and otherwise, with Redis down when the key was first
+used or now, lets the processor reject them). A request counts as accepted
+when ingest answered 202; the verifier later checks that each accepted one has exactly one
 outcome. The load never waits on the fleet except in the coupon flow, which
 needs an issued coupon id, and gives that up after a timeout.
 """
@@ -31,7 +33,8 @@ class Load:
         self.lock = threading.Lock()
         self.accepted = []  # request ids answered 202, in order
         self.accepted_at = []  # time.time() of each
-        self.stats = {"sent": 0, "retries": 0, "given_up": 0, "unexpected": 0, "repeats": 0, "reused": 0}
+        self.stats = {"sent": 0, "retries": 0, "given_up": 0, "unexpected": 0, "repeats": 0, "reused": 0,
+                      "reuse_refused": 0}
         self.unexpected = []
         self.stop_event = threading.Event()
         self.threads = []
@@ -43,9 +46,11 @@ class Load:
 
     # ---- sending -----------------------------------------------------------------
 
-    def send(self, c, path, body, rid, key=CLIENT, deadline_s=90):
+    def send(self, c, path, body, rid, key=CLIENT, deadline_s=90, reuse=False):
         """POSTs with Idempotency-Key rid, retrying what a client would retry
-        with the same key. Returns the request id when accepted, else None."""
+        with the same key. Returns the request id when accepted, else None.
+        With reuse (rid holds another request), 422 IDEMPOTENCY_KEY_REUSED is
+        an expected answer too."""
         deadline = time.time() + deadline_s
         with self.lock:
             self.stats["sent"] += 1
@@ -59,6 +64,11 @@ class Load:
                     self.accepted.append(rid)
                     self.accepted_at.append(time.time())
                 return rid
+            if reuse and status == 422 and isinstance(doc, dict) and \
+                    doc.get("error", {}).get("code") == "IDEMPOTENCY_KEY_REUSED":
+                with self.lock:
+                    self.stats["reuse_refused"] += 1
+                return None
             if (status in RETRYABLE or status == 0) and time.time() < deadline and not self._hard_stop():
                 with self.lock:
                     self.stats["retries"] += 1
@@ -208,7 +218,7 @@ class Load:
             if self.hook and act not in ("repeat", "reuse") and body is not None and rng.random() < 0.1:
                 body = dict(body, callback_url=self.hook.url(rid))
                 hooked = True
-            got = self.send(admin if key == ADMIN else c, path, body, rid, key=key)
+            got = self.send(admin if key == ADMIN else c, path, body, rid, key=key, reuse=act == "reuse")
             if got and hooked:
                 with self.lock:
                     self.hooked.append(rid)

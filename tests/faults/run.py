@@ -493,9 +493,10 @@ def main():
                 print("  %-24s %9d" % (sub[len(k) + 1:], inj.count[sub]))
         print()
         print("requests accepted: %d (sent %d, retried %d, given up %d, unexpected answers %d,"
-              " repeats %d, reused keys %d)" % (len(set(load.accepted)), load.stats["sent"], load.stats["retries"],
-                                                load.stats["given_up"], load.stats["unexpected"],
-                                                load.stats["repeats"], load.stats["reused"]))
+              " repeats %d, reused keys %d, of them refused at once %d)"
+              % (len(set(load.accepted)), load.stats["sent"], load.stats["retries"], load.stats["given_up"],
+                 load.stats["unexpected"], load.stats["repeats"], load.stats["reused"],
+                 load.stats["reuse_refused"]))
         print("command log: %s" % ", ".join("%s %d" % kv for kv in sorted(rep.counts.items())))
         print("expected outcomes: %s" % ", ".join("%s %d" % kv for kv in sorted(rep.outcomes.items())))
         for n in inj.notes:

@@ -653,6 +653,10 @@ static void test_routes(void **state) {
         {"GET", "/v1/time-sales/s1", ROUTE_SALE_GET, "s1", "", ROLE_CLIENT},
         {"GET", "/v1/time-sales/s1/orders/o1", ROUTE_SALE_ORDER_GET, "s1", "o1", ROLE_CLIENT},
         {"GET", "/v1/requests/abc", ROUTE_REQUEST_GET, "abc", "", ROLE_CLIENT},
+        /* Dots are id characters; only a whole "." or ".." segment is not. */
+        {"GET", "/v1/coupon-policies/...", ROUTE_POLICY_GET, "...", "", ROLE_CLIENT},
+        {"GET", "/v1/points/.u", ROUTE_POINTS_GET, ".u", "", ROLE_CLIENT},
+        {"POST", "/v1/coupons/..x:3/redeem", ROUTE_COUPON_REDEEM, "..x:3", "", ROLE_CLIENT},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         parse_route r;
@@ -708,6 +712,22 @@ static void test_routes(void **state) {
          "/v1/coupons/"
          "12345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345:1/redeem",
          405, "METHOD_NOT_ALLOWED", ""},
+        /* The path as sent: ingest decodes nothing and removes no dot
+         * segment, so no spelling of a path reaches another entity. */
+        {"POST", "/v1/coupon-policies/p%2F..%2Fx/issue", 400, "INVALID_FIELD", "policy_id"},
+        {"POST", "/v1/coupon-policies/%2E%2E/issue", 400, "INVALID_FIELD", "policy_id"},
+        {"POST", "/v1/coupon-policies/%41/issue", 400, "INVALID_FIELD", "policy_id"},
+        {"POST", "/v1/coupon-policies/../issue", 400, "INVALID_FIELD", "policy_id"},
+        {"POST", "/v1/coupon-policies/./issue", 400, "INVALID_FIELD", "policy_id"},
+        {"POST", "/v1/coupon-policies/p/../x/issue", 404, "NOT_FOUND", ""},
+        {"POST", "/v1/coupon-policies/x/issue/..", 404, "NOT_FOUND", ""},
+        {"POST", "/v1/coupons/p%3A1/redeem", 400, "INVALID_FIELD", "coupon_id"},
+        {"POST", "/v1/coupons/p%2F..%2Fx:1/redeem", 400, "INVALID_FIELD", "coupon_id"},
+        {"POST", "/v1/coupons/p/../x:1/redeem", 404, "NOT_FOUND", ""},
+        {"GET", "/v1/coupon-policies/..", 400, "INVALID_FIELD", "policy_id"},
+        {"GET", "/v1/coupon-policies/p%2F..%2Fx", 400, "INVALID_FIELD", "policy_id"},
+        {"GET", "/v1/time-sales/s1/orders/..", 400, "INVALID_FIELD", "order_id"},
+        {"GET", "/v1/./healthz", 404, "NOT_FOUND", ""},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         parse_route r;
@@ -861,7 +881,7 @@ static void test_openapi_matches_routes(void **state) {
         parse_route r;
         parse_error e;
         assert_int_equal(parse_route_match(method, path, &r, &e), 0);
-        const char *need_write[] = {"202", "400", "401", "404", "413", "415", "429", "503"};
+        const char *need_write[] = {"202", "400", "401", "404", "413", "415", "422", "429", "503"};
         const char *need_read[] = {"200", "400", "401", "404", "429", "503"};
         if (parse_route_is_write(r.id)) {
             for (size_t k = 0; k < sizeof need_write / sizeof need_write[0]; k++)
