@@ -4,6 +4,7 @@
 #   make         build every program into build/bin
 #   make run     start the local fleet in the foreground (Ctrl-C stops it)
 #   make test    unit tests (plain and under ASan/UBSan), then end-to-end tests
+#   make examples  the Java direct producer (Maven) and a venv with PyPI's confluent-kafka
 #   make bench   benchmarks (QUICK=1 for a short run)
 #
 # Sources are listed explicitly; -MMD keeps header dependencies.
@@ -49,7 +50,8 @@ UNIT_TESTS := $(B)/bin/test-codec $(B)/bin/test-coupon $(B)/bin/test-point \
 
 # Programs and tests added by other parts of the tree (webhook dispatcher,
 # benchmarks) append to PROGRAMS and UNIT_TESTS in their own fragments.
-include $(wildcard sinks/webhook.mk bench/bench.mk tools/promoctl.mk tools/coverage.mk tests/faults/faults.mk tests/fuzz/fuzz.mk)
+include $(wildcard sinks/webhook.mk bench/bench.mk tools/promoctl.mk tools/coverage.mk tests/faults/faults.mk tests/fuzz/fuzz.mk \
+                   examples/examples.mk)
 
 SAN_TESTS  := $(UNIT_TESTS:$(B)/bin/%=$(SAN)/bin/%)
 
@@ -129,7 +131,8 @@ run: deps all
 unit: $(UNIT_TESTS) $(SAN_TESTS)
 	@set -e; for t in $(UNIT_TESTS) $(SAN_TESTS); do echo "== $$t"; $$t; done
 
-e2e: all
+# The end-to-end tests run the Java and PyPI-based producers too (examples/examples.mk).
+e2e: all examples
 	/usr/bin/python3 -m pytest -x -v tests/e2e $(if $(TESTS),-k "$(TESTS)")
 
 test: deps
@@ -141,7 +144,7 @@ test: deps
 	$(MAKE) bench-quick
 
 clean:
-	rm -rf $(B)
+	rm -rf $(B) examples/java/target
 
 .PHONY: all deps run unit e2e test clean
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -6,7 +6,8 @@ set -eu
 PKGS="gcc make pkg-config librdkafka-dev libavro-dev libcivetweb-dev libhiredis-dev
 default-libmysqlclient-dev libjansson-dev libcurl4-openssl-dev libssl-dev libcmocka-dev
 uthash-dev redis-server redis-tools mariadb-server mariadb-client kcat
-python3-confluent-kafka python3-avro python3-pytest python3-pymysql chromium docker-compose lcov clang-14 libclang-rt-14-dev"
+python3-confluent-kafka python3-avro python3-pytest python3-pymysql chromium docker-compose lcov clang-14 libclang-rt-14-dev
+openjdk-17-jdk-headless maven python3-venv"
 
 # Swagger UI for ingest's /api/docs, from the npm registry into build/npm
 # (never into git); without npm, /api/docs falls back to a plain page.
