@@ -383,9 +383,7 @@ class Fleet:
 
     def topic_config(self, topic, name, value, timeout=30):
         """Sets one dynamic config of a topic on the broker, keeping its other
-        dynamic configs (AlterConfigs replaces the whole set). E.g.
-        min.insync.replicas above the replica count makes Apache Kafka refuse
-        every acks=all Produce to the topic with NOT_ENOUGH_REPLICAS."""
+        dynamic configs (AlterConfigs replaces the whole set)."""
         from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         res = ConfigResource("topic", topic)
@@ -398,12 +396,15 @@ class Fleet:
             f.result(timeout)
 
     def refuse_produce(self, topic):
-        """Apache Kafka refuses acks=all writes to topic (NOT_ENOUGH_REPLICAS)
-        until accept_produce(topic)."""
-        self.topic_config(topic, "min.insync.replicas", self.brokers + 1)
+        """Apache Kafka refuses every write to topic until accept_produce:
+        its max.message.bytes goes below the size of any record batch, so
+        each Produce is answered MESSAGE_TOO_LARGE. (min.insync.replicas
+        above the replica count does not work: Kafka 3.9 caps the required
+        in-sync replicas at the replica count.)"""
+        self.topic_config(topic, "max.message.bytes", 16)
 
     def accept_produce(self, topic):
-        self.topic_config(topic, "min.insync.replicas", 1 if self.brokers < 3 else 2)
+        self.topic_config(topic, "max.message.bytes", 1048588)  # the broker's default
 
     def kafka_control(self, command, timeout=10):
         """Send one fault-injection command to the dev broker (see

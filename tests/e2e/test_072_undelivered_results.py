@@ -4,9 +4,9 @@
 The point processor runs with a 1 s result timeout (PROMO_RESULT_TIMEOUT_MS)
 and room for only 4 results in its producer queue (PROMO_RESULT_QUEUE_MAX).
 Commands are published straight to Kafka while it is frozen for a moment;
-then the broker refuses every result (promo.results's min.insync.replicas
-raised above its replica count: NOT_ENOUGH_REPLICAS). The processor fills its
-queue, waits for room, sees its results time out, and resets its partitions
+then the broker refuses every result (promo.results's max.message.bytes
+below any batch: MESSAGE_TOO_LARGE). The processor fills its queue, waits
+for room, sees its results fail, and resets its partitions
 to their last checkpoints instead of checkpointing. Once the broker takes
 results again, the replay delivers them: every request is answered, each
 balance counts each earn once, and every copy of a request's result in
@@ -99,7 +99,7 @@ def test_undelivered_results_are_replayed(fleet):
         finally:
             fleet.kill("processor-point", "CONT")
         try:
-            wait_until("results to time out and partitions to be reset",
+            wait_until("results to fail and partitions to be reset",
                        lambda: procs.metric(port, "promo_result_delivery_errors_total") > errors0
                        and procs.metric(port, "promo_partition_resets_total") > resets0, 60)
         finally:

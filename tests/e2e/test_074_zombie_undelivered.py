@@ -1,12 +1,12 @@
 """074 — a zombie whose results were lost must not take its partitions back
 (DESIGN.md §5, fencing).
 
-A second point processor, the zombie-to-be, runs with a 1 s result timeout
+A second point processor, the zombie-to-be, runs with a 3 s result timeout
 and checkpoints only when it loses its partitions. It applies commands while
-the broker refuses every result (NOT_ENOUGH_REPLICAS), and is frozen (SIGSTOP) with
+the broker refuses every result (MESSAGE_TOO_LARGE), and is frozen (SIGSTOP) with
 those results still queued. Its session times out and the fleet's processor
 takes its partitions over, claiming a new epoch for each. Resumed, the
-zombie finds its results timed out and its partitions revoked. Replaying from
+zombie finds its results failed and its partitions revoked. Replaying from
 the last checkpoint is then the new owner's job: the zombie must not claim a
 newer epoch for itself (which would fence the rightful owner, who would drop
 the partitions and leave them unprocessed). Every partition keeps answering,
@@ -16,6 +16,7 @@ every earn counts once, and the fleet's processor is never fenced.
 import os
 import signal
 import sys
+import time
 
 from fleet import free_ports
 from test_071_checkpoint_damage import Points, pc, users_on_distinct_partitions, wait_until
@@ -24,12 +25,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import procs  # noqa: E402
 
 
+# Long enough for a cold broker on a busy machine to answer the first
+# results; the zombie stays frozen longer than this, so its queued ones time
+# out.
+RESULT_TIMEOUT_MS = 3000
+
+
 def test_zombie_with_lost_results_does_not_fence_the_owner(fleet):
     pts = Points(fleet)
     main_port = int(fleet.env["PROMO_METRICS_PORT_PROCESSOR_POINT"])
     users = [u for u, _ in users_on_distinct_partitions(fleet.partitions, fleet.partitions)]
     zombie = procs.Extra(fleet, "point", 74, free_ports(1)[0],
-                         env={"PROMO_RESULT_TIMEOUT_MS": "1000", "PROMO_CHECKPOINT_MS": "600000"})
+                         env={"PROMO_RESULT_TIMEOUT_MS": str(RESULT_TIMEOUT_MS), "PROMO_CHECKPOINT_MS": "600000"})
     errors_on = False
     try:
         zombie.start()
@@ -57,11 +64,13 @@ def test_zombie_with_lost_results_does_not_fence_the_owner(fleet):
         zombie.signal(signal.SIGCONT)
         wait_until("the zombie to apply them", lambda: zombie.metric("promo_commands_applied_total") > applied0, 20)
         zombie.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
         fleet.accept_produce("promo.results")
         errors_on = False
 
         wait_until("the fleet's processor to own every partition",
                    lambda: procs.metric(main_port, "promo_partitions_owned") == fleet.partitions, 40)
+        time.sleep(max(0.0, RESULT_TIMEOUT_MS / 1000 + 0.5 - (time.monotonic() - frozen_at)))
         zombie.signal(signal.SIGCONT)
         wait_until("the zombie to learn it lost its partitions",
                    lambda: zombie.metric("promo_partitions_owned") == 0, 30)
