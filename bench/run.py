@@ -12,7 +12,8 @@ every scenario against it with promo-loadgen:
   flash-open     the same at a fixed rate (open loop: no coordinated omission)
   timesale       N orders race for Q units of stock
   points-mix     earn / use / cancel-use over HTTP
-  hot-partition  one policy, so one partition carries all; fed from Kafka
+  hot-partition  one policy, so one partition carries all; 1,000,000
+                 commands produced straight into Kafka in one go
   rowlock        the flash load against baseline-rowlock (MariaDB FOR UPDATE)
   lua            the flash load against baseline-lua (Redis EVALSHA)
   state-size     1,000,000 coupons in one coupon processor, 1,000,000
@@ -25,7 +26,11 @@ figures of a full run).
 "Settle" is the time from the first request until every accepted request's
 outcome is in MySQL; the invariants are checked against MySQL afterwards.
 Peak resident memory is VmHWM of every program, reset at the start of each
-scenario (clear_refs 5). Everything started here is stopped at the end, also
+scenario (clear_refs 5). CPU per request is each process's utime + stime
+(/proc/<pid>/stat) over the scenario's load and its settle tail, divided by
+the requests answered: ingest, the Kafka broker (its JVM), every processor,
+the sink, the webhook dispatcher, Redis, MariaDB and the load generator, and
+their sum. Everything started here is stopped at the end, also
 on failure or Ctrl-C.
 
   /usr/bin/python3 bench/run.py [--quick] [--only a,b] [--conns N] [--rate R]
@@ -53,12 +58,12 @@ from fleet import ADMIN_KEY, CLIENT_KEY, Fleet, free_ports  # noqa: E402
 
 FULL = dict(flash_n=200000, flash_users=100000, flash_q=10000, open_n=100000,
             sale_n=200000, sale_users=100000, sale_stock=10000,
-            points_n=100000, points_users=20000, hot_n=300000, hot_chunk=10000,
-            core_n=2000000, state_n=1000000, state_chunk=40000, conns=64, settle_timeout=600)
+            points_n=100000, points_users=20000, hot_n=1000000,
+            core_n=2000000, state_n=1000000, conns=64, settle_timeout=900)
 QUICK = dict(flash_n=4000, flash_users=2000, flash_q=200, open_n=2000,
              sale_n=3000, sale_users=1500, sale_stock=150,
-             points_n=3000, points_users=500, hot_n=20000, hot_chunk=5000,
-             core_n=200000, state_n=20000, state_chunk=10000, conns=32, settle_timeout=60)
+             points_n=3000, points_users=500, hot_n=20000,
+             core_n=200000, state_n=20000, conns=32, settle_timeout=90)
 
 SCENARIOS = ("core", "flash-coupon", "flash-open", "timesale", "points-mix", "hot-partition",
              "rowlock", "lua", "state-size")
@@ -115,6 +120,51 @@ def peaks(pids):
     return {name: proc_kb(pid, "VmHWM") for name, pid in pids.items() if pid}
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks (fields 14 and 15 of
+    /proc/<pid>/stat, counted after the parenthesised command name)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, TypeError, ValueError, IndexError):
+        return None
+
+
+def children_ticks():
+    """CPU of the children this process has waited for (the load generator)."""
+    r = os.times()
+    return (r.children_user + r.children_system) * TICK
+
+
+class CpuMeter:
+    """CPU per process over an interval: start() at the load's start, stop()
+    once it settled; per_request(n) in microseconds."""
+
+    def __init__(self, pids):
+        self.pids = dict(pids)
+        self.t0 = {name: cpu_ticks(pid) for name, pid in self.pids.items()}
+        self.c0 = children_ticks()
+        self.ticks = None
+
+    def stop(self):
+        self.ticks = {}
+        for name, pid in self.pids.items():
+            t1 = cpu_ticks(pid)
+            if t1 is not None and self.t0.get(name) is not None:
+                self.ticks[name] = t1 - self.t0[name]
+        self.ticks["loadgen"] = children_ticks() - self.c0
+        return self
+
+    def per_request(self, n):
+        us = {name: t * 1e6 / TICK / max(n, 1) for name, t in self.ticks.items()}
+        us["total"] = sum(us.values())
+        return us
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -128,6 +178,7 @@ class Bench:
         self.rows = []
         self.results = {}
         self.cores = os.cpu_count()
+        self.meter = None
 
     # ---- plumbing --------------------------------------------------------------
 
@@ -135,6 +186,9 @@ class Bench:
         out = {}
         if self.fleet and self.fleet.running:
             out.update({k: v for k, v in self.fleet.status().items() if v})
+            for node in self.fleet.kafka_nodes()[1:]:
+                if self.fleet.pid(node):
+                    out[node] = self.fleet.pid(node)
         for name, p in self.baselines.items():
             if p.poll() is None:
                 out[name] = p.pid
@@ -196,6 +250,11 @@ class Bench:
 
     def record(self, name, row, doc):
         """One table row (dict of column -> text) and its JSON file."""
+        if getattr(self, "meter", None) and self.meter.ticks is not None and "cpu_us_per_request" not in doc:
+            n = doc.get("loadgen", {}).get("requests") or doc.get("params", {}).get("commands")
+            if n:
+                doc = dict(doc, cpu_us_per_request=self.meter.per_request(n))
+        self.meter = None
         doc = dict(doc, scenario=name, quick=bool(self.args.quick), cores=self.cores,
                    at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         self.results[name] = doc
@@ -243,6 +302,7 @@ class Bench:
         else:
             args += ["-k", CLIENT_KEY, "--path", path, "--body", body]
         peak_reset(self.pids())
+        self.meter = CpuMeter(self.pids())
         t0 = time.monotonic()
         lg = self.loadgen(*args)
         ids = self.read_ids(ids_file)
@@ -251,6 +311,7 @@ class Bench:
             raise BenchError("%s: %d answers 202 but %d request ids" % (name, accepted, len(ids)))
         probes = ids[-100:] + random.Random(name).sample(ids, min(100, len(ids)))
         settle = self.wait_settled(entity_sql_count, entity_args, accepted, t0, name, probes)
+        self.meter.stop()
         return lg, ids, settle
 
     def http_row(self, lg, settle, accepted, inv, rss):
@@ -265,6 +326,7 @@ class Bench:
             "settled s": "%.1f" % settle if settle else "-",
             "invariants": inv_text(inv),
             "peak RSS MB": rss_text(rss),
+            "CPU us/req": cpu_text(self.meter.per_request(lg["requests"])),
         }
 
     def scenario_core(self):
@@ -408,77 +470,70 @@ class Bench:
 
     def scenario_hot(self):
         """One policy, so one partition of promo.coupon.cmd carries every
-        command. The dev broker keeps only about 5 MB a partition, so the load
-        goes in chunks: the processor is paused (SIGSTOP, well inside its
-        session timeout) while a chunk is produced, then drains it as a
-        backlog; its outcomes/s is the chunk over the span of its results'
-        timestamps in promo.results. Before the next chunk the sink must have
-        the chunk in MySQL, so nothing ages out of the broker unread."""
+        command: hot_n issues produced straight into Kafka in one go, while
+        the coupon processor works through them. Its outcomes/s is the
+        commands over the span of their results' timestamps in promo.results
+        (the broker's append time of the first and the last); settle is until
+        MySQL holds every outcome, which the sink paces."""
         s = self.size
-        n, chunk = s["hot_n"], s["hot_chunk"]
+        n = s["hot_n"]
         pid = "hot-%s" % self.run_id
         consumer = self.results_consumer()
         peak_reset(self.pids())
+        self.meter = CpuMeter(self.pids())
         key = pid.encode()
-        spans, producer, part, seen, sizes, last_id = [], [], None, 0, 0, None
+        part, seen, sizes, last_id, lo, hi = None, 0, 0, None, None, None
         t0 = time.monotonic()
         try:
-            for first in range(0, n, chunk):
-                k = min(chunk, n - first)
-                extra = ["--create", s["flash_q"]] if first == 0 else []
-                self.fleet.kill("processor-coupon", "STOP")
-                try:
-                    producer.append(self.loadgen("kafka", "--cmd", "issue", "--entity", pid, "--first", first,
-                                                 "-n", k, "-u", n // 2, "--tag", "hot" + self.run_id, *extra))
-                finally:
-                    self.fleet.kill("processor-coupon", "CONT")
-                want = k + (1 if first == 0 else 0)
-                got, lo, hi = 0, None, None
-                deadline = time.monotonic() + s["settle_timeout"]
-                while got < want:
-                    if time.monotonic() > deadline:
-                        raise BenchError("hot-partition: %d of %d results of a chunk in promo.results" % (got, want))
-                    for m in consumer.consume(num_messages=10000, timeout=0.5):
-                        if m.error() or m.key() != key:
-                            continue
-                        got += 1
-                        sizes += len(m.value())
-                        ts = m.timestamp()[1]
-                        lo = ts if lo is None else min(lo, ts)
-                        hi = ts if hi is None else max(hi, ts)
-                        part = m.partition()
-                        last_id = first_string(m.value())
-                seen += got
-                spans.append((k, max(hi - lo, 1) / 1000.0))
-                # One partition of promo.results, written by the sink in
-                # order: once the chunk's last result is in, the rest are.
-                self.wait_settled("SELECT COUNT(*) FROM requests WHERE entity_key = %s", (pid,), seen, t0,
-                                  "hot-partition", [last_id] if last_id else ())
+            producer = self.loadgen("kafka", "--cmd", "issue", "--entity", pid, "-n", n, "-u", n // 2,
+                                    "--tag", "hot" + self.run_id, "--create", s["flash_q"])
+            want = n + 1
+            deadline = time.monotonic() + s["settle_timeout"]
+            while seen < want:
+                if time.monotonic() > deadline:
+                    raise BenchError("hot-partition: %d of %d results in promo.results" % (seen, want))
+                for m in consumer.consume(num_messages=10000, timeout=0.5):
+                    if m.error() or m.key() != key:
+                        continue
+                    seen += 1
+                    sizes += len(m.value())
+                    ts = m.timestamp()[1]
+                    lo = ts if lo is None else min(lo, ts)
+                    hi = ts if hi is None else max(hi, ts)
+                    part = m.partition()
+                    last_id = first_string(m.value())
+            outcomes_s = time.monotonic() - t0
+            # One partition of promo.results, written by the sink in order:
+            # once the last result is in, the rest are.
+            self.wait_settled("SELECT COUNT(*) FROM requests WHERE entity_key = %s", (pid,), want, t0,
+                              "hot-partition", [last_id] if last_id else ())
             settle = time.monotonic() - t0
+            self.meter.stop()
         finally:
             consumer.close()
-        rate = sum(k for k, _ in spans) / sum(sp for _, sp in spans)
+        rate = n / max((hi - lo) / 1000.0, 0.001)
         rss = peaks(self.pids())
         issued, distinct = self.mysql_one(
             "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM coupons WHERE policy_id = %s", (pid,))
         finals = self.mysql_one("SELECT COUNT(*) FROM requests WHERE entity_key = %s AND status IN "
                                 "('SUCCEEDED', 'REJECTED')", (pid,))[0]
-        want = min(s["flash_q"], n // 2)
-        inv = {"issued == Q": issued == want, "no user twice": issued == distinct,
+        want_q = min(s["flash_q"], n // 2)
+        inv = {"issued == Q": issued == want_q, "no user twice": issued == distinct,
                "every request final": finals == n + 1}
-        prod_rate = sum(p["delivered"] for p in producer) / sum(p["duration_s"] for p in producer)
+        prod_rate = producer["delivered"] / producer["duration_s"]
+        cpu = self.meter.per_request(n)
         row = {"requests": "%d" % n, "submit/s": "%.0f" % prod_rate, "outcomes/s": "%.0f" % rate,
                "settle/s": "%.0f" % ((n + 1) / settle), "settled s": "%.1f" % settle,
-               "invariants": inv_text(inv), "peak RSS MB": rss_text(rss)}
+               "invariants": inv_text(inv), "peak RSS MB": rss_text(rss), "CPU us/req": cpu_text(cpu)}
         self.record("hot-partition", row, {
-            "params": {"commands": n, "chunk": chunk, "users": n // 2, "quantity": s["flash_q"]},
+            "params": {"commands": n, "users": n // 2, "quantity": s["flash_q"]},
             "producer": producer, "producer_per_s": prod_rate, "results_partition": part,
-            "outcomes_per_s": rate, "chunk_spans_s": [sp for _, sp in spans],
+            "outcomes_per_s": rate, "results_in_kafka_s": outcomes_s,
             "result_bytes_avg": sizes / max(seen, 1), "settle_s": settle, "settle_per_s": (n + 1) / settle,
-            "invariants": inv, "peak_rss_kb": rss,
-            "summary": "%d issues of one policy straight into Kafka, in chunks of %d drained as a backlog: "
-                       "%.0f outcomes/s through one partition (promo.results partition %s); all in MySQL after "
-                       "%.1f s, paced by the sink (%.0f/s)" % (n, chunk, rate, part, settle, (n + 1) / settle)})
+            "invariants": inv, "peak_rss_kb": rss, "cpu_us_per_request": cpu,
+            "summary": "%d issues of one policy produced straight into Kafka in one go (%.0f/s): %.0f outcomes/s "
+                       "through one partition (promo.results partition %s); all in MySQL after %.1f s, paced by "
+                       "the sink (%.0f/s)" % (n, prod_rate, rate, part, settle, (n + 1) / settle)})
 
     def start_baseline(self, name):
         port = free_ports(1)[0]
@@ -522,9 +577,11 @@ class Bench:
                 headers={"Authorization": "Bearer " + ADMIN_KEY, "Content-Type": "application/json"})
             urllib.request.urlopen(req, timeout=30).read()
             peak_reset(self.pids())
+            self.meter = CpuMeter(self.pids())
             lg = self.loadgen("http", "-p", port, "-c", s["conns"], "-n", s["flash_n"], "-u", s["flash_users"],
                               "-k", CLIENT_KEY, "--path", "/v1/coupon-policies/%s/issue" % pid,
                               "--body", '{"user_id":"u{user}"}')
+            self.meter.stop()
             rss = peaks(self.pids())
         finally:
             self.stop_baseline(prog)
@@ -590,10 +647,10 @@ class Bench:
         return True
 
     def scenario_state(self):
-        """Fills the processors through Kafka, in chunks each applied and
-        checkpointed before the next (the dev broker keeps only about 5 MB a
-        partition). The MySQL sink is stopped first: it is not measured here
-        and could not keep up with a million results a domain anyway."""
+        """Fills the processors through Kafka, each domain's commands in one
+        go, then waits until every partition is applied and checkpointed. The
+        MySQL sink is stopped first: it is not measured here and could not
+        keep up with a million results a domain anyway."""
         s = self.size
         n = s["state_n"]
         self.fleet.kill("sink-mysql", "TERM")
@@ -606,19 +663,17 @@ class Bench:
         consumer = self.kafka_client()
         plan = {"coupon": ["--cmd", "issue", "--entity", pid, "--tag", "sc" + self.run_id],
                 "point": ["--cmd", "earn", "--entity", "st%su" % self.run_id, "--tag", "sp" + self.run_id]}
-        chunks = {"coupon": s["state_chunk"], "point": s["state_chunk"] * 5}
-        prod = {"coupon": [], "point": []}
+        prod = {}
         try:
             for d in ("coupon", "point"):
-                for first in range(0, n, chunks[d]):
-                    k = min(chunks[d], n - first)
-                    extra = ["--create", n] if d == "coupon" and first == 0 else []
-                    prod[d].append(self.loadgen("kafka", *plan[d], "--first", first, "-n", k, "-u", n, *extra))
-                    deadline = time.monotonic() + s["settle_timeout"]
-                    while not self.caught_up(consumer, d):
-                        if time.monotonic() > deadline:
-                            raise BenchError("state-size: processor-%s did not catch up and checkpoint" % d)
-                        time.sleep(0.1)
+                extra = ["--create", n] if d == "coupon" else []
+                prod[d] = self.loadgen("kafka", *plan[d], "-n", n, "-u", n, *extra)
+            for d in ("coupon", "point"):
+                deadline = time.monotonic() + s["settle_timeout"]
+                while not self.caught_up(consumer, d):
+                    if time.monotonic() > deadline:
+                        raise BenchError("state-size: processor-%s did not catch up and checkpoint" % d)
+                    time.sleep(0.2)
         finally:
             consumer.close()
         applied_s = time.monotonic() - t0
@@ -643,8 +698,7 @@ class Bench:
                                                      fig["point"]["checkpoint_bytes"] / 1e6),
                "settled s": "%.1f" % applied_s, "invariants": "-", "peak RSS MB": rss_text(rss)}
         self.record("state-size", row, {
-            "params": {"coupons": n, "accounts": n, "dedupe": "every request id kept (24 h window)",
-                       "chunks": chunks},
+            "params": {"coupons": n, "accounts": n, "dedupe": "every request id kept (24 h window)"},
             "producer": prod, "fleet": fig, "in_process": core, "applied_and_checkpointed_s": applied_s,
             "peak_rss_kb": rss,
             "summary": "one coupon processor holding %d coupons: %s B/coupon resident, %s B/coupon in Redis; "
@@ -731,7 +785,7 @@ def print_row(name, row, first):
         print("%-14s %s  %s" % ("scenario", " ".join(c.rjust(w) for c, w in COLUMNS), "notes"))
     cells = [str(row.get(c, "-")).rjust(w) for c, w in COLUMNS]
     notes = []
-    for c in ("per core", "bytes/entity", "ckpt MB", "ours/it", "peak RSS MB"):
+    for c in ("per core", "bytes/entity", "ckpt MB", "ours/it", "peak RSS MB", "CPU us/req"):
         if c in row:
             notes.append("%s: %s" % (c, row[c]))
     print("%-14s %s  %s" % (name, " ".join(cells), "; ".join(notes)))
@@ -749,6 +803,14 @@ def rss_text(rss):
              "sink-mysql": "sink", "baseline-rowlock": "rowlock", "baseline-lua": "lua"}
     names = [k for k in OURS if rss.get(k)] + [k for k in ("redis", "mysql", "kafka") if rss.get(k)]
     return " ".join("%s %.0f" % (short.get(k, k), rss[k] / 1024) for k in names)
+
+
+def cpu_text(us):
+    """CPU microseconds per request by process, largest first, then the sum."""
+    short = {"processor-coupon": "coupon", "processor-point": "point", "processor-timesale": "timesale",
+             "sink-mysql": "sink", "baseline-rowlock": "rowlock", "baseline-lua": "lua"}
+    parts = sorted(((v, k) for k, v in us.items() if k != "total"), reverse=True)
+    return " ".join("%s %.1f" % (short.get(k, k), v) for v, k in parts) + " | total %.1f" % us["total"]
 
 
 def fmt_num(x):
