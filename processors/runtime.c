@@ -544,10 +544,10 @@ static void forward(runtime *rt, const rd_kafka_message_t *m, int32_t owner) {
     if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR) hdrs = rd_kafka_headers_copy(orig);
     for (;;) {
         /* producev takes hdrs when it succeeds; it is still ours otherwise. */
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            rt->producer, RD_KAFKA_V_TOPIC(rt->ops->topic), RD_KAFKA_V_PARTITION(owner),
-            RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t e =
+            rd_kafka_producev(rt->producer, RD_KAFKA_V_TOPIC(rt->ops->topic), RD_KAFKA_V_PARTITION(owner),
+                              RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
             atomic_fetch_add(&rt->st.forwarded, 1);
             return;
@@ -561,8 +561,8 @@ static void forward(runtime *rt, const rd_kafka_message_t *m, int32_t owner) {
              * message too big for our producer (a sender's limit may be
              * higher). Failing would replay into it forever; the processors
              * never read headers, so the command goes on without them. */
-            log_warn("%s[%d]@%lld: forwarded without its headers, too big for message.max.bytes %zu",
-                     rt->ops->topic, (int)m->partition, (long long)m->offset, rt->max_message);
+            log_warn("%s[%d]@%lld: forwarded without its headers, too big for message.max.bytes %zu", rt->ops->topic,
+                     (int)m->partition, (long long)m->offset, rt->max_message);
             rd_kafka_headers_destroy(hdrs);
             hdrs = NULL;
             continue;
