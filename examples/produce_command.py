@@ -15,8 +15,9 @@ it, so it doubles as the reference for what a producer must do:
   * value = Confluent framing: byte 0x00, the fixed schema id (1 coupon,
     2 point, 3 time sale) as 4 bytes big-endian, then the Avro binary body;
   * partitioner murmur2_random, the Java client's and ingest's, so that a key
-    lands on the partition whose processor holds that entity's state
-    (librdkafka's own default, consistent_random, would put it elsewhere);
+    lands on the partition whose processor holds that entity's state at once
+    (librdkafka's own default, consistent_random, puts it elsewhere, from
+    where the processor forwards it: it works, one hop later);
   * acks=all and idempotence, so an acknowledged command is durable and a
     retry inside the client does not duplicate it (a repeated request id is
     harmless anyway: the processor answers it with the first result).
@@ -225,7 +226,8 @@ def producer(bootstrap, **extra):
         "bootstrap.servers": bootstrap,
         "acks": "all",
         "enable.idempotence": True,
-        # ingest's partitioner, and the Java client's default for keyed messages
+        # ingest's partitioner, and the Java client's default for keyed
+        # messages: the owning partition at once, no forward
         "partitioner": "murmur2_random",
         "linger.ms": 5,
         # fail within half a minute rather than librdkafka's default five

@@ -76,7 +76,8 @@ trap 'rm -f "$value"' EXIT
 # partitioner=murmur2_random is the partitioner of ingest and of the Java
 # client: kcat's default (librdkafka's consistent_random, a CRC32 hash) would
 # put the policy on another partition than the one whose processor holds its
-# state. acks=all and idempotence: an acknowledged command is durable, and an
+# state, which would then forward it there, a hop later. acks=all and
+# idempotence: an acknowledged command is durable, and an
 # internal retry does not write it twice. kcat exits non-zero when the
 # message could not be delivered, here within 30 s.
 kcat -P -b "$bootstrap" -t promo.coupon.cmd -k "$policy_id" \

@@ -9,11 +9,13 @@
  *
  *   ASSIGNED ──part_restore()──▶ RESTORING ──rd_kafka_assign()──▶ RUNNING
  *      new epoch claimed           state = last checkpoint,          each message: decode → validate
- *      (zombies now fenced)        start offset = its offset           → dedupe → apply → produce
- *                                  (or the log start if none)          next_offset = offset + 1
+ *      (zombies now fenced)        start offset = its offset           → dedupe → apply → produce,
+ *                                  (or the log start if none)          or forward to its owner
+ *                                                                      next_offset = offset + 1
  *                                                                         │ every PROMO_CHECKPOINT_MS
  *   REVOKED ◀──on_revoke()── RUNNING ◀──────────────── CHECKPOINTING ◀──┘ runtime_checkpoint()
- *      checkpointed, state freed          1. every result produced so far acknowledged (flush)
+ *      checkpointed, state freed          1. everything produced so far acknowledged (flush):
+ *                                            results, dead letters and forwards
  *                                         2. dirty entries + next_offset written atomically, fenced
  *                                         3. offsets committed to Kafka (only for lag tools)
  *
@@ -24,6 +26,15 @@
  * Replay is deterministic (now = submitted_at, processed_at = the message's
  * Kafka timestamp), so the replayed results are byte-identical to the ones
  * already produced, and the sinks, which are idempotent, absorb the repeats.
+ *
+ * Forwarding: a command on another partition than its key's owner is
+ * produced, unchanged, to the owner's partition of the same topic (forward())
+ * and applied there like any other. A forward is a produced message like a
+ * result: acknowledged before a checkpoint passes it (step 1), so never lost,
+ * and produced again by a replay, so the owner may see it twice; its dedupe
+ * answers the second with the first result. A replay reaching further back
+ * than the group's committed offset skips forwards made before (see
+ * partition_route_of()).
  *
  * Fencing: a write whose epoch is no longer current is refused by Redis; the
  * runtime then drops that partition until the group reassigns it (a zombie
@@ -62,6 +73,9 @@ typedef struct part {
     int need_full;       /* next checkpoint must be a full snapshot */
     int64_t high;        /* high watermark, for the lag gauge */
     int blocked;         /* its history is gone: applying the rest would be wrong */
+    /* The group's committed offset when the partition was assigned (-1: none):
+     * commands below it that belong elsewhere were forwarded already. */
+    int64_t forwarded_below;
 } part;
 
 /* Counters read by the metrics thread. */
@@ -70,6 +84,8 @@ typedef struct stats {
     _Atomic uint64_t repeats;
     _Atomic uint64_t reused;
     _Atomic uint64_t dead_letters;
+    _Atomic uint64_t forwarded;       /* commands produced to their owning partition */
+    _Atomic uint64_t forward_skipped; /* found forwarded already by an earlier owner */
     _Atomic uint64_t checkpoints;
     _Atomic uint64_t checkpoint_failures;
     _Atomic uint64_t checkpoint_ms_sum;
@@ -267,12 +283,15 @@ static volatile sig_atomic_t *run_stop;
 
 static void part_reset(runtime *rt, int32_t id) {
     int64_t epoch = rt->parts[id]->epoch;
+    int64_t forwarded_below = rt->parts[id]->forwarded_below;
     part_destroy(rt, rt->parts[id]);
     rt->parts[id] = NULL;
     int fenced;
     part *p = part_restore(rt, id, epoch, &fenced, run_stop);
     if (fenced) atomic_fetch_add(&rt->st.fenced, 1);
     if (!p) return; /* fenced, or stopping: the next owner restores it */
+    /* Still a safe bound: the replay starts at our checkpoint, at or past it. */
+    p->forwarded_below = forwarded_below;
     rt->parts[id] = p;
     atomic_fetch_add(&rt->st.resets, 1);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -314,11 +333,13 @@ static int runtime_checkpoint(runtime *rt) {
     if (!moved) return 0;
     int64_t t0 = mono_ms();
 
-    /* 1. Every result produced so far must be acknowledged before any
-     *    checkpoint may name an offset past its command. */
+    /* 1. Every result, dead letter and forward produced so far must be
+     *    acknowledged before any checkpoint may name an offset past its
+     *    command: a forward lost after its checkpoint would be a command
+     *    lost, as a lost result would be an answer lost. */
     rd_kafka_resp_err_t ferr = rd_kafka_flush(rt->producer, 30000);
     if (ferr != RD_KAFKA_RESP_ERR_NO_ERROR || rt->delivery_failed) {
-        log_error("checkpoint: results not acknowledged (%s); replaying from the last checkpoint",
+        log_error("checkpoint: results or forwards not acknowledged (%s); replaying from the last checkpoint",
                   ferr ? rd_kafka_err2str(ferr) : "delivery failed");
         rt->delivery_failed = 0;
         for (int i = 0; i < MAX_PARTITIONS; i++)
@@ -393,8 +414,10 @@ static int runtime_checkpoint(runtime *rt) {
     return failed ? -1 : 0;
 }
 
-/* Dead-letter causes found after decoding (decode errors are codec_err < 0). */
-enum { DL_INVALID_FIELD = 1, DL_KEY_MISMATCH, DL_WRONG_PARTITION };
+/* Dead-letter causes found after decoding (decode errors are codec_err < 0).
+ * (WRONG_PARTITION, a code of the schema, is no longer produced: such a
+ * command is forwarded.) */
+enum { DL_INVALID_FIELD = 1, DL_KEY_MISMATCH };
 
 /* The command topic's partition count, from the cluster's metadata; 0 when
  * unknown (then the partition check is skipped rather than guessed). */
@@ -410,15 +433,37 @@ static int32_t topic_partitions(runtime *rt) {
     return n;
 }
 
+/* The group's committed offsets of the partitions in parts, as a copy of the
+ * list (caller destroys it): what earlier owners checkpointed past, and so
+ * forwarded (part.forwarded_below). Asked again while the coordinator does
+ * not answer, as part_restore() asks Redis. NULL only when stopping. */
+static rd_kafka_topic_partition_list_t *committed_offsets(runtime *rt, const rd_kafka_topic_partition_list_t *parts) {
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 0) {
+            if (run_stop && *run_stop) return NULL;
+            struct timespec ts = {0, 200 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
+        rd_kafka_resp_err_t e = rd_kafka_committed(rt->consumer, l, 10000);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return l;
+        log_warn("committed offsets of group: %s", rd_kafka_err2str(e));
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+}
+
 /* ---- Kafka callbacks -------------------------------------------------------- */
 
+/* Results, dead letters and forwards alike: any of them lost means the next
+ * checkpoint must replay instead of passing it. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     runtime *rt = opaque;
     if (m->err) {
         rt->delivery_failed = 1;
         atomic_fetch_add(&rt->st.delivery_errors, 1);
-        log_error("result delivery failed: %s", rd_kafka_err2str(m->err));
+        log_error("delivery to %s [%d] failed: %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
+                  rd_kafka_err2str(m->err));
     }
 }
 
@@ -428,6 +473,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         int32_t n = topic_partitions(rt);
         if (n > 0) rt->partition_count = n;
+        rd_kafka_topic_partition_list_t *committed = committed_offsets(rt, parts);
         for (int i = 0; i < parts->cnt; i++) {
             int32_t id = parts->elems[i].partition;
             if (id < 0 || id >= MAX_PARTITIONS) continue;
@@ -435,10 +481,16 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             int fenced;
             rt->parts[id] = part_restore(rt, id, 0, &fenced, run_stop);
             if (!rt->parts[id]) continue;
+            /* (The copy keeps the order of parts.) Nothing committed, or an
+             * error for this partition: no forward is known done. */
+            rt->parts[id]->forwarded_below = -1;
+            if (committed && !committed->elems[i].err && committed->elems[i].offset >= 0)
+                rt->parts[id]->forwarded_below = committed->elems[i].offset;
             /* Start offsets go into assign() itself: seeking right after
              * assign is unreliable in librdkafka 2.0.2. */
             parts->elems[i].offset = rt->parts[id]->next_offset;
         }
+        if (committed) rd_kafka_topic_partition_list_destroy(committed);
         rd_kafka_assign(rk, parts);
         atomic_store(&rt->st.partitions, parts->cnt);
         atomic_store(&rt->st.ready, 1);
@@ -470,6 +522,54 @@ static void produce(runtime *rt, const char *topic, const void *key, size_t key_
         /* Not queued: the result is lost, so the next checkpoint must not
          * pass it. Flag it like a failed delivery. */
         log_error("produce to %s failed: %s", topic, rd_kafka_err2str(e));
+        rt->delivery_failed = 1;
+        return;
+    }
+}
+
+/* Produces message m as it came (key, value, headers) to partition owner of
+ * the command topic, where its owner applies it like any other command. It
+ * goes on the producer of the results (idempotent, acks=all), so the
+ * checkpoint's flush waits for it exactly as for a result, and a forward that
+ * fails, in the queue or at the broker, resets the partition to its
+ * checkpoint like a lost result: the command is forwarded again, never
+ * skipped. The timestamp is the producer's now rather than the original's,
+ * which a broker limiting old timestamps would refuse on a late replay,
+ * resetting the partition forever; the owner's result takes its
+ * processed_at from the forwarded message, the same on every replay of the
+ * owner. Counted, never logged: this is the hot path of a producer that
+ * hashes keys otherwise. */
+static void forward(runtime *rt, const rd_kafka_message_t *m, int32_t owner) {
+    rd_kafka_headers_t *orig = NULL, *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR) hdrs = rd_kafka_headers_copy(orig);
+    for (;;) {
+        /* producev takes hdrs when it succeeds; it is still ours otherwise. */
+        rd_kafka_resp_err_t e =
+            rd_kafka_producev(rt->producer, RD_KAFKA_V_TOPIC(rt->ops->topic), RD_KAFKA_V_PARTITION(owner),
+                              RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            atomic_fetch_add(&rt->st.forwarded, 1);
+            return;
+        }
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(rt->producer, 10);
+            continue;
+        }
+        if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && hdrs) {
+            /* A valid command is a few KB, so only the headers can make the
+             * message too big for our producer (a sender's limit may be
+             * higher). Failing would replay into it forever; the processors
+             * never read headers, so the command goes on without them. */
+            log_warn("%s[%d]@%lld: forwarded without its headers, too big for message.max.bytes %zu", rt->ops->topic,
+                     (int)m->partition, (long long)m->offset, rt->max_message);
+            rd_kafka_headers_destroy(hdrs);
+            hdrs = NULL;
+            continue;
+        }
+        log_error("forward of %s[%d]@%lld to partition %d failed: %s", rt->ops->topic, (int)m->partition,
+                  (long long)m->offset, (int)owner, rd_kafka_err2str(e));
+        if (hdrs) rd_kafka_headers_destroy(hdrs);
         rt->delivery_failed = 1;
         return;
     }
@@ -508,8 +608,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
         .value_len = value_len,
         .error_code = code < 0                   ? codec_err_code(code)
                       : code == DL_INVALID_FIELD ? "INVALID_FIELD"
-                      : code == DL_KEY_MISMATCH  ? "KEY_MISMATCH"
-                                                 : "WRONG_PARTITION",
+                                                 : "KEY_MISMATCH",
         .reason = why,
         .failed_at = now_ms(),
         .consumer = rt->name,
@@ -557,17 +656,16 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
         send_dead_letter(rt, m, DL_KEY_MISMATCH, err);
         return;
     }
-    /* And the partition must be the one Kafka's default partitioner gives
-     * that key: a producer hashing differently would create an entity on a
-     * second partition, where its limits would be counted a second time. */
-    if (rt->partition_count > 0) {
-        int32_t want = murmur2_partition(key, strlen(key), rt->partition_count);
-        if (want != m->partition) {
-            snprintf(err, sizeof err, "key '%s' belongs on partition %d (murmur2), not %d", key, (int)want,
-                     (int)m->partition);
-            send_dead_letter(rt, m, DL_WRONG_PARTITION, err);
-            return;
-        }
+    /* And the partition must be the key's owner (murmur2): a producer
+     * hashing otherwise would create the entity on a second partition, where
+     * its limits would be counted a second time. So the command goes on to
+     * its owner, which answers it: no result here (DESIGN.md §3). */
+    int32_t owner;
+    switch (partition_route_of(key, strlen(key), m->partition, m->offset, rt->partition_count, p->forwarded_below,
+                               &owner)) {
+    case PARTITION_APPLY: break;
+    case PARTITION_FORWARD: forward(rt, m, owner); return;
+    case PARTITION_FORWARDED: atomic_fetch_add(&rt->st.forward_skipped, 1); return;
     }
 
     uint64_t fp = cmd_fingerprint(&cmd);
@@ -643,6 +741,8 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     COUNTER("promo_requests_repeated_total", repeats);
     COUNTER("promo_idempotency_key_reused_total", reused);
     COUNTER("promo_dead_letters_total", dead_letters);
+    COUNTER("promo_commands_forwarded_total", forwarded);
+    COUNTER("promo_commands_forward_skipped_total", forward_skipped);
     COUNTER("promo_checkpoints_total", checkpoints);
     COUNTER("promo_checkpoint_failures_total", checkpoint_failures);
     COUNTER("promo_checkpoint_duration_ms_total", checkpoint_ms_sum);

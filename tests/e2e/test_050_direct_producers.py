@@ -6,13 +6,17 @@ coupon, point and time-sale commands, and examples/produce_with_kcat.sh
 publishes an IssueCoupon with kcat. Their outcomes must show up exactly like
 those of HTTP requests: in GET /v1/requests/{id}, in the read endpoints and in
 MySQL. The policy id is chosen so that librdkafka's default partitioner and
-murmur2 disagree on its partition, which proves that both examples land where
-ingest put the policy: on another partition the issue would meet no policy.
+murmur2 disagree on its partition, and no processor forwards anything
+meanwhile, which proves that both examples land where ingest put the policy
+(on another partition the processor would forward them: they would work, a
+hop later; test 075 covers that).
 """
 
 import os
+import re
 import subprocess
 import time
+import urllib.request
 import uuid
 import zlib
 
@@ -73,6 +77,17 @@ def wait_row(fleet, sql, args, timeout=30.0):
         time.sleep(0.1)
 
 
+def forwarded(fleet):
+    """promo_commands_forwarded_total of every processor, summed."""
+    total = 0
+    for d in ("COUPON", "POINT", "TIMESALE"):
+        port = int(fleet.env["PROMO_METRICS_PORT_PROCESSOR_" + d])
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            m = re.search(r"^promo_commands_forwarded_total\{[^}]*\} (\d+)$", r.read().decode(), re.M)
+        total += int(m.group(1))
+    return total
+
+
 def request_row(fleet, rid):
     return wait_row(fleet, "SELECT status, reason, domain, command_type, entity_key, source_partition"
                            " FROM requests WHERE request_id = %s", (rid,))
@@ -82,13 +97,14 @@ def test_direct_producers(fleet):
     c = Client(fleet.http_port)
     partitions = fleet.partitions
     # A policy id whose murmur2 partition differs from librdkafka's default
-    # (CRC32) one, so a producer with the wrong partitioner would miss it.
+    # (CRC32) one, so a producer with the other partitioner would need a forward.
     while True:
         policy = unique("d050p")
         if murmur2_partition(policy, partitions) != zlib.crc32(policy.encode()) % partitions:
             break
     user, user2, sale = unique("d050u"), unique("d050v"), unique("d050s")
     t = now_ms()
+    forwarded0 = forwarded(fleet)
 
     # The policy comes in over HTTP, like any campaign an admin sets up.
     doc = c.run("/v1/coupon-policies", {
@@ -181,3 +197,6 @@ def test_direct_producers(fleet):
     # Two coupons in all: the repeated request added none.
     status, doc, _ = c.get("/v1/coupon-policies/" + policy)
     assert status == 200 and (doc["issued"], doc["remaining"]) == (2, 8), doc
+
+    # Both examples partition with murmur2: nothing needed forwarding.
+    assert forwarded(fleet) == forwarded0
