@@ -110,8 +110,11 @@ unclean.leader.election.enable=false
 PROPS
     local cid_file=$dir/../cluster.id cid
     if [[ ! -s $cid_file ]]; then
-        # A Kafka cluster id is 16 random bytes in unpadded base64url.
-        head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22 >"$cid_file.tmp.$id"
+        # A Kafka cluster id is 16 random bytes in unpadded base64url; one
+        # that starts with '-' would read as an option to the storage tool.
+        cid=-
+        while [[ $cid == -* ]]; do cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22); done
+        echo "$cid" >"$cid_file.tmp.$id"
         mv -n "$cid_file.tmp.$id" "$cid_file" 2>/dev/null || true
         rm -f "$cid_file.tmp.$id"
     fi
