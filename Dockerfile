@@ -18,7 +18,7 @@ FROM debian:bookworm AS build
 WORKDIR /src
 # deps.sh first, alone, so the package layer is cached across source edits.
 COPY tools/deps.sh tools/deps.sh
-RUN sh tools/deps.sh && rm -rf /var/lib/apt/lists/*
+RUN PROMO_DEPS_NO_KAFKA=1 sh tools/deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN make -j"$(nproc)" all \
     && mkdir -p /out/bin \
