@@ -884,7 +884,12 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
         /* A checkpointed offset that retention has deleted must stop the
          * partition, not silently skip to whatever is left. */
         conf_set(cc, "auto.offset.reset", "error", errstr, errstr_size) ||
-        conf_set(cc, "fetch.wait.max.ms", cfg_str("PROMO_FETCH_WAIT_MS", "10"), errstr, errstr_size) ||
+        /* Apache Kafka holds a fetch until a byte arrives (fetch.min.bytes
+         * 1) or this wait ends, so a long wait costs no latency; a short one
+         * only polls. At 10 ms, three idle processors made an idle broker
+         * spend a fifth of a core (the mock cluster, which answered at once,
+         * needed the short wait). */
+        conf_set(cc, "fetch.wait.max.ms", cfg_str("PROMO_FETCH_WAIT_MS", "500"), errstr, errstr_size) ||
         /* librdkafka prefetches until 100,000 messages wait (its default):
          * tens of MB of a backlog held twice, once as fetched and once as
          * the heap they leave behind. 20,000 still covers a tenth of a second
