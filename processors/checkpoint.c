@@ -14,9 +14,21 @@
 #include <string.h>
 
 /* ARGV: epoch, prev_seq, new_seq, offset, full, now, ndel, del keys..., k, v... */
+/* A stored epoch above ours: another owner claimed after us, refuse. Below
+ * ours: Redis lost writes back past our claim (restored from an older copy,
+ * AOF everysec) and we are still the newest owner (epochs never repeat, see
+ * checkpoint_claim), so a delta is refused as a gap and a full snapshot
+ * takes the epoch back. Never a stall on a stale epoch. */
 static const char write_script[] =
     "local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')\n"
-    "if m[1] ~= ARGV[1] then return redis.error_reply('FENCED epoch ' .. tostring(m[1])) end\n"
+    "if not m[1] then return redis.error_reply('FENCED epoch false') end\n"
+    "local stored, mine = tonumber(m[1]), tonumber(ARGV[1])\n"
+    "if not stored then return redis.error_reply('FENCED epoch false (unreadable)') end\n"
+    "if stored > mine then return redis.error_reply('FENCED epoch ' .. m[1]) end\n"
+    "if stored < mine then\n"
+    "  if ARGV[5] == '0' then return redis.error_reply('GAP epoch ' .. m[1] .. ' below ours') end\n"
+    "  redis.call('HSET', KEYS[1], 'epoch', ARGV[1])\n"
+    "end\n"
     "if ARGV[5] == '0' and (m[2] or '0') ~= ARGV[2] then\n"
     "  return redis.error_reply('GAP seq ' .. tostring(m[2])) end\n"
     "if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end\n"
@@ -114,11 +126,17 @@ static void set_fixed(checkpoint_batch *b, int i, const char *s) {
     if (!b->argv[i]) b->err = 1;
 }
 
-int checkpoint_claim(redisContext *rc, const char *domain, int32_t partition, int64_t *epoch, char *errstr,
-                     size_t errstr_size) {
+/* One step: the increment alone could repeat an epoch Redis has forgotten. */
+static const char claim_script[] = "local e = redis.call('HINCRBY', KEYS[1], 'epoch', 1)\n"
+                                   "local floor = tonumber(ARGV[1])\n"
+                                   "if e <= floor then e = floor + 1; redis.call('HSET', KEYS[1], 'epoch', e) end\n"
+                                   "return e\n";
+
+int checkpoint_claim(redisContext *rc, const char *domain, int32_t partition, int64_t floor, int64_t *epoch,
+                     char *errstr, size_t errstr_size) {
     char meta[96], state[96];
     keys_of(domain, partition, meta, state, sizeof meta);
-    redisReply *r = redisCommand(rc, "HINCRBY %s epoch 1", meta);
+    redisReply *r = redisCommand(rc, "EVAL %s 1 %s %lld", claim_script, meta, (long long)floor);
     if (!r || r->type != REDIS_REPLY_INTEGER) {
         snprintf(errstr, errstr_size, "claim %s: %s", meta, r ? r->str : rc->errstr);
         if (r) freeReplyObject(r);

@@ -6,7 +6,10 @@
  *   promo:{<domain>:<partition>}:state  hash: entry key -> entry value
  *
  * An owner takes a new epoch when it is assigned the partition
- * (checkpoint_claim). Each write runs as one Lua script, so it is atomic, and
+ * (checkpoint_claim), above every epoch an owner ever announced in the
+ * consumer group's committed offsets (processors/runtime.c), which Kafka
+ * keeps durably: so an epoch never repeats, even when Redis loses its last
+ * writes or is restored from an older copy. Each write runs as one Lua script, so it is atomic, and
  * is refused unless the stored epoch is still the writer's (a zombie owner
  * cannot overwrite a newer one) and, for a delta, unless the stored sequence
  * number is the one the writer last wrote (Redis may have lost recent writes:
@@ -47,9 +50,10 @@ void checkpoint_batch_free(checkpoint_batch *b);
 int checkpoint_batch_add(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len);
 size_t checkpoint_batch_entries(const checkpoint_batch *b);
 
-/* Increments and returns the partition's epoch. */
-int checkpoint_claim(redisContext *rc, const char *domain, int32_t partition, int64_t *epoch, char *errstr,
-                     size_t errstr_size);
+/* Increments and returns the partition's epoch, at least floor + 1 (floor:
+ * the highest epoch announced in Kafka, 0 when none). */
+int checkpoint_claim(redisContext *rc, const char *domain, int32_t partition, int64_t floor, int64_t *epoch,
+                     char *errstr, size_t errstr_size);
 
 /* Loads every state entry through load(ctx, ...) and returns the stored next
  * offset and seq. *found is 0 when there is no checkpoint (no meta): then

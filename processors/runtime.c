@@ -174,7 +174,8 @@ static int load_entry(void *ctx, const char *key, size_t key_len, const uint8_t 
  * without knowing where it stopped. A checkpoint that cannot be parsed is
  * treated as none (full replay), which costs time, never correctness. Returns
  * NULL otherwise only when stopping. */
-static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int *fenced, volatile sig_atomic_t *stop) {
+static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int64_t floor, int *fenced,
+                          volatile sig_atomic_t *stop) {
     char err[512];
     *fenced = 0;
     for (int attempt = 0;; attempt++) {
@@ -203,6 +204,10 @@ static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int *fenced, v
         }
         if (epoch > 0 && now_epoch == epoch) {
             p->epoch = epoch;
+        } else if (epoch > 0 && now_epoch >= 0 && now_epoch < epoch) {
+            /* Redis went back past our claim (epochs never repeat): still
+             * ours; the next write finds the gap and writes everything. */
+            p->epoch = epoch;
         } else if (epoch > 0 && now_epoch >= 0) {
             /* The same rule as a fenced checkpoint write (runtime_checkpoint). */
             log_warn("partition %d: epoch %lld is no longer ours (%lld); dropping it until the group reassigns it",
@@ -210,7 +215,7 @@ static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int *fenced, v
             part_destroy(rt, p);
             *fenced = 1;
             return NULL;
-        } else if (checkpoint_claim(rt->redis, rt->ops->name, id, &p->epoch, err, sizeof err) != CKPT_OK) {
+        } else if (checkpoint_claim(rt->redis, rt->ops->name, id, floor, &p->epoch, err, sizeof err) != CKPT_OK) {
             /* (A reset finding no epoch at all claims one: Redis lost it, as
              * with CKPT_LOST, and a zombie would have found the newer one.) */
             log_warn("partition %d: %s", (int)id, err);
@@ -274,6 +279,43 @@ static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int *fenced, v
     }
 }
 
+/* ---- epochs announced in Kafka ---------------------------------------------
+ *
+ * Redis may lose its last writes (AOF everysec) or be restored from an older
+ * copy, and with them the epochs it handed out: a new owner could then draw
+ * the very epoch a frozen zombie holds. So every owner announces its epoch in
+ * the metadata of the group's committed offsets ("promo-epoch=N"), once at
+ * assignment before it applies anything and again with every checkpoint's
+ * commit; Kafka keeps them durably, and only the group's current generation
+ * may commit. The next owner claims above the highest announced epoch
+ * (checkpoint_claim's floor), so epochs never repeat. */
+
+#define EPOCH_META "promo-epoch="
+
+/* The epoch an earlier owner announced for a committed offset; 0 when none. */
+static int64_t epoch_announced(const rd_kafka_topic_partition_t *e) {
+    size_t n = strlen(EPOCH_META);
+    if (e->err || !e->metadata || e->metadata_size <= n || e->metadata_size > 40) return 0;
+    char buf[41];
+    memcpy(buf, e->metadata, e->metadata_size);
+    buf[e->metadata_size] = '\0';
+    if (strncmp(buf, EPOCH_META, n) != 0) return 0;
+    char *end;
+    long long v = strtoll(buf + n, &end, 10);
+    return *end == '\0' && v > 0 ? v : 0;
+}
+
+/* Fills a commit list element: the offset, and our epoch as its metadata. */
+static void epoch_announce(rd_kafka_topic_partition_t *e, int64_t offset, int64_t epoch) {
+    char meta[48];
+    int n = snprintf(meta, sizeof meta, EPOCH_META "%lld", (long long)epoch);
+    e->offset = offset;
+    free(e->metadata);
+    e->metadata = malloc((size_t)n); /* freed with the list */
+    if (e->metadata) memcpy(e->metadata, meta, (size_t)n);
+    e->metadata_size = e->metadata ? (size_t)n : 0;
+}
+
 /* Reloads a partition from its checkpoint and seeks back to it: used when a
  * result was lost, so whatever we applied since the checkpoint is replayed
  * and produced again. It keeps our epoch: if the partition has meanwhile
@@ -287,7 +329,7 @@ static void part_reset(runtime *rt, int32_t id) {
     part_destroy(rt, rt->parts[id]);
     rt->parts[id] = NULL;
     int fenced;
-    part *p = part_restore(rt, id, epoch, &fenced, run_stop);
+    part *p = part_restore(rt, id, epoch, 0, &fenced, run_stop);
     if (fenced) atomic_fetch_add(&rt->st.fenced, 1);
     if (!p) return; /* fenced, or stopping: the next owner restores it */
     /* Still a safe bound: the replay starts at our checkpoint, at or past it. */
@@ -364,7 +406,7 @@ static int runtime_checkpoint(runtime *rt) {
                  * We still own it (a zombie would see a newer epoch, not
                  * none): claim afresh and write our whole state. */
                 log_warn("partition %d: %s; claiming a new epoch and writing a full snapshot", i, err);
-                if (checkpoint_claim(rt->redis, rt->ops->name, i, &p->epoch, err, sizeof err) == CKPT_OK) {
+                if (checkpoint_claim(rt->redis, rt->ops->name, i, p->epoch, &p->epoch, err, sizeof err) == CKPT_OK) {
                     p->seq = 0;
                     rc = part_write(rt, p, 1, err, sizeof err);
                 }
@@ -382,7 +424,7 @@ static int runtime_checkpoint(runtime *rt) {
             p->seq++;
             p->ckpt_offset = p->next_offset;
             p->need_full = 0;
-            rd_kafka_topic_partition_list_add(commit, rt->ops->topic, i)->offset = p->next_offset;
+            epoch_announce(rd_kafka_topic_partition_list_add(commit, rt->ops->topic, i), p->next_offset, p->epoch);
         } else if (rc == CKPT_FENCED) {
             /* Another process claimed the partition after us: we are a
              * zombie whose revocation has not arrived yet. Stop applying
@@ -452,6 +494,37 @@ static rd_kafka_topic_partition_list_t *committed_offsets(runtime *rt, const rd_
     }
 }
 
+/* Commits the new epochs before any command is applied, retrying what a
+ * moving coordinator refuses. A partition whose commit the group refuses
+ * (a newer generation: this assignment is already stale) is blocked: it
+ * applies and checkpoints nothing until the group's next assignment, since
+ * its epoch may not be above a newer owner's. */
+static void epochs_announce(runtime *rt, rd_kafka_topic_partition_list_t *l) {
+    if (l->cnt == 0) return;
+    for (int attempt = 0;; attempt++) {
+        if (attempt > 0) {
+            if (run_stop && *run_stop) return;
+            struct timespec ts = {0, 200 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        rd_kafka_resp_err_t e = rd_kafka_commit(rt->consumer, l, 0);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+        int stale = e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION || e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+                    e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS || e == RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST ||
+                    e == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID;
+        for (int i = 0; stale && i < l->cnt; i++) {
+            part *p = rt->parts[l->elems[i].partition];
+            if (p) p->blocked = 1;
+        }
+        if (stale) {
+            log_warn("announcing epochs: %s; holding %d partitions until the group reassigns them", rd_kafka_err2str(e),
+                     l->cnt);
+            return;
+        }
+        log_warn("announcing epochs: %s; retrying", rd_kafka_err2str(e));
+    }
+}
+
 /* ---- Kafka callbacks -------------------------------------------------------- */
 
 /* Results, dead letters and forwards alike: any of them lost means the next
@@ -474,23 +547,30 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         int32_t n = topic_partitions(rt);
         if (n > 0) rt->partition_count = n;
         rd_kafka_topic_partition_list_t *committed = committed_offsets(rt, parts);
+        rd_kafka_topic_partition_list_t *announce = rd_kafka_topic_partition_list_new(parts->cnt);
         for (int i = 0; i < parts->cnt; i++) {
             int32_t id = parts->elems[i].partition;
             if (id < 0 || id >= MAX_PARTITIONS) continue;
             part_destroy(rt, rt->parts[id]);
+            /* (The copy keeps the order of parts.) */
+            const rd_kafka_topic_partition_t *c = committed ? &committed->elems[i] : NULL;
             int fenced;
-            rt->parts[id] = part_restore(rt, id, 0, &fenced, run_stop);
+            rt->parts[id] = part_restore(rt, id, 0, c ? epoch_announced(c) : 0, &fenced, run_stop);
             if (!rt->parts[id]) continue;
-            /* (The copy keeps the order of parts.) Nothing committed, or an
-             * error for this partition: no forward is known done. */
+            /* Nothing committed, or an error for this partition: no forward
+             * is known done. */
             rt->parts[id]->forwarded_below = -1;
-            if (committed && !committed->elems[i].err && committed->elems[i].offset >= 0)
-                rt->parts[id]->forwarded_below = committed->elems[i].offset;
+            if (c && !c->err && c->offset >= 0) rt->parts[id]->forwarded_below = c->offset;
+            /* The committed offset stays what it was; only the epoch is new. */
+            int64_t keep = c && !c->err && c->offset >= 0 ? c->offset : 0;
+            epoch_announce(rd_kafka_topic_partition_list_add(announce, rt->ops->topic, id), keep, rt->parts[id]->epoch);
             /* Start offsets go into assign() itself: seeking right after
              * assign is unreliable in librdkafka 2.0.2. */
             parts->elems[i].offset = rt->parts[id]->next_offset;
         }
         if (committed) rd_kafka_topic_partition_list_destroy(committed);
+        epochs_announce(rt, announce);
+        rd_kafka_topic_partition_list_destroy(announce);
         rd_kafka_assign(rk, parts);
         atomic_store(&rt->st.partitions, parts->cnt);
         atomic_store(&rt->st.ready, 1);

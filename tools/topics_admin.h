@@ -14,7 +14,6 @@ typedef struct topics_spec {
  * waits, up to timeout_ms, until each has spec->partitions partitions with a
  * leader. Retries what a starting cluster refuses. Returns 0, or -1 with
  * errstr (also when a topic exists with another partition count). */
-int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms, char *errstr,
-                  size_t errstr_size);
+int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms, char *errstr, size_t errstr_size);
 
 #endif
