@@ -8,8 +8,10 @@
  * Lifecycle of a partition, with what holds in each state:
  *
  *   ASSIGNED ──part_restore()──▶ RESTORING ──rd_kafka_assign()──▶ RUNNING
- *      new epoch claimed           state = last checkpoint,          each message: decode → validate
- *      (zombies now fenced)        start offset = its offset           → dedupe → apply → produce,
+ *      new epoch claimed above     state = last checkpoint,          each message: decode → validate
+ *      every announced one, and    start offset = its offset           → dedupe → apply → produce,
+ *      announced in Kafka
+ *      (zombies now fenced)
  *                                  (or the log start if none)          or forward to its owner
  *                                                                      next_offset = offset + 1
  *                                                                         │ every PROMO_CHECKPOINT_MS
@@ -36,9 +38,12 @@
  * than the group's committed offset skips forwards made before (see
  * partition_route_of()).
  *
- * Fencing: a write whose epoch is no longer current is refused by Redis; the
- * runtime then drops that partition until the group reassigns it (a zombie
- * never claims back). When a result could not be delivered, it reloads the
+ * Fencing: a write whose epoch is below the stored one is refused by Redis;
+ * the runtime then drops that partition until the group reassigns it (a
+ * zombie never claims back). Epochs never repeat, because each is claimed
+ * above every epoch announced in the group's committed offsets, which Kafka
+ * keeps when Redis forgets (epoch_announce()); so a stored epoch below ours
+ * only means Redis went back in time, and a full snapshot repairs it. When a result could not be delivered, it reloads the
  * partition from its checkpoint under the same epoch and seeks back
  * (part_reset()): never checkpoint past a result that is not in Kafka.
  */
