@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ARGV: epoch, prev_seq, new_seq, offset, full, now, ndel, del keys..., k, v... */
+/* KEYS: meta, state, stage. ARGV: epoch, prev_seq, new_seq, offset, mode
+ * ('0' delta, '1' full, '2' full whose entries were staged in KEYS[3]), now,
+ * ndel, del keys..., k, v... */
 /* A stored epoch above ours: another owner claimed after us, refuse. Below
  * ours: Redis lost writes back past our claim (restored from an older copy,
  * AOF everysec) and we are still the newest owner (epochs never repeat, see
@@ -32,6 +34,10 @@ static const char write_script[] =
     "if ARGV[5] == '0' and (m[2] or '0') ~= ARGV[2] then\n"
     "  return redis.error_reply('GAP seq ' .. tostring(m[2])) end\n"
     "if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end\n"
+    "if ARGV[5] == '2' then\n"
+    "  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[2]); redis.call('PERSIST', KEYS[2])\n"
+    "  else redis.call('DEL', KEYS[2]) end\n"
+    "end\n"
     "local ndel = tonumber(ARGV[7])\n"
     "local i = 8\n"
     "for _ = 1, ndel do redis.call('HDEL', KEYS[2], ARGV[i]); i = i + 1 end\n"
@@ -40,11 +46,17 @@ static const char write_script[] =
     "redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'offset', ARGV[4], 'at', ARGV[6], 'entries', n)\n"
     "return n\n";
 
-#define FIXED_ARGS 12 /* EVAL script 2 meta state + 7 ARGV */
+#define FIXED_ARGS 13 /* EVAL script 3 meta state stage + 7 ARGV */
 
 static void keys_of(const char *domain, int32_t partition, char *meta, char *state, size_t size) {
     snprintf(meta, size, "promo:{%s:%d}:meta", domain, (int)partition);
     snprintf(state, size, "promo:{%s:%d}:state", domain, (int)partition);
+}
+
+/* The stage of one owner: named by its epoch, so a zombie's slices never mix
+ * with the owner's; the same hash tag keeps it in the partition's slot. */
+static void stage_key_of(const char *domain, int32_t partition, int64_t epoch, char *out, size_t size) {
+    snprintf(out, size, "promo:{%s:%d}:stage:%lld", domain, (int)partition, (long long)epoch);
 }
 
 static int push(checkpoint_batch *b, const char *p, size_t n) {
@@ -203,31 +215,34 @@ int checkpoint_restore(redisContext *rc, const char *domain, int32_t partition, 
 }
 
 int checkpoint_write(redisContext *rc, const char *domain, int32_t partition, int64_t epoch, int64_t prev_seq,
-                     int64_t offset, int full, int64_t now, checkpoint_batch *b, char *errstr, size_t errstr_size) {
-    char meta[96], state[96], num[32];
+                     int64_t offset, int full, const checkpoint_stage *stage, int64_t now, checkpoint_batch *b,
+                     char *errstr, size_t errstr_size) {
+    char meta[96], state[96], stage_key[112], num[32];
     if (b->err) {
         snprintf(errstr, errstr_size, "out of memory building checkpoint");
         return CKPT_ERR;
     }
     keys_of(domain, partition, meta, state, sizeof meta);
+    stage_key_of(domain, partition, epoch, stage_key, sizeof stage_key);
     set_fixed(b, 0, "EVAL");
     set_fixed(b, 1, write_script);
-    set_fixed(b, 2, "2");
+    set_fixed(b, 2, "3");
     set_fixed(b, 3, meta);
     set_fixed(b, 4, state);
+    set_fixed(b, 5, stage_key);
     snprintf(num, sizeof num, "%lld", (long long)epoch);
-    set_fixed(b, 5, num);
-    snprintf(num, sizeof num, "%lld", (long long)prev_seq);
     set_fixed(b, 6, num);
-    snprintf(num, sizeof num, "%lld", (long long)(prev_seq + 1));
+    snprintf(num, sizeof num, "%lld", (long long)prev_seq);
     set_fixed(b, 7, num);
-    snprintf(num, sizeof num, "%lld", (long long)offset);
+    snprintf(num, sizeof num, "%lld", (long long)(prev_seq + 1));
     set_fixed(b, 8, num);
-    set_fixed(b, 9, full ? "1" : "0");
+    snprintf(num, sizeof num, "%lld", (long long)offset);
+    set_fixed(b, 9, num);
+    set_fixed(b, 10, stage ? "2" : full ? "1" : "0");
     snprintf(num, sizeof num, "%lld", (long long)now);
-    set_fixed(b, 10, num);
-    snprintf(num, sizeof num, "%zu", b->ndel);
     set_fixed(b, 11, num);
+    snprintf(num, sizeof num, "%zu", b->ndel);
+    set_fixed(b, 12, num);
     if (b->err) {
         snprintf(errstr, errstr_size, "out of memory building checkpoint");
         return CKPT_ERR;
@@ -249,4 +264,86 @@ int checkpoint_write(redisContext *rc, const char *domain, int32_t partition, in
     }
     freeReplyObject(r);
     return rcode;
+}
+
+/* ---- staged full snapshots ---------------------------------------------------- */
+
+/* A slice goes out once its values reach this: the memory a full snapshot
+ * holds beyond the state itself (the batch and hiredis' formatted command)
+ * stays near twice this, whatever the state's size. */
+#define STAGE_SLICE_BYTES (1u << 20)
+/* A stage left by a writer that died mid-snapshot goes away on its own. */
+#define STAGE_TTL_S 3600
+
+int checkpoint_stage_begin(checkpoint_stage *s, redisContext *rc, checkpoint_batch *b, const char *domain,
+                           int32_t partition, int64_t epoch) {
+    memset(s, 0, sizeof *s);
+    s->rc = rc;
+    s->batch = b;
+    stage_key_of(domain, partition, epoch, s->key, sizeof s->key);
+    checkpoint_batch_reset(b);
+    /* A stage of ours from a write that failed halfway holds stale slices. */
+    redisReply *r = redisCommand(rc, "DEL %s", s->key);
+    if (!r) {
+        snprintf(s->errstr, sizeof s->errstr, "stage %s: %s", s->key, rc->errstr);
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Sends the batch's pairs as one HSET into the stage (and renews its TTL),
+ * then empties the batch. The two fixed slots just before the pairs carry
+ * the command name and key; checkpoint_write() overwrites them later. */
+static int stage_flush(checkpoint_stage *s) {
+    checkpoint_batch *b = s->batch;
+    if (b->err) {
+        snprintf(s->errstr, sizeof s->errstr, "out of memory staging the snapshot");
+        return -1;
+    }
+    size_t pairs = b->argc - FIXED_ARGS;
+    if (pairs == 0) return 0;
+    set_fixed(b, FIXED_ARGS - 2, "HSET");
+    set_fixed(b, FIXED_ARGS - 1, s->key);
+    if (b->err) {
+        snprintf(s->errstr, sizeof s->errstr, "out of memory staging the snapshot");
+        return -1;
+    }
+    redisAppendCommandArgv(s->rc, (int)(pairs + 2), (const char **)&b->argv[FIXED_ARGS - 2],
+                           &b->argvlen[FIXED_ARGS - 2]);
+    redisAppendCommand(s->rc, "EXPIRE %s %d", s->key, STAGE_TTL_S);
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK || !r || r->type == REDIS_REPLY_ERROR) {
+            if (rc == 0)
+                snprintf(s->errstr, sizeof s->errstr, "stage %s: %s", s->key, r ? r->str : s->rc->errstr);
+            rc = -1;
+        }
+        if (r) freeReplyObject(r);
+        if (!r) break; /* the connection is gone: no second reply */
+    }
+    s->entries += pairs / 2;
+    s->bytes += b->bytes;
+    checkpoint_batch_reset(b);
+    return rc;
+}
+
+int checkpoint_stage_add(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len) {
+    checkpoint_stage *s = ctx;
+    if (s->err) return -1;
+    if (!val) return 0; /* a full snapshot replaces everything: nothing to delete */
+    if (checkpoint_batch_add(s->batch, key, key_len, val, val_len) != 0 ||
+        (s->batch->bytes >= STAGE_SLICE_BYTES && stage_flush(s) != 0)) {
+        if (!s->errstr[0]) snprintf(s->errstr, sizeof s->errstr, "out of memory staging the snapshot");
+        s->err = 1;
+        return -1;
+    }
+    return 0;
+}
+
+void checkpoint_stage_abort(checkpoint_stage *s) {
+    if (!s->rc || s->rc->err) return; /* the TTL removes it */
+    redisReply *r = redisCommand(s->rc, "DEL %s", s->key);
+    if (r) freeReplyObject(r);
 }

@@ -62,12 +62,37 @@ typedef int (*checkpoint_load_fn)(void *ctx, const char *key, size_t key_len, co
 int checkpoint_restore(redisContext *rc, const char *domain, int32_t partition, checkpoint_load_fn load, void *ctx,
                        int *found, int64_t *offset, int64_t *seq, char *errstr, size_t errstr_size);
 
+/* A full snapshot written in stages, so that its memory stays bounded
+ * whatever the state's size: the dump's entries go out in slices of about a
+ * megabyte (checkpoint_stage_add, a domain_emit_fn) into a staging hash,
+ * promo:{<domain>:<partition>}:stage:<epoch>; checkpoint_write() given the
+ * stage then checks the epoch and, in the same script that writes the meta,
+ * renames the stage over the state. The stage expires on its own if its
+ * writer dies halfway. */
+typedef struct checkpoint_stage {
+    redisContext *rc;
+    checkpoint_batch *batch; /* borrowed; emptied after each slice */
+    char key[112];
+    size_t entries, bytes; /* sent so far */
+    int err;               /* sticky: a slice failed */
+    char errstr[256];
+} checkpoint_stage;
+
+/* Starts a stage (removing a stale one of ours). 0, or -1 with s->errstr. */
+int checkpoint_stage_begin(checkpoint_stage *s, redisContext *rc, checkpoint_batch *b, const char *domain,
+                           int32_t partition, int64_t epoch);
+/* A domain_emit_fn: ctx is a checkpoint_stage. */
+int checkpoint_stage_add(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len);
+/* Drops the stage after a failed write. */
+void checkpoint_stage_abort(checkpoint_stage *s);
+
 /* Writes batch as checkpoint seq = prev_seq + 1 with the given next offset;
- * full replaces the whole state. Returns CKPT_OK, CKPT_FENCED, CKPT_GAP,
- * CKPT_LOST or
- * CKPT_ERR (errstr filled). */
+ * full replaces the whole state, with the entries staged in stage when it is
+ * not NULL (then full is implied) plus those in batch. Returns CKPT_OK,
+ * CKPT_FENCED, CKPT_GAP, CKPT_LOST or CKPT_ERR (errstr filled). */
 int checkpoint_write(redisContext *rc, const char *domain, int32_t partition, int64_t epoch, int64_t prev_seq,
-                     int64_t offset, int full, int64_t now, checkpoint_batch *batch, char *errstr, size_t errstr_size);
+                     int64_t offset, int full, const checkpoint_stage *stage, int64_t now, checkpoint_batch *batch,
+                     char *errstr, size_t errstr_size);
 
 /* Reads a checkpoint's meta without loading it (admin and tests). */
 int checkpoint_meta(redisContext *rc, const char *domain, int32_t partition, int64_t *epoch, int64_t *seq,

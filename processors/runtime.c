@@ -353,18 +353,36 @@ static void part_reset(runtime *rt, int32_t id) {
 
 /* ---- checkpoint ----------------------------------------------------------- */
 
+/* A delta goes in one script. A full snapshot is staged in slices first
+ * (checkpoint_stage), so writing a million entries never holds a second copy
+ * of them: the script then only swaps the stage in. */
 static int part_write(runtime *rt, part *p, int full, char *err, size_t errsz) {
+    checkpoint_stage stage;
     checkpoint_batch_reset(&rt->batch);
-    if (rt->ops->dump(p->state, full, checkpoint_batch_add, &rt->batch) != 0 ||
-        dedupe_dump(p->dd, full, checkpoint_batch_add, &rt->batch) != 0) {
+    if (full) {
+        if (checkpoint_stage_begin(&stage, rt->redis, &rt->batch, rt->ops->name, p->id, p->epoch) != 0) {
+            snprintf(err, errsz, "%s", stage.errstr);
+            return CKPT_ERR;
+        }
+        if (rt->ops->dump(p->state, 1, checkpoint_stage_add, &stage) != 0 ||
+            dedupe_dump(p->dd, 1, checkpoint_stage_add, &stage) != 0) {
+            snprintf(err, errsz, "%s", stage.errstr[0] ? stage.errstr : "out of memory dumping state");
+            checkpoint_stage_abort(&stage);
+            return CKPT_ERR;
+        }
+    } else if (rt->ops->dump(p->state, 0, checkpoint_batch_add, &rt->batch) != 0 ||
+               dedupe_dump(p->dd, 0, checkpoint_batch_add, &rt->batch) != 0) {
         snprintf(err, errsz, "out of memory dumping state");
         return CKPT_ERR;
     }
-    int rc = checkpoint_write(rt->redis, rt->ops->name, p->id, p->epoch, p->seq, p->next_offset, full, now_ms(),
-                              &rt->batch, err, errsz);
+    int rc = checkpoint_write(rt->redis, rt->ops->name, p->id, p->epoch, p->seq, p->next_offset, full,
+                              full ? &stage : NULL, now_ms(), &rt->batch, err, errsz);
     if (rc == CKPT_OK) {
-        atomic_fetch_add(&rt->st.checkpoint_entries, checkpoint_batch_entries(&rt->batch));
-        atomic_fetch_add(&rt->st.checkpoint_bytes, rt->batch.bytes);
+        atomic_fetch_add(&rt->st.checkpoint_entries,
+                         checkpoint_batch_entries(&rt->batch) + (full ? stage.entries : 0));
+        atomic_fetch_add(&rt->st.checkpoint_bytes, rt->batch.bytes + (full ? stage.bytes : 0));
+    } else if (full) {
+        checkpoint_stage_abort(&stage);
     }
     return rc;
 }
