@@ -353,7 +353,8 @@ class Injector:
 
     def _restart_brokers(self, down_s):
         time.sleep(down_s)
-        self.fleet.start("kafka")  # every node that is not running; waits for the topics' leaders
+        # Every node that is not running; waits for the topics' leaders.
+        self.fleet.start("kafka", timeout=900)
         return self.wait_replicas()
 
     def broker_kill(self):
@@ -483,7 +484,7 @@ class Injector:
         self.fleet.kill("kafka", "CONT")
         if not all(self._node_alive(n) for n in self.fleet.kafka_nodes()):
             log("restarting the brokers that are down")
-            self.fleet.start("kafka")
+            self.fleet.start("kafka", timeout=900)
         self._ensure_programs()
 
     def stop_extras(self):
@@ -639,8 +640,14 @@ def main():
     # dispatcher falls due again within seconds, not the default 15 s.
     # The quick suite runs one broker, the full one a three-node KRaft
     # cluster (replication 3, min.insync.replicas 2; every producer acks=all).
-    fleet = Fleet(brokers=1 if a.quick else 3, env={"PROMO_WEBHOOK_TIMEOUT_MS": "3000", "PROMO_WEBHOOK_LEASE_MS": "5000",
-                       "PROMO_WEBHOOK_SCHEDULE": "0,1s,2s,5s,10s,10s,10s,10s"})
+    # A broker started again after SIGKILL recovers its logs, waits until its
+    # old registration's session has expired and replays the cluster's
+    # metadata before it listens: on a busy 2-core machine that once took 61 s,
+    # past fleet.sh's default wait of 60 s for each component.
+    fleet = Fleet(brokers=1 if a.quick else 3, env={
+        "PROMO_WEBHOOK_TIMEOUT_MS": "3000", "PROMO_WEBHOOK_LEASE_MS": "5000",
+        "PROMO_WEBHOOK_SCHEDULE": "0,1s,2s,5s,10s,10s,10s,10s",
+        "PROMO_START_TIMEOUT_S": os.environ.get("PROMO_START_TIMEOUT_S", "180")})
     ok = False
     t_start = time.time()
     try:
