@@ -48,10 +48,21 @@ class FleetError(Exception):
 
 def free_port_range(n):
     """The first of n consecutive loopback ports that were free a moment ago
-    (the local Kafka nodes listen on consecutive ports)."""
+    (the local Kafka nodes listen on consecutive ports). They are drawn below
+    the kernel's ephemeral range when there is room: a port in that range may
+    become the local end of some outgoing connection between this check and
+    the broker's bind (a Kafka node once failed to start so)."""
     import random
+    lo, hi = 20000, 60000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph = int(f.read().split()[0])
+        if eph - lo > 1000 + n:
+            hi = eph
+    except (OSError, ValueError, IndexError):
+        pass
     for _ in range(200):
-        base = random.randrange(20000, 60000 - n)
+        base = random.randrange(lo, hi - n)
         socks = []
         try:
             for p in range(base, base + n):

@@ -3,8 +3,13 @@
 #
 #   make test-faults        the full suite: 20+ processor kills, rebalances and
 #                           fencing in every domain, sink, MariaDB, Redis and
-#                           broker faults under load (10-15 minutes)
-#   make test-faults-quick  the subset `make test` runs (about 2 minutes)
+#                           broker faults under load, on a three-node Apache
+#                           Kafka (KRaft) cluster: the hot partition's leader
+#                           and the active controller killed, a broker frozen
+#                           past its session timeout, the whole cluster
+#                           restarted (10-15 minutes)
+#   make test-faults-quick  the subset `make test` runs, on one broker that is
+#                           killed and restarted twice (about 2 minutes)
 #
 # Both start their own fleet on free ports, print per fault kind how many were
 # injected and how many requests were accepted meanwhile, then lost,

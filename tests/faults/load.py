@@ -13,6 +13,12 @@ used or now, lets the processor reject them). A request counts as accepted
 when ingest answered 202; the verifier later checks that each accepted one has exactly one
 outcome. The load never waits on the fleet except in the coupon flow, which
 needs an issued coupon id, and gives that up after a timeout.
+
+Half of the time-sale orders (and their cancels) go to one sale, the
+stampede (Load.hot_key, its first sale): that sale's key makes one partition
+of promo.timesale.cmd (and the same partition number of promo.results) the
+hottest of the run, and the fault suite aims broker faults at its leader
+(hot_partition() finds the partition the way ingest does, with murmur2).
 """
 
 import json
@@ -23,6 +29,31 @@ import time
 from client import ADMIN, CLIENT, Client, now_ms
 
 RETRYABLE = (429, 500, 502, 503, 504)
+
+
+def murmur2(data):
+    """Kafka's murmur2 (the Java client's partitioner, librdkafka's
+    murmur2_random, ingest's), as in tests/e2e/test_050_direct_producers.py."""
+    m = 0x5bd1e995
+    h = (0x9747b28c ^ len(data)) & 0xffffffff
+    n4 = len(data) // 4
+    for i in range(n4):
+        k = (int.from_bytes(data[4 * i:4 * i + 4], "little") * m) & 0xffffffff
+        k = ((k ^ (k >> 24)) * m) & 0xffffffff
+        h = ((h * m) & 0xffffffff) ^ k
+    rest = data[4 * n4:]
+    if len(rest) >= 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if len(rest) >= 1:
+        h = ((h ^ rest[0]) * m) & 0xffffffff
+    h = ((h ^ (h >> 13)) * m) & 0xffffffff
+    return h ^ (h >> 15)
+
+
+def murmur2_partition(key, partitions):
+    return (murmur2(key.encode()) & 0x7fffffff) % partitions
 
 
 class Load:
@@ -119,8 +150,10 @@ class Load:
             sid = "%s-sale-%02d" % (self.tag, i)
             # The last sale ends soon: later orders meet ENDED.
             ends = t + 45000 if i == n_sales - 1 else t + 6 * 3600000
+            # The stampede's sale (the first) has the most stock of all.
+            stock = rng.choice([150, 300, 600]) if i else 600
             body = {"sale_id": sid, "product_id": "sku-%d" % i, "name": "fault sale %d" % i,
-                    "original_price": 20000, "sale_price": 9900, "stock": rng.choice([150, 300, 600]),
+                    "original_price": 20000, "sale_price": 9900, "stock": stock,
                     "per_user_limit": 3, "starts_at": t - 60000, "ends_at": ends}
             rids.append(self.send(c, "/v1/time-sales", body, "%s-cs-%02d" % (self.tag, i), key=ADMIN))
             self.sales.append(sid)
@@ -143,6 +176,15 @@ class Load:
         for t in self.threads:
             t.join(max(0.1, deadline - time.time()))
         self.hard_stop = True
+
+    @property
+    def hot_key(self):
+        """The entity key most requests go to: the stampede's sale."""
+        return self.sales[0]
+
+    def hot_partition(self, partitions):
+        """(topic, partition) of the hot key's commands."""
+        return "promo.timesale.cmd", murmur2_partition(self.hot_key, partitions)
 
     def accepted_between(self, t0, t1):
         with self.lock:
@@ -185,7 +227,7 @@ class Load:
                 u, oid = rng.choice(uses[-50:])
                 path, body = "/v1/points/%s/cancel" % u, {"order_id": oid}
             elif act == "order":
-                sid = rng.choice(self.sales)
+                sid = self.hot_key if rng.random() < 0.5 else rng.choice(self.sales)
                 oid = "so-%d-%d" % (w, n)
                 path = "/v1/time-sales/%s/orders" % sid
                 body = {"user_id": rng.choice(self.sale_users), "quantity": rng.choice([1, 1, 2]), "order_id": oid}

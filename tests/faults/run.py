@@ -1,13 +1,18 @@
 """run.py — the fault-injection suite for the whole fleet (make test-faults;
 --quick is the subset that make test runs).
 
-It starts a private fleet (tests/e2e/fleet.py), runs a steady mixed load
-(load.py) and, while it runs, hurts the fleet on a schedule:
+It starts a private fleet (tests/e2e/fleet.py) on Apache Kafka, runs a steady
+mixed load (load.py) and, while it runs, hurts the fleet on a schedule. The
+quick suite runs one broker; the full suite a three-node KRaft cluster
+(every node broker and controller; topics with replication 3 and
+min.insync.replicas 2, every producer acks=all). No fault needs librdkafka's
+mock cluster.
 
   processor-kill   SIGKILL a coupon, point or time-sale processor and start it
                    again; some kills land while a checkpoint is in flight (its
                    Redis EVAL held by CLIENT PAUSE WRITE) or while it waits for
-                   its results to be acknowledged (broker round trips slowed)
+                   its results to be acknowledged (every broker SIGSTOPped for
+                   half a second around the kill, then SIGCONT)
   rebalance        extra processors per domain (procs.py) join and leave, so
                    partitions move between owners
   fencing          SIGSTOP an owner until the group gives its partitions away,
@@ -16,11 +21,31 @@ It starts a private fleet (tests/e2e/fleet.py), runs a steady mixed load
   mysql-restart    restart MariaDB (TERM, and KILL)
   redis-restart    restart Redis keeping its data (KILL: AOF everysec may lose
                    the last second), and once losing all of it
-  broker           failed Produce/Fetch/commit requests and brokers down and up,
-                   through the dev broker's control port
   webhook-kill     SIGKILL the webhook dispatcher while the suite's receiver
                    (hooks.py) holds deliveries unanswered (skipped when
                    build/bin/promo-webhook is not built)
+
+and the broker faults. Quick, on its single broker:
+
+  broker-kill      SIGKILL the broker and start it again (twice): produce,
+                   fetch, acknowledgements and group coordination all stop
+                   until it has recovered its logs and registered again
+
+Full, on the three-node cluster (each fault waits until every partition has
+all its replicas in sync again before the run goes on):
+
+  leader-kill      SIGKILL the leader of the hot partition (the partition of
+                   the load's stampede key, Load.hot_key, by murmur2; its
+                   leader from the cluster's metadata), wait until the
+                   controller has moved its leaderships, start it again
+  controller-kill  SIGKILL the active controller (the leader named in the
+                   KRaft quorum-state file of the running nodes), start it
+                   again
+  broker-pause     SIGSTOP a broker (once the hot partition's leader, once
+                   another) past its session timeout (broker.session.timeout.ms,
+                   9 s): at least 12 s, until its leaderships moved; then SIGCONT
+  cluster-restart  stop every broker (SIGTERM, side by side) and start the
+                   cluster again, under load
 
 Then it waits until every accepted request has an outcome and runs the
 verifier (verifier.py), which recomputes every outcome from the command log
@@ -31,6 +56,7 @@ four are 0 and every planned fault kind was injected.
 """
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -100,9 +126,9 @@ class Injector:
             self.fleet.redis("CLIENT", "PAUSE", "600", "WRITE")
             time.sleep(0.35)
         elif how == "flush":
-            # Slow acknowledgements: the checkpoint waits in its flush.
-            for b in (1, 2, 3):
-                self.fleet.kafka_control("broker-rtt %d 400" % b)
+            # Acknowledgements held back: with every broker frozen, the
+            # checkpoint waits in its flush for results already sent.
+            self.fleet.kill("kafka", "STOP")
             time.sleep(0.5)
         else:
             time.sleep(self.rng.random() * 0.4)
@@ -110,8 +136,7 @@ class Injector:
             self.fleet.kill(name, "KILL")
         finally:
             if how == "flush":
-                for b in (1, 2, 3):
-                    self.fleet.kafka_control("broker-rtt %d 0" % b)
+                self.fleet.kill("kafka", "CONT")
         time.sleep(self.rng.random())
         self.fleet.start(name)
         self._done("processor-kill", t0)
@@ -223,24 +248,206 @@ class Injector:
 
     # ---- broker -------------------------------------------------------------------------------
 
-    def broker(self, what):
+    def _node_alive(self, node):
+        pid = self.fleet.pid(node)
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, TypeError, IndexError):
+            return False
+
+    def _metadata(self, avoid=()):
+        """The cluster's metadata, asked of the running nodes but those in
+        avoid (a frozen broker would hold the request until it times out)."""
+        from confluent_kafka.admin import AdminClient
+        base = int(self.fleet.env["PROMO_KAFKA_PORT"])
+        nodes = [n for n in self.fleet.kafka_nodes() if n not in avoid and self._node_alive(n)]
+        boot = ",".join("127.0.0.1:%d" % (base + int(n.rsplit("-", 1)[1]) - 1) for n in nodes)
+        return AdminClient({"bootstrap.servers": boot or self.fleet.bootstrap_servers}).list_topics(timeout=10)
+
+    def hot_leader(self, avoid=()):
+        """(node, topic, partition): the broker that leads the partition of the
+        load's hot key (its stampede), from the cluster's metadata."""
+        topic, part = self.load.hot_partition(self.fleet.partitions)
+        deadline = time.time() + 30
+        while True:
+            try:
+                leader = self._metadata(avoid).topics[topic].partitions[part].leader
+            except Exception:
+                leader = -1
+            if leader > 0:
+                return "kafka-%d" % leader, topic, part
+            if time.time() > deadline:
+                raise RuntimeError("%s[%d] has no leader" % (topic, part))
+            time.sleep(0.5)
+
+    def _leaderships_moved(self, node, at_least, timeout):
+        """Waits at least at_least seconds, then until the metadata names
+        node leader of no partition (the controller fenced it), at most
+        timeout seconds in all. Returns seconds until it did, or None."""
         t0 = time.time()
-        k = self.fleet.kafka_control
-        if what == "produce-errors":
-            k("request-errors Produce 6 NOT_LEADER_FOR_PARTITION")
-        elif what == "produce-timeouts":
-            k("request-errors Produce 4 REQUEST_TIMED_OUT")
-        elif what == "fetch-errors":
-            k("request-errors Fetch 6 NOT_LEADER_FOR_PARTITION")
-        elif what == "commit-errors":
-            k("request-errors OffsetCommit 4 COORDINATOR_NOT_AVAILABLE")
-        elif what.startswith("down"):
-            b = int(what[4:])
-            k("broker-down %d" % b)
-            time.sleep(4)
-            k("broker-up %d" % b)
-        time.sleep(2)
-        self._done("broker", t0)
+        nid = int(node.rsplit("-", 1)[1])
+        moved = None
+        while time.time() < t0 + timeout:
+            if moved is None:
+                try:
+                    md = self._metadata(avoid=(node,))
+                    if not any(pm.leader == nid for tm in md.topics.values() for pm in tm.partitions.values()):
+                        moved = time.time() - t0
+                except Exception:
+                    pass
+            if moved is not None and time.time() >= t0 + at_least:
+                break
+            time.sleep(0.5)
+        return moved
+
+    def controller(self):
+        """The active controller (the KRaft quorum's leader), from the quorum
+        state file of the running node that saw the latest epoch."""
+        deadline = time.time() + 30
+        while True:
+            best = (-1, -1)
+            for node in self.fleet.kafka_nodes():
+                if not self._node_alive(node):
+                    continue
+                path = os.path.join(self.fleet.var, "kafka", node.rsplit("-", 1)[1], "data",
+                                    "__cluster_metadata-0", "quorum-state")
+                try:
+                    with open(path) as f:
+                        st = json.load(f)
+                except (OSError, ValueError):
+                    continue
+                best = max(best, (st.get("leaderEpoch", -1), st.get("leaderId", -1)))
+            if best[1] > 0:
+                return "kafka-%d" % best[1]
+            if time.time() > deadline:
+                raise RuntimeError("no active controller in any quorum-state file")
+            time.sleep(0.5)
+
+    def wait_replicas(self, timeout=90):
+        """Waits until every partition has all its replicas in sync again, so
+        that the next broker fault meets a whole cluster (min.insync.replicas
+        2 of 3 survives one broker down, not two). Returns seconds waited."""
+        t0 = time.time()
+        if self.fleet.brokers < 3:
+            return 0.0
+        short = None
+        nodes = self.fleet.kafka_nodes()
+        while time.time() < t0 + timeout:
+            time.sleep(1)
+            try:
+                # Every node's own view: one just woken from SIGSTOP still
+                # answers from the metadata it had before.
+                short = set()
+                for n in nodes:
+                    md = self._metadata(avoid=[m for m in nodes if m != n])
+                    short |= {"%s[%d]" % (t, p) for t, tm in md.topics.items() for p, pm in tm.partitions.items()
+                              if len(pm.isrs) < len(pm.replicas) or pm.leader < 0}
+                if not short:
+                    return time.time() - t0
+            except Exception as e:
+                short = [str(e)]
+        self.notes.append("replicas still out of sync %.0f s after a broker fault: %s"
+                          % (timeout, ", ".join(sorted(short)[:8])))
+        return time.time() - t0
+
+    def _restart_brokers(self, down_s):
+        time.sleep(down_s)
+        # Every node that is not running; waits for the topics' leaders.
+        self.fleet.start("kafka", timeout=900)
+        return self.wait_replicas()
+
+    def broker_kill(self):
+        """SIGKILL the single broker and start it again: ingest's produce
+        requests, the processors' fetches and acknowledgements and the sink's
+        commits all stop, and the broker recovers its logs on start."""
+        t0 = time.time()
+        node = self.rng.choice(self.fleet.kafka_nodes())
+        time.sleep(self.rng.random() * 0.5)
+        self.fleet.kill(node, "KILL")
+        self._restart_brokers(1 + self.rng.random())
+        self.notes.append("broker-kill %s: down and back in %.1f s" % (node, time.time() - t0))
+        self._done("broker-kill", t0)
+
+    def leader_kill(self):
+        """SIGKILL the leader of the hot key's partition. Once its session
+        times out the controller moves its leaderships to replicas in sync
+        (acks=all, min.insync.replicas 2); then it starts again and catches
+        up."""
+        t0 = time.time()
+        node, topic, part = self.hot_leader()
+        ctl = self.controller()
+        self.fleet.kill(node, "KILL")
+        moved = self._leaderships_moved(node, 0, 30)
+        after = self.hot_leader(avoid=(node,))[0]
+        waited = self._restart_brokers(self.rng.random())
+        self.notes.append("leader-kill %s (leader of %s[%d]%s): its leaderships moved after %s, %s took %s[%d];"
+                          " back in %.1f s, in sync %.1f s later"
+                          % (node, topic, part, ", also the active controller" if node == ctl else "",
+                             "%.1f s" % moved if moved is not None else "NEVER (30 s)", after, topic, part,
+                             time.time() - t0 - waited, waited))
+        self._done("leader-kill", t0)
+
+    def controller_kill(self):
+        """SIGKILL the active controller (the KRaft quorum's leader): the
+        other two elect a new one, which fences the dead broker."""
+        t0 = time.time()
+        node = self.controller()
+        self.fleet.kill(node, "KILL")
+        moved = self._leaderships_moved(node, 3, 30)
+        after = self.controller()
+        waited = self._restart_brokers(self.rng.random())
+        self.notes.append("controller-kill %s: new controller %s, leaderships moved after %s; back in %.1f s,"
+                          " in sync %.1f s later"
+                          % (node, after, "%.1f s" % moved if moved is not None else "NEVER (30 s)",
+                             time.time() - t0 - waited, waited))
+        self._done("controller-kill", t0)
+
+    def broker_pause(self, hot):
+        """SIGSTOP a broker for longer than its KRaft session timeout
+        (broker.session.timeout.ms, 9 s): the controller fences it and moves
+        its leaderships (the frozen broker may be the active controller too:
+        then a new one is elected first), the group coordinator may move, and
+        when SIGCONT wakes it the broker finds itself a follower and catches
+        up. At least 12 s, longer (at most 25 s) until its leaderships have
+        moved. hot: the hot partition's leader, else another broker."""
+        t0 = time.time()
+        node, topic, part = self.hot_leader()
+        if not hot:
+            # Of the others, one that leads partitions: a broker restarted
+            # by an earlier fault leads none until leaders are rebalanced.
+            others = [n for n in self.fleet.kafka_nodes() if n != node]
+            leads = {n: 0 for n in others}
+            for tm in self._metadata().topics.values():
+                for pm in tm.partitions.values():
+                    if "kafka-%d" % pm.leader in leads:
+                        leads["kafka-%d" % pm.leader] += 1
+            most = max(leads.values())
+            node = self.rng.choice([n for n in others if leads[n] == most])
+        ctl = self.controller()
+        self.fleet.kill(node, "STOP")
+        try:
+            moved = self._leaderships_moved(node, 12, 25)
+        finally:
+            self.fleet.kill(node, "CONT")
+        t1 = time.time()
+        waited = self.wait_replicas()
+        self.notes.append("broker-pause %s%s%s for %.1f s: its leaderships moved after %s; in sync %.1f s after"
+                          " SIGCONT" % (node, " (the hot partition's leader)" if hot else "",
+                                        " (the active controller)" if node == ctl else "", t1 - t0,
+                                        "%.1f s" % moved if moved is not None else "NEVER", waited))
+        self._done("broker-pause", t0)
+
+    def cluster_restart(self):
+        """Stop every broker (TERM, side by side: controlled shutdowns, KILL
+        after the grace period) and start the cluster again, under load."""
+        t0 = time.time()
+        self.fleet.kill("kafka", "TERM")
+        t1 = time.time()
+        waited = self._restart_brokers(1 + self.rng.random())
+        self.notes.append("cluster-restart: stopped in %.1f s, up again %.1f s later, in sync %.1f s after that"
+                          % (t1 - t0, time.time() - t1 - waited, waited))
+        self._done("cluster-restart", t0)
 
     # ---- webhook ----------------------------------------------------------------------------------
 
@@ -267,20 +474,17 @@ class Injector:
                 continue
             if st.get(name) is None:
                 log("restarting %s (found down)" % name)
+                self.notes.append("%s was found down and restarted" % name)
                 self.fleet.start(name)
 
     def heal(self):
         """Undo whatever a fault left behind, before draining."""
         for d in DOMAINS:
             self.fleet.kill("processor-" + d, "CONT")
-        for b in (1, 2, 3):
-            try:
-                self.fleet.kafka_control("broker-up %d" % b)
-                self.fleet.kafka_control("broker-rtt %d 0" % b)
-            except Exception:
-                pass
-        for api in ("Produce", "Fetch", "OffsetCommit"):
-            self.fleet.kafka_control("clear-errors " + api)
+        self.fleet.kill("kafka", "CONT")
+        if not all(self._node_alive(n) for n in self.fleet.kafka_nodes()):
+            log("restarting the brokers that are down")
+            self.fleet.start("kafka", timeout=900)
         self._ensure_programs()
 
     def stop_extras(self):
@@ -303,11 +507,11 @@ def schedule(inj, quick, rng):
         ("redis restart, data kept", lambda: inj.restart_redis(False)),
         ("mysql restart (TERM)", lambda: inj.restart_mysql("TERM")),
         ("redis restart, data lost", lambda: inj.restart_redis(True)),
-        ("broker: broker 2 down/up", lambda: inj.broker("down2")),
     ]
     if quick:
-        others += [("broker: produce errors", lambda: inj.broker("produce-errors")),
-                   ("broker: fetch errors", lambda: inj.broker("fetch-errors")),
+        # One broker: killing it stops everything Kafka does, twice.
+        others.insert(1, ("broker kill (SIGKILL, restart)", inj.broker_kill))
+        others += [("broker kill (SIGKILL, restart)", inj.broker_kill),
                    ("coupon extra joins", lambda: inj.join("coupon", 2)),
                    ("point extra joins", lambda: inj.join("point", 2)),
                    ("coupon extra leaves", lambda: inj.leave("coupon", 2, "TERM")),
@@ -318,12 +522,13 @@ def schedule(inj, quick, rng):
             ("sink kill", inj.kill_sink),
             ("mysql restart (KILL)", lambda: inj.restart_mysql("KILL")),
             ("redis restart, data kept", lambda: inj.restart_redis(False)),
-            ("broker: produce errors", lambda: inj.broker("produce-errors")),
-            ("broker: produce timeouts", lambda: inj.broker("produce-timeouts")),
-            ("broker: fetch errors", lambda: inj.broker("fetch-errors")),
-            ("broker: commit errors", lambda: inj.broker("commit-errors")),
-            ("broker: broker 1 down/up", lambda: inj.broker("down1")),
-            ("broker: broker 3 down/up", lambda: inj.broker("down3")),
+            ("broker: the hot partition's leader killed", inj.leader_kill),
+            ("broker: the hot partition's leader killed", inj.leader_kill),
+            ("broker: the active controller killed", inj.controller_kill),
+            ("broker: the active controller killed", inj.controller_kill),
+            ("broker: the hot partition's leader paused 12 s", lambda: inj.broker_pause(True)),
+            ("broker: another broker paused 12 s", lambda: inj.broker_pause(False)),
+            ("broker: the whole cluster restarted", inj.cluster_restart),
         ]
         for d in DOMAINS:
             others += [("%s extra 2 joins" % d, lambda d=d: inj.join(d, 2)),
@@ -433,8 +638,16 @@ def main():
     hook = hooks.Receiver().start() if webhook else None
     # Short webhook timeouts and leases: a delivery leased by a killed
     # dispatcher falls due again within seconds, not the default 15 s.
-    fleet = Fleet(env={"PROMO_WEBHOOK_TIMEOUT_MS": "3000", "PROMO_WEBHOOK_LEASE_MS": "5000",
-                       "PROMO_WEBHOOK_SCHEDULE": "0,1s,2s,5s,10s,10s,10s,10s"})
+    # The quick suite runs one broker, the full one a three-node KRaft
+    # cluster (replication 3, min.insync.replicas 2; every producer acks=all).
+    # A broker started again after SIGKILL recovers its logs, waits until its
+    # old registration's session has expired and replays the cluster's
+    # metadata before it listens: on a busy 2-core machine that once took 61 s,
+    # past fleet.sh's default wait of 60 s for each component.
+    fleet = Fleet(brokers=1 if a.quick else 3, env={
+        "PROMO_WEBHOOK_TIMEOUT_MS": "3000", "PROMO_WEBHOOK_LEASE_MS": "5000",
+        "PROMO_WEBHOOK_SCHEDULE": "0,1s,2s,5s,10s,10s,10s,10s",
+        "PROMO_START_TIMEOUT_S": os.environ.get("PROMO_START_TIMEOUT_S", "180")})
     ok = False
     t_start = time.time()
     try:
@@ -519,10 +732,12 @@ def main():
         print("\n".join(rep.summary()))
         problems = []
         need = {"processor-kill": 6 if a.quick else 20, "webhook-kill": 1 if hook else 0,
-                "sink-kill": 1, "mysql-restart": 1, "redis-restart": 2,
-                "broker": 2 if a.quick else 5, "rebalance": 2}
-        if not a.quick:
-            need["fencing"] = 3
+                "sink-kill": 1, "mysql-restart": 1, "redis-restart": 2, "rebalance": 2}
+        if a.quick:
+            need["broker-kill"] = 2
+        else:
+            need.update({"fencing": 3, "leader-kill": 2, "controller-kill": 2, "broker-pause": 2,
+                         "cluster-restart": 1})
         for k, n in need.items():
             if inj.count.get(k, 0) < n:
                 problems.append("only %d of %d %s faults injected" % (inj.count.get(k, 0), n, k))

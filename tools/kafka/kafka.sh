@@ -120,8 +120,12 @@ PROPS
     fi
     cid=$(<"$cid_file")
     local cp="$KAFKA_HOME/libs/*" log4j="-Dlog4j.configuration=file:$HERE/log4j.properties"
-    "$java" -cp "$cp" "$log4j" kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
-        --ignore-formatted >/dev/null || die "cannot format $dir"
+    # A node formatted before keeps its meta.properties: the format would be
+    # a no-op then, and its JVM costs seconds on every restart of a node.
+    if [[ ! -s $dir/data/meta.properties ]]; then
+        "$java" -cp "$cp" "$log4j" kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
+            --ignore-formatted >/dev/null || die "cannot format $dir"
+    fi
     local heap=${PROMO_KAFKA_HEAP:-512m}
     exec "$java" -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:InitiatingHeapOccupancyPercent=35 -Djava.awt.headless=true "$log4j" \
