@@ -322,16 +322,21 @@ mysql_ping() { mariadb-admin --no-defaults -uroot --socket="$(MYSQL_SOCK)" --con
 # 2,000). The same sizes go to mariadb-install-db, so the first start need
 # not resize the log.
 MYSQL_INNODB=(--innodb-buffer-pool-size=512M --innodb-log-file-size=512M)
+# Its temporary files under $PROMO_VAR too: fleets started side by side (the
+# tests, the benchmarks) must not meet in a shared /tmp.
+MYSQL_TMP() { printf '%s/mysql-tmp' "$PROMO_VAR"; }
 
 start_mysql() {
     local data="$PROMO_VAR/mysql"
     if [[ ! -d $data/mysql ]]; then
         log "mysql: creating a data directory in $data"
-        mkdir -p "$data"
-        mariadb-install-db --no-defaults --user=root --datadir="$data" --auth-root-authentication-method=socket \
+        mkdir -p "$data" "$(MYSQL_TMP)"
+        mariadb-install-db --no-defaults --user=root --datadir="$data" --tmpdir="$(MYSQL_TMP)" \
+            --auth-root-authentication-method=socket \
             --skip-test-db "${MYSQL_INNODB[@]}" >>"$(logfile mysql)" 2>&1 || fail_start mysql "mariadb-install-db failed"
     fi
-    spawn mysql mariadbd --no-defaults --user=root --datadir="$data" --bind-address=127.0.0.1 \
+    mkdir -p "$(MYSQL_TMP)"
+    spawn mysql mariadbd --no-defaults --user=root --datadir="$data" --tmpdir="$(MYSQL_TMP)" --bind-address=127.0.0.1 \
         --port="$PROMO_MYSQL_PORT" --socket="$(MYSQL_SOCK)" --pid-file="$RUNDIR/mariadbd.pid" \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_bin "${MYSQL_INNODB[@]}"
 }
