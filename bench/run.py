@@ -646,6 +646,30 @@ class Bench:
                 return False
         return True
 
+    def forced_snapshot(self, policy, n, pid):
+        """A full snapshot of the coupon partition holding the policy, forced
+        the way Redis loss forces one: its stored seq no longer matches, so
+        the next delta is refused as a gap. Peak resident memory of the
+        processor while it writes, over its steady size before."""
+        from test_050_direct_producers import murmur2_partition
+        part = murmur2_partition(policy, self.fleet.partitions)
+        meta = "promo:{coupon:%d}:meta" % part
+        steady = proc_kb(pid, "VmRSS")
+        peak_reset({"processor-coupon": pid})
+        self.fleet.redis("HSET", meta, "seq", "-1")
+        t0 = time.monotonic()
+        self.loadgen("kafka", "--cmd", "issue", "--entity", policy, "--first", n, "-n", 1, "-u", n,
+                     "--tag", "snap" + self.run_id)
+        deadline = t0 + self.size["settle_timeout"]
+        while self.fleet.redis("HGET", meta, "seq") in ("-1", "0", None):
+            if time.monotonic() > deadline:
+                raise BenchError("state-size: the forced full snapshot was not written")
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        peak = proc_kb(pid, "VmHWM")
+        return {"partition": part, "steady_kb": steady, "peak_kb": peak, "seconds": took,
+                "peak_over_steady": peak / steady if steady else None}
+
     def scenario_state(self):
         """Fills the processors through Kafka, each domain's commands in one
         go, then waits until every partition is applied and checkpointed. The
@@ -681,6 +705,7 @@ class Bench:
         rss = peaks(pids)
         after = {d: proc_kb(pids.get("processor-" + d), "VmRSS") for d in ("coupon", "point")}
         rafter = {d: self.checkpoint_bytes(d) for d in ("coupon", "point")}
+        snap = self.forced_snapshot(pid, n, pids.get("processor-coupon"))
         core = json.loads(subprocess.run([os.path.join(BIN, "bench-core"), "-n", "1000", "--memory", str(n)],
                                          stdout=subprocess.PIPE, check=True, timeout=900).stdout)["memory"]
         fig = {}
@@ -696,10 +721,13 @@ class Bench:
                                                        fmt_num(fig["point"]["rss_bytes_per_entity"])),
                "ckpt MB": "coupon %.0f point %.0f" % (fig["coupon"]["checkpoint_bytes"] / 1e6,
                                                      fig["point"]["checkpoint_bytes"] / 1e6),
+               "snapshot peak": "%.2fx steady (%.0f of %.0f MB, %.1f s)" % (
+                   snap["peak_over_steady"], snap["peak_kb"] / 1024, snap["steady_kb"] / 1024, snap["seconds"]),
                "settled s": "%.1f" % applied_s, "invariants": "-", "peak RSS MB": rss_text(rss)}
         self.record("state-size", row, {
             "params": {"coupons": n, "accounts": n, "dedupe": "every request id kept (24 h window)"},
             "producer": prod, "fleet": fig, "in_process": core, "applied_and_checkpointed_s": applied_s,
+            "forced_full_snapshot": snap,
             "peak_rss_kb": rss,
             "summary": "one coupon processor holding %d coupons: %s B/coupon resident, %s B/coupon in Redis; "
                        "point processors holding %d accounts: %s B/account resident, %s B/account in Redis "
@@ -785,7 +813,7 @@ def print_row(name, row, first):
         print("%-14s %s  %s" % ("scenario", " ".join(c.rjust(w) for c, w in COLUMNS), "notes"))
     cells = [str(row.get(c, "-")).rjust(w) for c, w in COLUMNS]
     notes = []
-    for c in ("per core", "bytes/entity", "ckpt MB", "ours/it", "peak RSS MB", "CPU us/req"):
+    for c in ("per core", "bytes/entity", "ckpt MB", "snapshot peak", "ours/it", "peak RSS MB", "CPU us/req"):
         if c in row:
             notes.append("%s: %s" % (c, row[c]))
     print("%-14s %s  %s" % (name, " ".join(cells), "; ".join(notes)))
