@@ -11,6 +11,8 @@
  *   promoctl lag [--json] [domain]                consumer groups' committed offsets vs high watermarks
  *   promoctl topics [--partitions N] [--replication R] [--min-isr M] [--timeout-ms T]
  *                                                 create the promo topics that are missing (tools/topics.c)
+ *   promoctl reconcile [--repair]                 MySQL against the results log; --repair writes what
+ *                                                 differs again (tools/reconcile.c)
  *
  * It talks to the same servers as the fleet, configured by the same PROMO_*
  * variables (PROMO_KAFKA_BOOTSTRAP[_FILE], PROMO_REDIS_*, PROMO_MYSQL_*,
@@ -51,6 +53,7 @@
 #include "cmd.h"
 #include "codec.h"
 #include "../ingest/parse.h"
+#include "reconcile.h"
 #include "topics_admin.h"
 #include "util.h"
 
@@ -71,6 +74,7 @@ static int usage(void) {
                     "       promoctl dlq replay [--dry-run] <source_offset|topic:partition:offset ...|--all>\n"
                     "       promoctl lag [--json] [domain]\n"
                     "       promoctl topics [--partitions N] [--replication R] [--min-isr M] [--timeout-ms T]\n"
+                    "       promoctl reconcile [--repair]\n"
                     "Configuration from PROMO_* variables, as the fleet (docs/configuration.md).\n");
     return 2;
 }
@@ -1150,11 +1154,16 @@ static int cmd_topics(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         long long v = i + 1 < argc ? parse_count(argv[i + 1]) : -1;
         if (v < 1 || v > 100000) return usage();
-        if (strcmp(argv[i], "--partitions") == 0) spec.partitions = (int)v;
-        else if (strcmp(argv[i], "--replication") == 0) spec.replication = (int)v;
-        else if (strcmp(argv[i], "--min-isr") == 0) spec.min_isr = (int)v;
-        else if (strcmp(argv[i], "--timeout-ms") == 0) timeout_ms = v;
-        else return usage();
+        if (strcmp(argv[i], "--partitions") == 0)
+            spec.partitions = (int)v;
+        else if (strcmp(argv[i], "--replication") == 0)
+            spec.replication = (int)v;
+        else if (strcmp(argv[i], "--min-isr") == 0)
+            spec.min_isr = (int)v;
+        else if (strcmp(argv[i], "--timeout-ms") == 0)
+            timeout_ms = v;
+        else
+            return usage();
         i++;
     }
     char bootstrap[1024], errstr[512];
@@ -1163,9 +1172,33 @@ static int cmd_topics(int argc, char **argv) {
         fprintf(stderr, "promoctl: topics: %s\n", errstr);
         return 1;
     }
-    fprintf(stderr, "promoctl: topics ready: %d partitions, replication %d, min.insync.replicas %d\n",
-            spec.partitions, spec.replication, spec.min_isr);
+    fprintf(stderr, "promoctl: topics ready: %d partitions, replication %d, min.insync.replicas %d\n", spec.partitions,
+            spec.replication, spec.min_isr);
     return 0;
+}
+
+/* Exit status 0 agreed, 1 differences (left), 2 usage, 3 could not tell. */
+static int cmd_reconcile(int argc, char **argv) {
+    int repair = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--repair") == 0)
+            repair = 1;
+        else
+            return usage();
+    }
+    char errstr[512];
+    MYSQL *my = mysql_new(errstr, sizeof errstr);
+    if (!my) {
+        fprintf(stderr, "promoctl: %s\n", errstr);
+        return 3;
+    }
+    int rc = reconcile_run(my, repair, errstr, sizeof errstr);
+    mysql_close(my);
+    if (rc < 0) {
+        fprintf(stderr, "promoctl: reconcile: %s\n", errstr);
+        return 3;
+    }
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -1178,5 +1211,6 @@ int main(int argc, char **argv) {
     if (strcmp(sub, "dlq") == 0) return cmd_dlq(argc - 2, argv + 2);
     if (strcmp(sub, "lag") == 0) return cmd_lag(argc - 2, argv + 2);
     if (strcmp(sub, "topics") == 0) return cmd_topics(argc - 2, argv + 2);
+    if (strcmp(sub, "reconcile") == 0) return cmd_reconcile(argc - 2, argv + 2);
     return usage();
 }

@@ -6,10 +6,14 @@
 # Object paths are spelled out like the Makefile's `obj` function, which is
 # defined only after this file is included.
 
-PROMOCTL_SRC := tools/promoctl.c tools/topics.c ingest/parse.c processors/checkpoint.c
+PROMOCTL_SRC := tools/promoctl.c tools/topics.c tools/reconcile.c ingest/parse.c processors/checkpoint.c \
+                sinks/sink_mysql.c common/result_json.c
 
 PROGRAMS += $(B)/bin/promoctl
 
 $(B)/bin/promoctl: $(patsubst %.c,$(B)/obj/%.o,$(patsubst $(B)/%,%,$(PROMOCTL_SRC) $(COMMON_SRC)))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) $(MYSQL_LIBS) -ljansson $(LDLIBS)
+
+# reconcile.c repairs through the sink's own writer (sinks/sink_mysql.h).
+$(B)/obj/tools/reconcile.o: CFLAGS += -Isinks
