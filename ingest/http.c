@@ -61,9 +61,12 @@ extern const char ingest_openapi_json[];
 typedef enum { LIMITER_IP, LIMITER_KEY, LIMITER__COUNT } limiter;
 static const char *const limiter_names[LIMITER__COUNT] = {"ip", "key"};
 
+#define KEY_NAME_MAX 32
+
 typedef struct api_key {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     parse_role role;
+    char name[KEY_NAME_MAX + 1]; /* in logs and audits, never the key */
 } api_key;
 
 /* HTTP codes the server answers with; anything else is counted as "other". */
@@ -222,34 +225,87 @@ static int send_unavailable(struct mg_connection *conn, const char *code, const 
 
 /* ---- auth ---- */
 
+static int hexval(int c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* PROMO_API_KEYS: comma-separated entries, each
+ *
+ *   <key>:<role>[:<name>]                 a key in clear (local use)
+ *   sha256:<64 hex digits>:<role>[:<name>] the SHA-256 of a key (production)
+ *
+ * with role admin or client, and a name ([A-Za-z0-9_.-]{1,32}, by default
+ * "key<n>", n its place in the list) that the logs and the audit name
+ * instead of the key. Only digests are kept either way, and every request
+ * compares against all of them in constant time, so several keys per role
+ * rotate without downtime: add the new one, move the clients, drop the old. */
 static int keys_parse(http_server *s, const char *list, char *errstr, size_t errstr_size) {
     const char *p = list;
     while (*p) {
         size_t n = strcspn(p, ",");
-        const char *colon = memchr(p, ':', n);
         if (n == 0) {
             p += *p == ',';
             continue;
         }
-        if (!colon || colon == p || s->n_keys == MAX_KEYS) {
-            /* Never echo the entry: it holds a secret. */
-            snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d is not key:role (or too many keys)", s->n_keys + 1);
+        int idx = s->n_keys + 1;
+        if (s->n_keys == MAX_KEYS) {
+            snprintf(errstr, errstr_size, "PROMO_API_KEYS: more than %d keys", MAX_KEYS);
             return -1;
         }
-        size_t role_len = n - (size_t)(colon + 1 - p);
-        parse_role role;
-        if (role_len == 5 && strncmp(colon + 1, "admin", 5) == 0)
-            role = ROLE_ADMIN;
-        else if (role_len == 6 && strncmp(colon + 1, "client", 6) == 0)
-            role = ROLE_CLIENT;
+        api_key *k = &s->keys[s->n_keys];
+        const char *end = p + n, *secret = p, *rest;
+        int hashed = n > 7 && strncmp(p, "sha256:", 7) == 0;
+        if (hashed) {
+            secret = p + 7;
+            rest = secret + 2 * SHA256_DIGEST_LENGTH;
+            for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+                int hi = secret + 2 * i + 1 < end ? hexval(secret[2 * i]) : -1;
+                int lo = hi >= 0 ? hexval(secret[2 * i + 1]) : -1;
+                if (lo < 0) {
+                    snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d: sha256: needs 64 hex digits", idx);
+                    return -1;
+                }
+                k->digest[i] = (unsigned char)(hi << 4 | lo);
+            }
+            if (rest >= end || *rest != ':') {
+                snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d: sha256:<64 hex>:role expected", idx);
+                return -1;
+            }
+        } else {
+            rest = memchr(p, ':', n);
+            if (!rest || rest == p) {
+                /* Never echo the entry: it holds a secret. */
+                snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d is not key:role", idx);
+                return -1;
+            }
+            SHA256((const unsigned char *)p, (size_t)(rest - p), k->digest);
+        }
+        const char *role = rest + 1, *colon = memchr(role, ':', (size_t)(end - role));
+        size_t role_len = (size_t)((colon ? colon : end) - role);
+        if (role_len == 5 && strncmp(role, "admin", 5) == 0)
+            k->role = ROLE_ADMIN;
+        else if (role_len == 6 && strncmp(role, "client", 6) == 0)
+            k->role = ROLE_CLIENT;
         else {
-            snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d: role must be admin or client", s->n_keys + 1);
+            snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d: role must be admin or client", idx);
             return -1;
         }
-        SHA256((const unsigned char *)p, (size_t)(colon - p), s->keys[s->n_keys].digest);
-        s->keys[s->n_keys].role = role;
+        if (colon) {
+            size_t name_len = (size_t)(end - colon - 1);
+            if (name_len == 0 || name_len > KEY_NAME_MAX || strspn(colon + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                                             "abcdefghijklmnopqrstuvwxyz0123456789_.-") <
+                                                                  name_len) {
+                snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d: name must match [A-Za-z0-9_.-]{1,%d}", idx,
+                         KEY_NAME_MAX);
+                return -1;
+            }
+            memcpy(k->name, colon + 1, name_len);
+            k->name[name_len] = '\0';
+        } else {
+            snprintf(k->name, sizeof k->name, "key%d", idx);
+        }
         s->n_keys++;
-        p += n;
+        p = end;
         if (*p == ',') p++;
     }
     if (s->n_keys == 0) {
@@ -721,6 +777,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
     int64_t t0 = mono_us();
     atomic_fetch_add(&s->in_flight, 1);
     char rid[PROMO_ID_MAX + 1] = "";
+    const char *key_name = NULL; /* the caller's key, by its name */
     parse_route route;
     parse_error perr;
     int status;
@@ -751,6 +808,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
             status = send_error(conn, 401, "UNAUTHORIZED", NULL, "a valid API key is required", hdrs);
             goto done;
         }
+        key_name = s->keys[key_index].name;
         /* The bucket is named by the key's place in the list, never by the key. */
         char bucket[16];
         snprintf(bucket, sizeof bucket, "k%d", key_index);
@@ -778,8 +836,11 @@ done:;
     count(s, route.id, status, us);
     atomic_fetch_sub(&s->in_flight, 1);
     /* Failures log their own line where they happen; this is the access log. */
-    if (s->cfg.access_log)
-        log_info("%s %s %d %lldus%s%s", ri->request_method, path[0] ? path : "-", status, (long long)us,
+    /* Writes an admin route allows are the audit trail: always logged, with
+     * the key's name (never the key). */
+    if (s->cfg.access_log || (parse_route_role(route.id) == ROLE_ADMIN && key_name))
+        log_info("%s%s %s %d %lldus%s%s%s%s", s->cfg.access_log ? "" : "audit: ", ri->request_method,
+                 path[0] ? path : "-", status, (long long)us, key_name ? " key=" : "", key_name ? key_name : "",
                  rid[0] ? " request_id=" : "", rid);
     return status;
 }
