@@ -226,7 +226,10 @@ static int send_unavailable(struct mg_connection *conn, const char *code, const 
 /* ---- auth ---- */
 
 static int hexval(int c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* PROMO_API_KEYS: comma-separated entries, each
@@ -292,9 +295,9 @@ static int keys_parse(http_server *s, const char *list, char *errstr, size_t err
         }
         if (colon) {
             size_t name_len = (size_t)(end - colon - 1);
-            if (name_len == 0 || name_len > KEY_NAME_MAX || strspn(colon + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                                             "abcdefghijklmnopqrstuvwxyz0123456789_.-") <
-                                                                  name_len) {
+            if (name_len == 0 || name_len > KEY_NAME_MAX ||
+                strspn(colon + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "abcdefghijklmnopqrstuvwxyz0123456789_.-") < name_len) {
                 snprintf(errstr, errstr_size, "PROMO_API_KEYS entry %d: name must match [A-Za-z0-9_.-]{1,%d}", idx,
                          KEY_NAME_MAX);
                 return -1;

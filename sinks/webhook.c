@@ -420,7 +420,7 @@ typedef struct transfer {
 struct webhook_sender {
     CURLM *multi;
     webhook_sender_cfg cfg; /* key, allow, proxy and user_agent point into owned copies */
-    uint8_t key[WEBHOOK_KEY_MAX];
+    uint8_t key[WEBHOOK_KEY_MAX], key2[WEBHOOK_KEY_MAX];
     char *allow, *proxy, *user_agent;
     transfer *head; /* in flight */
     size_t in_flight;
@@ -429,7 +429,7 @@ struct webhook_sender {
 };
 
 webhook_sender *webhook_sender_new(const webhook_sender_cfg *cfg, char *errstr, size_t errstr_size) {
-    if (cfg->key_len > WEBHOOK_KEY_MAX) {
+    if (cfg->key_len > WEBHOOK_KEY_MAX || cfg->key2_len > WEBHOOK_KEY_MAX) {
         snprintf(errstr, errstr_size, "webhook key longer than %d bytes", WEBHOOK_KEY_MAX);
         return NULL;
     }
@@ -442,6 +442,8 @@ webhook_sender *webhook_sender_new(const webhook_sender_cfg *cfg, char *errstr, 
     if (s->cfg.max_in_flight < 1) s->cfg.max_in_flight = 1;
     memcpy(s->key, cfg->key, cfg->key_len);
     s->cfg.key = s->key;
+    if (cfg->key2_len) memcpy(s->key2, cfg->key2, cfg->key2_len);
+    s->cfg.key2 = s->key2;
     s->allow = strdup(cfg->allow ? cfg->allow : "");
     s->proxy = strdup(cfg->proxy ? cfg->proxy : "");
     s->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "promo-webhook");
@@ -574,15 +576,18 @@ int webhook_sender_start(webhook_sender *s, webhook_delivery *d, int64_t now_ms,
     int rc = url_check(s, t, why, why_size);
     if (rc != 0) goto undo;
     rc = -1;
-    char sig[WEBHOOK_SIGNATURE_MAX], h_id[32 + WEBHOOK_ID_MAX], h_ts[48], h_sig[32 + WEBHOOK_SIGNATURE_MAX];
+    char sig[WEBHOOK_SIGNATURE_MAX], sig2[WEBHOOK_SIGNATURE_MAX] = "", h_id[32 + WEBHOOK_ID_MAX], h_ts[48],
+                                     h_sig[32 + 2 * WEBHOOK_SIGNATURE_MAX];
     int64_t ts = now_ms / 1000;
-    if (webhook_sign(s->key, s->cfg.key_len, t->d.id, ts, t->d.body, t->d.body_len, sig, sizeof sig) != 0) {
+    if (webhook_sign(s->key, s->cfg.key_len, t->d.id, ts, t->d.body, t->d.body_len, sig, sizeof sig) != 0 ||
+        (s->cfg.key2_len &&
+         webhook_sign(s->key2, s->cfg.key2_len, t->d.id, ts, t->d.body, t->d.body_len, sig2, sizeof sig2) != 0)) {
         snprintf(why, why_size, "cannot sign (out of memory)");
         goto undo;
     }
     snprintf(h_id, sizeof h_id, "webhook-id: %s", t->d.id);
     snprintf(h_ts, sizeof h_ts, "webhook-timestamp: %lld", (long long)ts);
-    snprintf(h_sig, sizeof h_sig, "webhook-signature: %s", sig);
+    snprintf(h_sig, sizeof h_sig, "webhook-signature: %s%s%s", sig, sig2[0] ? " " : "", sig2);
     const char *lines[] = {"Content-Type: application/json", h_id, h_ts, h_sig,
                            "Expect:" /* no 100-continue round trip for larger bodies */};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {

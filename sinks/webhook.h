@@ -120,6 +120,11 @@ typedef struct webhook_sender_cfg {
     size_t max_in_flight;
     const uint8_t *key; /* the HMAC key (webhook_sign_key()), copied */
     size_t key_len;
+    /* During a secret rotation, the other secret's key (copied; key2_len 0:
+     * none): each delivery then carries both signatures, space-separated,
+     * as Standard Webhooks allows, and a receiver knowing either verifies. */
+    const uint8_t *key2;
+    size_t key2_len;
     const char *allow; /* PROMO_WEBHOOK_ALLOW, copied */
     const char *proxy; /* "" = none, whatever the environment says */
     const char *user_agent;

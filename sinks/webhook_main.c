@@ -84,8 +84,8 @@ static int backoff_next(int ms) {
 
 typedef struct config {
     webhook_schedule schedule;
-    uint8_t key[WEBHOOK_KEY_MAX];
-    size_t key_len;
+    uint8_t key[WEBHOOK_KEY_MAX], key2[WEBHOOK_KEY_MAX];
+    size_t key_len, key2_len; /* key2_len 0: no rotation under way */
     const char *allow;
     int timeout_ms;
     int connect_timeout_ms;
@@ -108,8 +108,17 @@ static int config_load(config *c) {
         log_error("PROMO_WEBHOOK_SCHEDULE: %s", errstr);
         return -1;
     }
-    if (webhook_sign_key(cfg_str("PROMO_WEBHOOK_SECRET", DEFAULT_SECRET), c->key, sizeof c->key, &c->key_len, errstr,
-                         sizeof errstr) != 0) {
+    /* One secret, or two separated by blanks while a rotation is under
+     * way (the new one first): every delivery is then signed with both. */
+    char secrets[2 * 1500];
+    snprintf(secrets, sizeof secrets, "%s", cfg_str("PROMO_WEBHOOK_SECRET", DEFAULT_SECRET));
+    char *save = NULL, *first = strtok_r(secrets, " \t", &save), *second = strtok_r(NULL, " \t", &save);
+    if (!first || strtok_r(NULL, " \t", &save)) {
+        log_error("PROMO_WEBHOOK_SECRET: one secret, or two separated by a blank during a rotation");
+        return -1;
+    }
+    if (webhook_sign_key(first, c->key, sizeof c->key, &c->key_len, errstr, sizeof errstr) != 0 ||
+        (second && webhook_sign_key(second, c->key2, sizeof c->key2, &c->key2_len, errstr, sizeof errstr) != 0)) {
         log_error("PROMO_WEBHOOK_SECRET: %s", errstr);
         return -1;
     }
@@ -771,6 +780,8 @@ int main(void) {
         .max_in_flight = cfg.concurrency,
         .key = cfg.key,
         .key_len = cfg.key_len,
+        .key2 = cfg.key2,
+        .key2_len = cfg.key2_len,
         .allow = cfg.allow,
         .proxy = cfg_str("PROMO_WEBHOOK_PROXY", ""),
         .user_agent = PROGRAM "/1",

@@ -387,3 +387,32 @@ def test_metrics(fleet):
 
 if __name__ == "__main__":
     raise SystemExit(pytest.main([os.path.abspath(__file__), "-v"]))
+
+
+def test_secret_rotation_signs_with_both(fleet):
+    """During a rotation PROMO_WEBHOOK_SECRET holds the new secret and the
+    old one: each delivery carries both signatures (Standard Webhooks'
+    space-separated list), so a receiver that knows either verifies; after
+    it, one signature again."""
+    old = fleet.env.get("PROMO_WEBHOOK_SECRET") or DEFAULT_SECRET
+    new = "whsec_" + base64.b64encode(b"a new secret, 32 bytes long....").decode()
+    saved = dict(fleet.env)
+    rx = Receiver().start()
+    try:
+        fleet.env["PROMO_WEBHOOK_SECRET"] = "%s %s" % (new, old)
+        fleet.restart("webhook", "TERM")
+        rid = earn(fleet, "wh-rot", rx.url("/cb/rotation"))
+        (req,) = rx.wait("/cb/rotation", 1)
+        _, headers, body, _ = req
+        sigs = headers["webhook-signature"].split(" ")
+        msg = (headers["webhook-id"], headers["webhook-timestamp"], body)
+        fleet.env["PROMO_WEBHOOK_SECRET"] = new
+        assert sigs == [expected_signature(signing_key(fleet), *msg),
+                        expected_signature(base64.b64decode(old[len("whsec_"):] + "=" * (-len(old[6:]) % 4))
+                                           if old.startswith("whsec_") else old.encode(), *msg)], sigs
+        assert wait_delivery(fleet, rid, "DELIVERED")["attempts"] == 1
+    finally:
+        rx.stop()
+        fleet.env.clear()
+        fleet.env.update(saved)
+        fleet.restart("webhook", "TERM")
