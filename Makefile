@@ -25,11 +25,11 @@ COMMON_SRC   := common/cmd.c common/codec.c common/util.c common/url.c $(B)/gen/
 DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
                 processors/point.c processors/timesale.c
 PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
-                processors/dedupe.c processors/partition.c
-INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c \
+                processors/dedupe.c processors/partition.c common/redis_conn.c
+INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c common/redis_conn.c \
                 ingest/status.c ingest/notify.c ingest/ratelimit.c ingest/docs.c \
                 $(B)/gen/openapi.c
-SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c
+SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c common/redis_conn.c
 DEVKAFKA_SRC := tools/devkafka.c
 
 KAFKA_LIBS := -lrdkafka -lavro

@@ -6,6 +6,7 @@
  */
 #include "util.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,44 @@ void log_msg(const char *level, const char *fmt, ...) {
 const char *cfg_str(const char *name, const char *def) {
     const char *v = getenv(name);
     return (v && *v) ? v : def;
+}
+
+const char *cfg_secret(const char *name, const char *def) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* Redis connections open on several threads */
+    static struct {
+        char name[64];
+        char *value; /* never freed: lives as long as the program */
+    } loaded[16];
+    const char *v = cfg_str(name, NULL);
+    if (v) return v;
+    pthread_mutex_lock(&mu);
+    const char *out = def;
+    size_t i = 0;
+    for (; i < sizeof loaded / sizeof loaded[0] && loaded[i].value; i++)
+        if (strcmp(loaded[i].name, name) == 0) {
+            out = loaded[i].value;
+            goto done;
+        }
+    char var[80];
+    snprintf(var, sizeof var, "%s_FILE", name);
+    const char *path = cfg_str(var, NULL);
+    if (!path) goto done;
+    FILE *f = fopen(path, "r");
+    char *buf = f ? malloc(65536) : NULL;
+    size_t n = buf ? fread(buf, 1, 65535, f) : 0;
+    if (!f || !buf || ferror(f) || i == sizeof loaded / sizeof loaded[0]) {
+        log_error("%s: cannot read %s", var, path);
+        exit(1);
+    }
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
+    buf[n] = '\0';
+    snprintf(loaded[i].name, sizeof loaded[i].name, "%s", name);
+    loaded[i].value = buf;
+    out = buf;
+done:
+    pthread_mutex_unlock(&mu);
+    return out;
 }
 
 long long cfg_int(const char *name, long long def) {

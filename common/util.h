@@ -19,6 +19,13 @@ void log_msg(const char *level, const char *fmt, ...) __attribute__((format(prin
 /* Environment value or def when unset or empty. The string is the
  * environment's (or def): do not free. */
 const char *cfg_str(const char *name, const char *def);
+/* A secret: the variable's value, or else the contents of the file named by
+ * <name>_FILE (a final newline dropped), so secrets need not sit in the
+ * environment (Docker and Kubernetes secrets are files). The file is read
+ * once, on the first call; the text lives until the program ends. A
+ * <name>_FILE that cannot be read is fatal: the program logs it and exits,
+ * rather than start with the default. Call it at start-up only. */
+const char *cfg_secret(const char *name, const char *def);
 long long cfg_int(const char *name, long long def);
 
 /* The Kafka bootstrap list: PROMO_KAFKA_BOOTSTRAP, else the first line of the

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "redis_conn.h"
 #include "util.h"
 
 #define STRIPES 256
@@ -95,12 +96,9 @@ static void on_reply(notify *n, redisReply *r) {
  * true when stop was asked. */
 static bool subscribe_once(notify *n) {
     struct timeval tv = {1, 0};
-    redisContext *c =
-        n->host[0] == '/' ? redisConnectUnixWithTimeout(n->host, tv) : redisConnectWithTimeout(n->host, n->port, tv);
-    if (!c || c->err) {
-        if (c) redisFree(c);
-        return false;
-    }
+    char err[256];
+    redisContext *c = redis_open(n->host, n->port, tv, err, sizeof err);
+    if (!c) return false;
     redisSetTimeout(c, tv);
     redisReply *r = redisCommand(c, "SUBSCRIBE %s", NOTIFY_CHANNEL);
     if (!r || r->type == REDIS_REPLY_ERROR) {

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "redis_conn.h"
 #include "util.h"
 
 #define RETRY_MS 500
@@ -131,12 +132,8 @@ static redisContext *redis_conn(char *errstr, size_t errstr_size) {
         return NULL;
     }
     struct timeval connect_tv = {0, 500 * 1000}, io_tv = {2, 0};
-    redisContext *c = cfg.redis_host[0] == '/' ? redisConnectUnixWithTimeout(cfg.redis_host, connect_tv)
-                                               : redisConnectWithTimeout(cfg.redis_host, cfg.redis_port, connect_tv);
-    if (!c || c->err) {
-        snprintf(errstr, errstr_size, "redis connect %s:%d: %s", cfg.redis_host, cfg.redis_port,
-                 c ? c->errstr : "out of memory");
-        if (c) redisFree(c);
+    redisContext *c = redis_open(cfg.redis_host, cfg.redis_port, connect_tv, errstr, errstr_size);
+    if (!c) {
         tl.redis_retry_at = now + RETRY_MS;
         return NULL;
     }
@@ -193,13 +190,8 @@ static void pending_round(status_pending *list) {
         int64_t now = mono_ms();
         if (now >= pw.retry_at) {
             struct timeval connect_tv = {0, 500 * 1000}, io_tv = {2, 0};
-            c = cfg.redis_host[0] == '/' ? redisConnectUnixWithTimeout(cfg.redis_host, connect_tv)
-                                         : redisConnectWithTimeout(cfg.redis_host, cfg.redis_port, connect_tv);
-            if (!c || c->err) {
-                snprintf(err, sizeof err, "redis connect %.64s:%d: %.100s", cfg.redis_host, cfg.redis_port,
-                         c ? c->errstr : "out of memory");
-                if (c) redisFree(c);
-                c = NULL;
+            c = redis_open(cfg.redis_host, cfg.redis_port, connect_tv, err, sizeof err);
+            if (!c) {
                 pw.retry_at = now + RETRY_MS;
             } else {
                 redisSetTimeout(c, io_tv);

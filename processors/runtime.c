@@ -61,6 +61,7 @@
 #include "codec.h"
 #include "dedupe.h"
 #include "partition.h"
+#include "redis_conn.h"
 #include "util.h"
 
 #define RESULTS_TOPIC "promo.results"
@@ -137,14 +138,7 @@ static void part_destroy(runtime *rt, part *p) {
 static int redis_connect(runtime *rt, char *errstr, size_t errstr_size) {
     if (rt->redis) redisFree(rt->redis);
     struct timeval tv = {2, 0};
-    rt->redis = redisConnectWithTimeout(rt->redis_host, rt->redis_port, tv);
-    if (!rt->redis || rt->redis->err) {
-        snprintf(errstr, errstr_size, "redis %s:%d: %s", rt->redis_host, rt->redis_port,
-                 rt->redis ? rt->redis->errstr : "out of memory");
-        if (rt->redis) redisFree(rt->redis);
-        rt->redis = NULL;
-        return -1;
-    }
+    if (!(rt->redis = redis_open(rt->redis_host, rt->redis_port, tv, errstr, errstr_size))) return -1;
     struct timeval cmd_tv = {10, 0};
     redisSetTimeout(rt->redis, cmd_tv);
     return 0;

@@ -48,6 +48,7 @@
 
 #include "codec.h"
 #include "result_json.h"
+#include "redis_conn.h"
 #include "sink_mysql.h"
 #include "util.h"
 
@@ -530,12 +531,7 @@ static int redis_load_script(app *a, char *errstr, size_t errstr_size) {
 
 static int redis_connect(app *a, char *errstr, size_t errstr_size) {
     struct timeval tv = {2, 0};
-    a->redis = redisConnectWithTimeout(a->redis_host, a->redis_port, tv);
-    if (!a->redis || a->redis->err) {
-        snprintf(errstr, errstr_size, "connecting: %s", a->redis ? a->redis->errstr : "out of memory");
-        redis_drop(a);
-        return -1;
-    }
+    if (!(a->redis = redis_open(a->redis_host, a->redis_port, tv, errstr, errstr_size))) return -1;
     struct timeval io = {5, 0};
     redisSetTimeout(a->redis, io);
     return redis_load_script(a, errstr, errstr_size);
@@ -846,7 +842,7 @@ static int mysql_start(app *a) {
         .host = cfg_str("PROMO_MYSQL_HOST", "127.0.0.1"),
         .port = (int)cfg_int("PROMO_MYSQL_PORT", 3306),
         .user = cfg_str("PROMO_MYSQL_USER", "promo"),
-        .password = cfg_str("PROMO_MYSQL_PASSWORD", "promo"),
+        .password = cfg_secret("PROMO_MYSQL_PASSWORD", "promo"),
         .db = cfg_str("PROMO_MYSQL_DB", "promo"),
     };
     const char *dir = cfg_str("PROMO_MIGRATIONS_DIR", "sinks/migrations");

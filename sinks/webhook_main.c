@@ -111,7 +111,7 @@ static int config_load(config *c) {
     /* One secret, or two separated by blanks while a rotation is under
      * way (the new one first): every delivery is then signed with both. */
     char secrets[2 * 1500];
-    snprintf(secrets, sizeof secrets, "%s", cfg_str("PROMO_WEBHOOK_SECRET", DEFAULT_SECRET));
+    snprintf(secrets, sizeof secrets, "%s", cfg_secret("PROMO_WEBHOOK_SECRET", DEFAULT_SECRET));
     char *save = NULL, *first = strtok_r(secrets, " \t", &save), *second = strtok_r(NULL, " \t", &save);
     if (!first || strtok_r(NULL, " \t", &save)) {
         log_error("PROMO_WEBHOOK_SECRET: one secret, or two separated by a blank during a rotation");
@@ -135,7 +135,7 @@ static int config_load(config *c) {
     c->db.host = cfg_str("PROMO_MYSQL_HOST", "127.0.0.1");
     c->db.port = (int)cfg_int("PROMO_MYSQL_PORT", 3306);
     c->db.user = cfg_str("PROMO_MYSQL_USER", "promo");
-    c->db.password = cfg_str("PROMO_MYSQL_PASSWORD", "promo");
+    c->db.password = cfg_secret("PROMO_MYSQL_PASSWORD", "promo");
     c->db.db = cfg_str("PROMO_MYSQL_DB", "promo");
     return 0;
 }

@@ -297,11 +297,31 @@ need_bin() {
 
 # ---- components --------------------------------------------------------------
 
-redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$PROMO_REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+# The password the programs present (PROMO_REDIS_PASSWORD, or the file
+# PROMO_REDIS_PASSWORD_FILE names), empty when Redis takes none.
+redis_password() {
+    if [[ -n ${PROMO_REDIS_PASSWORD:-} ]]; then
+        printf '%s' "$PROMO_REDIS_PASSWORD"
+    elif [[ -n ${PROMO_REDIS_PASSWORD_FILE:-} ]]; then
+        tr -d '\r\n' <"$PROMO_REDIS_PASSWORD_FILE"
+    fi
+}
+
+redis_ping() {
+    [[ $(REDISCLI_AUTH=$(redis_password) redis-cli --no-auth-warning -h 127.0.0.1 -p "$PROMO_REDIS_PORT" ping \
+        2>/dev/null) == PONG ]]
+}
 
 start_redis() {
     mkdir -p "$PROMO_VAR/redis"
-    spawn redis redis-server --port "$PROMO_REDIS_PORT" --bind 127.0.0.1 --dir "$PROMO_VAR/redis" \
+    local auth=()
+    # A password on the command line would show in ps: it goes in a config
+    # file of the fleet's own instead.
+    if [[ -n $(redis_password) ]]; then
+        (umask 077 && printf 'requirepass "%s"\n' "$(redis_password)" >"$PROMO_VAR/redis/auth.conf")
+        auth=("$PROMO_VAR/redis/auth.conf")
+    fi
+    spawn redis redis-server "${auth[@]}" --port "$PROMO_REDIS_PORT" --bind 127.0.0.1 --dir "$PROMO_VAR/redis" \
         --appendonly yes --appendfsync everysec --save "" --daemonize no --logfile ""
 }
 wait_redis() { wait_for redis "PING reply on port $PROMO_REDIS_PORT" redis_ping; }

@@ -54,6 +54,7 @@
 #include "codec.h"
 #include "../ingest/parse.h"
 #include "reconcile.h"
+#include "redis_conn.h"
 #include "topics_admin.h"
 #include "util.h"
 
@@ -214,12 +215,8 @@ static redisContext *redis_new(char *errstr, size_t errstr_size) {
     const char *host = cfg_str("PROMO_REDIS_HOST", "127.0.0.1");
     int port = (int)cfg_int("PROMO_REDIS_PORT", 6379);
     struct timeval tv = {2, 0};
-    redisContext *rc = redisConnectWithTimeout(host, port, tv);
-    if (!rc || rc->err) {
-        snprintf(errstr, errstr_size, "redis %s:%d: %s", host, port, rc ? rc->errstr : "out of memory");
-        if (rc) redisFree(rc);
-        return NULL;
-    }
+    redisContext *rc = redis_open(host, port, tv, errstr, errstr_size);
+    if (!rc) return NULL;
     redisSetTimeout(rc, tv);
     return rc;
 }
@@ -236,7 +233,7 @@ static MYSQL *mysql_new(char *errstr, size_t errstr_size) {
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     const char *host = cfg_str("PROMO_MYSQL_HOST", "127.0.0.1");
     int port = (int)cfg_int("PROMO_MYSQL_PORT", 3306);
-    if (!mysql_real_connect(m, host, cfg_str("PROMO_MYSQL_USER", "promo"), cfg_str("PROMO_MYSQL_PASSWORD", "promo"),
+    if (!mysql_real_connect(m, host, cfg_str("PROMO_MYSQL_USER", "promo"), cfg_secret("PROMO_MYSQL_PASSWORD", "promo"),
                             cfg_str("PROMO_MYSQL_DB", "promo"), (unsigned)port, NULL, 0)) {
         snprintf(errstr, errstr_size, "mysql %s:%d: %s", host, port, mysql_error(m));
         mysql_close(m);

@@ -7,6 +7,7 @@
 # defined only after this file is included.
 
 PROMOCTL_SRC := tools/promoctl.c tools/topics.c tools/reconcile.c ingest/parse.c processors/checkpoint.c \
+                common/redis_conn.c \
                 sinks/sink_mysql.c common/result_json.c
 
 PROGRAMS += $(B)/bin/promoctl

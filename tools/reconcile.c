@@ -471,7 +471,7 @@ int reconcile_run(MYSQL *my, int repair_mode, char *errstr, size_t errstr_size) 
     printf("differences: %lld entities, %lld requests without a row\n", diffs, missing);
     if (repair_mode && (diffs || missing)) {
         sink_mysql_cfg cfg = {cfg_str("PROMO_MYSQL_HOST", "127.0.0.1"), (int)cfg_int("PROMO_MYSQL_PORT", 3306),
-                              cfg_str("PROMO_MYSQL_USER", "promo"), cfg_str("PROMO_MYSQL_PASSWORD", "promo"),
+                              cfg_str("PROMO_MYSQL_USER", "promo"), cfg_secret("PROMO_MYSQL_PASSWORD", "promo"),
                               cfg_str("PROMO_MYSQL_DB", "promo")};
         repair rp = {0};
         if (!(sink = sink_mysql_new(&cfg, errstr, errstr_size))) goto done;

@@ -378,13 +378,24 @@ class Fleet:
     def redis(self, *args, timeout=10):
         """One Redis command, e.g. fleet.redis("GET", "promo:req:r1"). Returns
         str, int, None, or a list; a Redis error raises FleetError."""
-        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=timeout) as s:
-            out = b"*%d\r\n" % len(args)
-            for a in args:
+        def frame(cmd):
+            out = b"*%d\r\n" % len(cmd)
+            for a in cmd:
                 a = a if isinstance(a, bytes) else str(a).encode()
                 out += b"$%d\r\n%s\r\n" % (len(a), a)
-            s.sendall(out)
-            return _resp_read(s.makefile("rb"))
+            return out
+
+        password = self.env.get("PROMO_REDIS_PASSWORD")
+        if not password and self.env.get("PROMO_REDIS_PASSWORD_FILE"):
+            with open(self.env["PROMO_REDIS_PASSWORD_FILE"]) as f:
+                password = f.read().strip()
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=timeout) as s:
+            r = s.makefile("rb")
+            if password:
+                s.sendall(frame(("AUTH", password)))
+                _resp_read(r)
+            s.sendall(frame(args))
+            return _resp_read(r)
 
     @property
     def bootstrap_servers(self):
