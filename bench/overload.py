@@ -52,9 +52,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 ADMIN_KEY = "dev-admin-key"
 CLIENT_KEY = "dev-client-key"
 
-FULL = dict(probe_s=5, load_s=60, load_conns=256, conns=1024, per_conn=8, timeout_ms=10000,
+FULL = dict(warm_s=10, probe_s=5, load_s=60, load_conns=256, conns=1024, per_conn=8, timeout_ms=10000,
             users=50000, settle_timeout=900, sample=500)
-QUICK = dict(probe_s=3, load_s=10, load_conns=256, conns=1024, per_conn=2, timeout_ms=10000,
+QUICK = dict(warm_s=2, probe_s=3, load_s=10, load_conns=256, conns=1024, per_conn=2, timeout_ms=10000,
              users=10000, settle_timeout=180, sample=200)
 
 
@@ -225,9 +225,10 @@ def earn_args(tag, users):
 def scenario_overload(t, size, run_id):
     """Open loop at twice the capacity measured just before."""
     tag = "ovl%s" % run_id
-    # A second of warm-up first: the first requests of a fresh fleet pay for
-    # connections, metadata and page faults, and would lower the estimate.
-    t.loadgen("http", "-p", t.port, "-c", 64, "-d", 1, *earn_args(tag + "w", size["users"]),
+    # Warm-up first: the first requests of a fresh fleet pay for connections,
+    # metadata, page faults and the broker's JIT compilation, and would lower
+    # the estimate.
+    t.loadgen("http", "-p", t.port, "-c", 64, "-d", size["warm_s"], *earn_args(tag + "w", size["users"]),
               "--timeout-ms", size["timeout_ms"])
     probe = t.loadgen("http", "-p", t.port, "-c", 64, "-d", size["probe_s"],
                       *earn_args(tag + "p", size["users"]), "--timeout-ms", size["timeout_ms"])
@@ -252,7 +253,11 @@ def scenario_overload(t, size, run_id):
     settle_s, counts, missing = settle(t, ids, tag + "u%", size["settle_timeout"], size["sample"], t0)
     readyz = ready(t)
     by = lg["latency_ms_by_class"]
-    inv = {"sheds the excess with 503": unavailable > 0,
+    # Measured on a busy machine the probe can come out low; then the "2x"
+    # load is not above capacity, and the figures say nothing about overload.
+    overloaded = accepted < 0.9 * offered
+    inv = {"load above capacity (accepted < 90 % of offered)": overloaded,
+           "sheds the excess with 503": unavailable > 0,
            "503 carries Retry-After": lg["no_retry_after"] == 0,
            "no reset or hang": cn["resets"] == 0 and cn["eof_in_flight"] == 0 and cn["timed_out"] == 0
            and cn["unanswered"] == 0,
@@ -264,15 +269,17 @@ def scenario_overload(t, size, run_id):
                    "request_timeout_ms": size["timeout_ms"], "request": "POST /v1/points/{user}/earn"},
         "capacity_per_s": capacity, "probe": probe, "loadgen": lg, "offered": offered,
         "sent": lg["requests"], "never_sent": max(0, offered - lg["requests"]),
+        "accepted_of_offered": accepted / offered,
         "accepted_per_s": per_s(accepted, secs), "unavailable_per_s": per_s(unavailable, secs),
         "settle_s": settle_s, "settled_sample": counts, "not_settled": missing[:20], "readyz": readyz,
         "invariants": inv, "peak_rss_kb": rss,
         "summary": "capacity %.0f/s; open loop at %.0f/s for %ds over %d connections: %.0f accepted/s "
-                   "(p50/p99 %s ms), %.0f 503/s (p50/p99 %s ms), %d of %d offered never sent (every "
-                   "connection busy), %d resets, %d timed out after %.0f s; every 202 settled %.1f s after the start: %s; "
-                   "/readyz %s; peak RSS MB: %s" % (
+                   "(%.0f %% of offered; p50/p99 %s ms), %.0f 503/s (p50/p99 %s ms), %d of %d offered never "
+                   "sent (every connection busy), %d resets, %d timed out after %.0f s; every 202 settled "
+                   "%.1f s after the start: %s; /readyz %s; peak RSS MB: %s" % (
                        capacity, rate, size["load_s"], size["load_conns"], per_s(accepted, secs),
-                       lat(by["accepted"]), per_s(unavailable, secs), lat(by["unavailable"]),
+                       100.0 * accepted / offered, lat(by["accepted"]), per_s(unavailable, secs),
+                       lat(by["unavailable"]),
                        max(0, offered - lg["requests"]), offered, cn["resets"], cn["timed_out"],
                        size["timeout_ms"] / 1000, settle_s, "yes" if inv["every 202 settled"] else "NO",
                        readyz, rss_mb(rss))}
@@ -322,9 +329,8 @@ def scenario_connections(t, size, run_id):
         "summary": "%d keep-alive connections, %d requests: %d answered 202 (p50/p99 %s ms), %d 503 (p50/p99 %s "
                    "ms); %d sockets opened, first answer on a socket p50/p99/max %.0f/%.0f/%.0f ms, %d sockets "
                    "closed before any answer, %d requests given up after %.0f s, %d resets, %d closed by the "
-                   "server mid-request, %d answers with Connection: close; every 202 settled %.1f s after the start: %s; "
-                   "/readyz %s; "
-                   "peak RSS MB: %s" % (
+                   "server mid-request, %d answers with Connection: close; every 202 settled %.1f s after the "
+                   "start: %s; /readyz %s; peak RSS MB: %s" % (
                        n_conns, lg["requests"], accepted, lat(by["accepted"]), unavailable, lat(by["unavailable"]),
                        sk["opened"], fa["p50"], fa["p99"], fa["max"], sk["closed_unserved"], cn["timed_out"],
                        size["timeout_ms"] / 1000, cn["resets"], cn["eof_in_flight"], cn["server_close"], settle_s,
