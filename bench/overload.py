@@ -236,38 +236,53 @@ def scenario_overload(t, size, run_id):
     if capacity <= 0:
         raise OverloadError("the capacity probe got no 202: %s" % probe["status"])
     rate = 2 * capacity
-    ids_file = os.path.join(t.tmp, tag + ".ids")
-    pids = t.pids()
-    peak_reset(pids)
-    t0 = time.monotonic()
-    lg = t.loadgen("http", "-p", t.port, "-c", size["load_conns"], "-R", int(rate), "-d", size["load_s"],
-                   *earn_args(tag, size["users"]), "-o", ids_file, "--timeout-ms", size["timeout_ms"],
-                   "--drain-s", 30)
-    rss = peaks_kb(t.pids())
-    ids = read_ids(ids_file)
-    secs = lg["duration_s"]
-    st = lg["status"]
-    accepted, unavailable = st.get("202", 0), st.get("503", 0)
-    offered = int(rate * size["load_s"])
+    attempts, ids, accepted_all = [], [], 0
+    while True:
+        ids_file = os.path.join(t.tmp, "%s.%d.ids" % (tag, len(attempts)))
+        pids = t.pids()
+        peak_reset(pids)
+        t0 = time.monotonic()
+        lg = t.loadgen("http", "-p", t.port, "-c", size["load_conns"], "-R", int(rate), "-d", size["load_s"],
+                       *earn_args(tag, size["users"]), "-o", ids_file, "--timeout-ms", size["timeout_ms"],
+                       "--drain-s", 30)
+        rss = peaks_kb(t.pids())
+        secs = lg["duration_s"]
+        st = lg["status"]
+        accepted, unavailable = st.get("202", 0), st.get("503", 0)
+        offered = int(rate * size["load_s"])
+        attempts.append({"rate": rate, "accepted_per_s": per_s(accepted, secs)})
+        ids += read_ids(ids_file)
+        accepted_all += accepted
+        # The closed-loop probe can read low (a busy machine, a broker still
+        # warming up): when the fleet took more than 60 % of "twice its
+        # capacity", the load was not twice what it can take. A full run
+        # then goes once more at twice the rate it just accepted (the first
+        # attempt's requests settle like the rest).
+        if size["load_s"] < 30 or len(attempts) > 1 or per_s(accepted, secs) < 0.6 * rate:
+            break
+        log("accepted %.0f/s of %.0f/s: the probe read low; again at %.0f/s" % (
+            per_s(accepted, secs), rate, 2 * per_s(accepted, secs)))
+        rate = 2 * per_s(accepted, secs)
+    capacity = max(capacity, attempts[0]["accepted_per_s"])
     cn = lg["connection"]
     settle_s, counts, missing = settle(t, ids, tag + "u%", size["settle_timeout"], size["sample"], t0)
     readyz = ready(t)
     by = lg["latency_ms_by_class"]
-    # Measured on a busy machine the probe can come out low; then the "2x"
-    # load is not above capacity, and the figures say nothing about overload.
+    # Measured on a busy machine the rate can still come out low; then the
+    # load was not above capacity, and the figures say nothing about overload.
     overloaded = accepted < 0.9 * offered
     inv = {"load above capacity (accepted < 90 % of offered)": overloaded,
            "sheds the excess with 503": unavailable > 0,
            "503 carries Retry-After": lg["no_retry_after"] == 0,
            "no reset or hang": cn["resets"] == 0 and cn["eof_in_flight"] == 0 and cn["timed_out"] == 0
            and cn["unanswered"] == 0,
-           "every 202 settled": not missing and len(ids) == accepted,
+           "every 202 settled": not missing and len(ids) == accepted_all,
            "/readyz 200 after": readyz == 200}
     doc = {
         "params": {"capacity_probe": {"connections": 64, "seconds": size["probe_s"]},
                    "rate": rate, "seconds": size["load_s"], "connections": size["load_conns"],
                    "request_timeout_ms": size["timeout_ms"], "request": "POST /v1/points/{user}/earn"},
-        "capacity_per_s": capacity, "probe": probe, "loadgen": lg, "offered": offered,
+        "capacity_per_s": capacity, "probe": probe, "attempts": attempts, "loadgen": lg, "offered": offered,
         "sent": lg["requests"], "never_sent": max(0, offered - lg["requests"]),
         "accepted_of_offered": accepted / offered,
         "accepted_per_s": per_s(accepted, secs), "unavailable_per_s": per_s(unavailable, secs),
