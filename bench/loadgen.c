@@ -23,8 +23,17 @@
  * goes to the -o file so the caller can wait for and check the outcomes; the
  * answers' "status" fields are counted too, so a server answering outcomes
  * synchronously (the baselines) reports them. Latencies go to a log-bucket
- * histogram (32 sub-buckets per power of two, under 3 % error), and a JSON
- * summary goes to stdout.
+ * histogram (32 sub-buckets per power of two, under 3 % error), overall and
+ * by kind of answer (2xx, 503, other), and a JSON summary goes to stdout.
+ *
+ * For overload runs it also says how connections fared: resets, closes by
+ * the server with a request unanswered or while idle, answers with
+ * Connection: close, 503s without Retry-After, and per socket the time from
+ * its connect to its first answer and whether it closed before any.
+ * --timeout-ms gives up on a request unanswered that long (its connection is
+ * replaced, as a client would), --drain-s bounds the wait for the last
+ * answers. Sockets connect without blocking, so a server whose accept queue
+ * is full slows only the connections it drops.
  *
  * Kafka mode encodes commands with the project's codec (Confluent framing,
  * Avro) and produces them with the same partitioner as ingest, so the load
@@ -123,6 +132,13 @@ static int64_t hist_pct(const loadgen_hist *h, double pct) {
         if (seen >= want) return hist_value(i) < h->max ? hist_value(i) : h->max;
     }
     return h->max;
+}
+
+static void loadgen_hist_print(const loadgen_hist *h) {
+    printf("{\"n\":%llu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f}",
+           (unsigned long long)h->n, (double)hist_pct(h, 50) / 1e3, (double)hist_pct(h, 90) / 1e3,
+           (double)hist_pct(h, 99) / 1e3, (double)hist_pct(h, 99.9) / 1e3, (double)h->max / 1e3,
+           h->n ? h->sum / (double)h->n / 1e3 : 0.0);
 }
 
 /* ---- request templates --------------------------------------------------------- */
@@ -260,6 +276,9 @@ typedef struct loadgen_conn {
     int fd;
     int busy;
     int64_t intended_us; /* when the request in flight should have been sent */
+    int64_t sent_us;     /* when it was handed to the socket */
+    int64_t born_us;     /* when the socket connected */
+    bool served;         /* an answer came back on this socket */
     char req[LOADGEN_REQ_MAX];
     size_t req_len, req_off;
     char resp[LOADGEN_RESP_MAX];
@@ -280,6 +299,22 @@ typedef struct loadgen_http {
     long long status[600];
     long long outcome_succeeded, outcome_rejected, outcome_pending;
     loadgen_hist hist;
+    /* By kind of answer: 2xx (accepted), 503, anything else. */
+    loadgen_hist hist_accepted, hist_unavailable, hist_other;
+    long long no_retry_after; /* 503 or 429 without a Retry-After header */
+    /* How connections ended, besides the server's "Connection: close". */
+    long long resets;           /* ECONNRESET or EPIPE */
+    long long eof_in_flight;    /* closed by the server with a request unanswered */
+    long long eof_idle;         /* an idle keep-alive connection closed by the server */
+    long long server_close;     /* answers with Connection: close */
+    long long connect_fail;     /* connect() attempts that failed */
+    long long timed_out;        /* requests unanswered after timeout_us (connection dropped) */
+    long long unanswered;       /* requests still unanswered when the run gave up */
+    int64_t timeout_us;         /* 0: none */
+    double drain_s;             /* how long to wait for the last answers */
+    long long sockets;          /* connected */
+    long long sockets_unserved; /* closed (either side) before any answer on them */
+    loadgen_hist first_answer;  /* per socket: from its connect to its first answer */
     FILE *ids;
     struct sockaddr_in addr;
 } loadgen_http;
@@ -300,12 +335,22 @@ static int loadgen_connect(loadgen_http *g, loadgen_conn *c) {
     if (c->fd < 0) return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(c->fd, (struct sockaddr *)&g->addr, sizeof g->addr) != 0) {
+    /* Non-blocking from the start: a server whose accept queue is full
+     * drops SYNs, and a blocking connect() would then stall every other
+     * connection for seconds. A request sent before the handshake is done
+     * waits for EPOLLOUT like any partial send (send() says EAGAIN). */
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    if (connect(c->fd, (struct sockaddr *)&g->addr, sizeof g->addr) != 0 && errno != EINPROGRESS) {
+        int e = errno;
         close(c->fd);
         c->fd = -1;
+        g->connect_fail++;
+        errno = e;
         return -1;
     }
-    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    c->born_us = loadgen_now_us();
+    c->served = false;
+    g->sockets++;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         close(c->fd);
@@ -329,6 +374,7 @@ static void loadgen_conn_fail(loadgen_http *g, loadgen_conn *c, int listed) {
     if (c->fd >= 0) {
         epoll_ctl(g->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
+        if (!c->served) g->sockets_unserved++;
     }
     c->fd = -1;
     c->busy = 0;
@@ -357,6 +403,7 @@ static void loadgen_send(loadgen_http *g, loadgen_conn *c) {
             epoll_ctl(g->epfd, EPOLL_CTL_MOD, c->fd, &ev);
             return;
         }
+        if (w < 0 && (errno == ECONNRESET || errno == EPIPE)) g->resets++;
         loadgen_conn_fail(g, c, 0);
         return;
     }
@@ -375,6 +422,7 @@ static int loadgen_start(loadgen_http *g, loadgen_conn *c, int64_t intended_us) 
     c->resp_len = 0;
     c->busy = 1;
     c->intended_us = intended_us;
+    c->sent_us = loadgen_now_us();
     loadgen_send(g, c);
     return 0;
 }
@@ -404,11 +452,13 @@ static int loadgen_parse(loadgen_http *g, loadgen_conn *c, int *close_after) {
     int status = 0;
     if (sscanf(c->resp, "HTTP/1.%*d %d", &status) != 1) return -1;
     long long clen = -1;
+    bool retry_after = false;
     *close_after = 0;
     for (char *line = memchr(c->resp, '\n', hlen); line && line < hend;
          line = memchr(line + 1, '\n', (size_t)(hend - line))) {
         line++;
         if (strncasecmp(line, "Content-Length:", 15) == 0) clen = atoll(line + 15);
+        if (strncasecmp(line, "Retry-After:", 12) == 0) retry_after = true;
         if (strncasecmp(line, "Connection:", 11) == 0) {
             const char *v = line + 11;
             while (*v == ' ') v++;
@@ -436,7 +486,18 @@ static int loadgen_parse(loadgen_http *g, loadgen_conn *c, int *close_after) {
     } else {
         g->errors++;
     }
-    hist_add(&g->hist, loadgen_now_us() - c->intended_us);
+    int64_t now = loadgen_now_us();
+    hist_add(&g->hist, now - c->intended_us);
+    hist_add(status >= 200 && status < 300 ? &g->hist_accepted
+             : status == 503               ? &g->hist_unavailable
+                                           : &g->hist_other,
+             now - c->intended_us);
+    if ((status == 503 || status == 429) && !retry_after) g->no_retry_after++;
+    if (*close_after) g->server_close++;
+    if (!c->served) {
+        c->served = true;
+        hist_add(&g->first_answer, now - c->born_us);
+    }
     g->done++;
     c->busy = 0;
     /* One request in flight per connection: nothing can follow the answer. */
@@ -469,8 +530,27 @@ static void loadgen_on_event(loadgen_http *g, loadgen_conn *c, uint32_t events) 
             continue;
         }
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (r < 0 && (errno == ECONNRESET || errno == EPIPE))
+            g->resets++;
+        else if (c->busy)
+            g->eof_in_flight++;
+        else
+            g->eof_idle++;
         loadgen_conn_fail(g, c, !c->busy);
         return;
+    }
+}
+
+/* Drops the requests that have waited longer than the timeout: each counts
+ * as an error and its connection is replaced, as a client giving up would. */
+static void loadgen_expire(loadgen_http *g, int64_t now) {
+    if (!g->timeout_us) return;
+    for (int i = 0; i < g->n_conns; i++) {
+        loadgen_conn *c = &g->conns[i];
+        if (c->fd >= 0 && c->busy && now - c->sent_us > g->timeout_us) {
+            g->timed_out++;
+            loadgen_conn_fail(g, c, 0);
+        }
     }
 }
 
@@ -519,11 +599,14 @@ static int loadgen_http_run(loadgen_http *g) {
         if (!sending && g->n_idle == g->n_conns) break;
         /* Answers that never come must not hang the run. */
         if (!sending && !drain_since) drain_since = now;
-        if (!sending && now - drain_since > 60000000) {
-            fprintf(stderr, "promo-loadgen: %d answers still missing after 60 s\n", g->n_conns - g->n_idle);
+        if (!sending && now - drain_since > (int64_t)(g->drain_s * 1e6)) {
+            fprintf(stderr, "promo-loadgen: %d answers still missing after %.0f s\n", g->n_conns - g->n_idle,
+                    g->drain_s);
             g->errors += g->n_conns - g->n_idle;
+            g->unanswered += g->n_conns - g->n_idle;
             break;
         }
+        loadgen_expire(g, now);
         int timeout = 100;
         if (sending && g->rate > 0 && g->n_idle > 0) {
             int64_t next_at = t0 + (int64_t)((double)g->next_seq * 1e6 / g->rate);
@@ -549,9 +632,21 @@ static int loadgen_http_run(loadgen_http *g) {
         }
     printf("},\"outcomes\":{\"SUCCEEDED\":%lld,\"REJECTED\":%lld,\"PENDING\":%lld},", g->outcome_succeeded,
            g->outcome_rejected, g->outcome_pending);
-    printf("\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f}}\n",
-           (double)hist_pct(h, 50) / 1e3, (double)hist_pct(h, 90) / 1e3, (double)hist_pct(h, 99) / 1e3,
-           (double)hist_pct(h, 99.9) / 1e3, (double)h->max / 1e3, h->n ? h->sum / (double)h->n / 1e3 : 0.0);
+    printf("\"latency_ms\":");
+    loadgen_hist_print(h);
+    printf(",\"latency_ms_by_class\":{\"accepted\":");
+    loadgen_hist_print(&g->hist_accepted);
+    printf(",\"unavailable\":");
+    loadgen_hist_print(&g->hist_unavailable);
+    printf(",\"other\":");
+    loadgen_hist_print(&g->hist_other);
+    printf("},\"no_retry_after\":%lld,\"connection\":{\"resets\":%lld,\"eof_in_flight\":%lld,\"eof_idle\":%lld,"
+           "\"server_close\":%lld,\"connect_failures\":%lld,\"timed_out\":%lld,\"unanswered\":%lld},"
+           "\"sockets\":{\"opened\":%lld,\"closed_unserved\":%lld,\"first_answer_ms\":",
+           g->no_retry_after, g->resets, g->eof_in_flight, g->eof_idle, g->server_close, g->connect_fail, g->timed_out,
+           g->unanswered, g->sockets, g->sockets_unserved);
+    loadgen_hist_print(&g->first_answer);
+    printf("}}\n");
     return 0;
 }
 
@@ -729,6 +824,7 @@ static void loadgen_usage(void) {
             "usage: promo-loadgen http [-h host] -p port [-c conns] [-n requests | -d seconds] [-R rate]\n"
             "                          [-u users] [-k api_key] [--path TPL --body TPL | --op 'W|KEY|PATH|BODY'...]\n"
             "                          [--idem PREFIX] [--tag TAG] [-o ids_file] [--seed N]\n"
+            "                          [--timeout-ms MS] [--drain-s S]\n"
             "       promo-loadgen kafka --cmd issue|earn|order [--entity ID] [--create N] -n count [-u users]\n"
             "                          [--first SEQ] [--tag TAG]   (bootstrap from PROMO_KAFKA_BOOTSTRAP[_FILE])\n"
             "templates: {user} {seq} {useq} {prev} {tag}\n");
@@ -799,6 +895,10 @@ int main(int argc, char **argv) {
             create = atoll(v);
         else if (!strcmp(a, "--first"))
             first = atoll(v);
+        else if (!strcmp(a, "--timeout-ms"))
+            g->timeout_us = atoll(v) * 1000;
+        else if (!strcmp(a, "--drain-s"))
+            g->drain_s = atof(v);
         else if (!strcmp(a, "--op")) {
             if (g->plan.n_ops == LOADGEN_OPS_MAX || loadgen_op_parse(v, &g->plan.ops[g->plan.n_ops]) != 0) {
                 fprintf(stderr, "promo-loadgen: bad --op %s (want 'WEIGHT|API_KEY|PATH|BODY')\n", v);
@@ -846,6 +946,7 @@ int main(int argc, char **argv) {
     g->plan.idem = idem;
     g->plan.rng = 0x2545F4914F6CDD1DULL ^ (uint64_t)seed;
     g->n_conns = conns;
+    if (g->drain_s <= 0) g->drain_s = 60;
     g->rate = rate;
     g->duration_s = duration;
     g->addr.sin_family = AF_INET;

@@ -16,6 +16,9 @@ every scenario against it with promo-loadgen:
                  commands produced straight into Kafka in one go
   rowlock        the flash load against baseline-rowlock (MariaDB FOR UPDATE)
   lua            the flash load against baseline-lua (Redis EVALSHA)
+  overload       open loop at twice the capacity just measured, for a minute:
+                 accepted/s, 503/s, latency of each, resets (bench/overload.py)
+  connections    1,024 keep-alive connections at once: is every one served?
   state-size     1,000,000 coupons in one coupon processor, 1,000,000
                  accounts in the point processors; bytes per entity, checkpoint
                  size in Redis
@@ -66,7 +69,7 @@ QUICK = dict(flash_n=4000, flash_users=2000, flash_q=200, open_n=2000,
              core_n=200000, state_n=20000, conns=32, settle_timeout=90)
 
 SCENARIOS = ("core", "flash-coupon", "flash-open", "timesale", "points-mix", "hot-partition",
-             "rowlock", "lua", "state-size")
+             "rowlock", "lua", "overload", "connections", "state-size")
 
 
 class BenchError(Exception):
@@ -621,6 +624,13 @@ class Bench:
                 "; ours/its: submit rate %.2fx, rate to outcomes in MySQL %.2fx, p99 %.2fx" % (
                     ratios["submit"], ratios["settle"], ratios["p99"] or 0) if ratios else "")})
 
+    def scenario_overload(self, name):
+        """overload or connections, from bench/overload.py, on this fleet."""
+        import overload
+        t = overload.Target(self.fleet.http_port, self.pids, self.fleet.mysql_query, tmp=self.tmp, env=self.env())
+        row, doc = overload.SCENARIOS[name](t, overload.QUICK if self.args.quick else overload.FULL, self.run_id)
+        self.record(name, row, doc)
+
     def checkpoint_bytes(self, domain):
         """MEMORY USAGE summed over the domain's checkpoint keys, and their field count."""
         total, fields, cursor = 0, 0, "0"
@@ -780,6 +790,8 @@ class Bench:
             attempt("hot-partition", self.scenario_hot)
             attempt("rowlock", self.scenario_baseline, "rowlock")
             attempt("lua", self.scenario_baseline, "lua")
+            attempt("overload", self.scenario_overload, "overload")
+            attempt("connections", self.scenario_overload, "connections")
             attempt("state-size", self.scenario_state)  # last: it stops the sink
         print()
         for name, row, doc in self.rows:
@@ -813,7 +825,8 @@ def print_row(name, row, first):
         print("%-14s %s  %s" % ("scenario", " ".join(c.rjust(w) for c, w in COLUMNS), "notes"))
     cells = [str(row.get(c, "-")).rjust(w) for c, w in COLUMNS]
     notes = []
-    for c in ("per core", "bytes/entity", "ckpt MB", "snapshot peak", "ours/it", "peak RSS MB", "CPU us/req"):
+    for c in ("per core", "bytes/entity", "ckpt MB", "snapshot peak", "ours/it", "overload", "peak RSS MB",
+              "CPU us/req"):
         if c in row:
             notes.append("%s: %s" % (c, row[c]))
     print("%-14s %s  %s" % (name, " ".join(cells), "; ".join(notes)))

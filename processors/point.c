@@ -424,11 +424,11 @@ static int point_cmd_use(point_state *st, point_account *a, const promo_cmd *cmd
 
     point_use *u = NULL;
     point_lot *lots = point_lots(a);
+    uint32_t npieces = 0;
     if (!reject) {
         /* Which lots the use takes from, earliest expiry first, lots without
          * expiry last, ties in earning order: the array's own order, skipping
          * the lots about to expire. */
-        uint32_t npieces = 0;
         int64_t need = amount;
         for (uint32_t i = 0; i < a->nlots && need > 0; i++) {
             if (lots[i].expires_at <= now || lots[i].left == 0) continue;
@@ -443,7 +443,11 @@ static int point_cmd_use(point_state *st, point_account *a, const promo_cmd *cmd
     if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
     if (!reject) {
         int64_t need = amount;
-        for (uint32_t i = 0; i < a->nlots && need > 0; i++) {
+        /* Never more pieces than counted above: were the two walks ever to
+         * disagree, the use would come up short (its checkpoint then fails
+         * load()'s check that the pieces add up to the amount) instead of
+         * writing past u->pieces. */
+        for (uint32_t i = 0; i < a->nlots && need > 0 && u->npieces < npieces; i++) {
             if (lots[i].left == 0) continue; /* expired ones are empty by now */
             int64_t take = lots[i].left < need ? lots[i].left : need;
             lots[i].left -= take;

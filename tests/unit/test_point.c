@@ -3,12 +3,16 @@
  *
  * Hand-written cases pin down every rule and rejection reason: FIFO by
  * earliest expiry, expiry at its boundary (now == expires_at expires), expiry
- * applied before a rejected command, a cancel restoring into an expired lot.
- * A randomized run then drives 20,000 commands (repeated order ids, cancels,
- * jittery times) through the state and a tiny independent model kept here,
- * checking after every step that both agree, that the balance never goes
- * below zero and equals both the sum of the ledger deltas and the sum of the
- * lots in the checkpoint, and that ledger seqs go up by one. Checkpoint round
+ * applied before a rejected command, a cancel restoring into an expired lot,
+ * and what a use records per lot (read back from the checkpoint: which lots,
+ * how much from each, in order, never a lot due at the use's time; a cancel
+ * gives exactly that back). A randomized run then drives 20,000 commands
+ * (repeated order ids, cancels, jittery times) through the state and a tiny
+ * independent model kept here, checking after every step that both agree,
+ * that the balance never goes below zero and equals both the sum of the
+ * ledger deltas and the sum of the lots in the checkpoint, that the
+ * checkpoint's lots and each use's pieces are the model's, and that ledger
+ * seqs go up by one. Checkpoint round
  * trips (full dump, and incremental dumps layered on an older full one, loaded
  * shuffled) must give byte-identical results for the next 1,000 commands.
  */
@@ -156,11 +160,38 @@ static void store_load(void *st, const store *s) {
                          0);
 }
 
-/* The account fields the checkpoint value starts with, and its lots' sum. */
+/* One account's checkpoint value, decoded in full: what the account holds
+ * (lots in their stored order) and what every use took from which lot. */
+typedef struct dlot {
+    int64_t left, amount, exp, seq; /* exp NONE: no expiry; seq: its EARN entry's */
+} dlot;
+
+typedef struct dpiece {
+    int64_t seq, exp, taken;
+} dpiece;
+
+typedef struct duse {
+    char order[PROMO_ID_MAX + 1];
+    bool cancelled;
+    int64_t amount;
+    int n;
+    dpiece *p;
+} duse;
+
 typedef struct decoded {
     int64_t balance, version, seq, lots_left;
+    int nlots, nuses;
+    dlot *lots;
+    duse *uses;
 } decoded;
 
+static int64_t decode_expiry(bytes_r *r) {
+    uint8_t has = bytes_get_u8(r);
+    assert_true(has <= 1);
+    return has ? bytes_get_i64(r) : NONE;
+}
+
+/* Caller frees with decoded_free(). */
 static decoded decode(const kv *it) {
     decoded d = {0};
     bytes_r r;
@@ -169,17 +200,107 @@ static decoded decode(const kv *it) {
     d.balance = bytes_get_i64(&r);
     d.version = bytes_get_i64(&r);
     d.seq = bytes_get_i64(&r);
-    int64_t n = bytes_get_i64(&r);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t left = bytes_get_i64(&r);
-        int64_t amount = bytes_get_i64(&r);
-        assert_true(left >= 0 && left <= amount);
-        if (bytes_get_u8(&r)) bytes_get_i64(&r);
-        bytes_get_i64(&r);
-        d.lots_left += left;
+    d.nlots = (int)bytes_get_i64(&r);
+    assert_true(d.nlots >= 0 && d.nlots < 100000);
+    d.lots = calloc((size_t)d.nlots + 1, sizeof *d.lots);
+    assert_non_null(d.lots);
+    for (int i = 0; i < d.nlots; i++) {
+        dlot *l = &d.lots[i];
+        l->left = bytes_get_i64(&r);
+        l->amount = bytes_get_i64(&r);
+        l->exp = decode_expiry(&r);
+        l->seq = bytes_get_i64(&r);
+        assert_true(l->left >= 0 && l->left <= l->amount);
+        d.lots_left += l->left;
+    }
+    d.nuses = (int)bytes_get_i64(&r);
+    assert_true(d.nuses >= 0 && d.nuses < 100000);
+    d.uses = calloc((size_t)d.nuses + 1, sizeof *d.uses);
+    assert_non_null(d.uses);
+    for (int i = 0; i < d.nuses; i++) {
+        duse *u = &d.uses[i];
+        bytes_get_str(&r, u->order, sizeof u->order);
+        u->cancelled = bytes_get_u8(&r);
+        u->amount = bytes_get_i64(&r);
+        u->n = (int)bytes_get_i64(&r);
+        assert_true(u->n >= 1 && u->n < 100000);
+        u->p = calloc((size_t)u->n, sizeof *u->p);
+        assert_non_null(u->p);
+        for (int j = 0; j < u->n; j++) {
+            u->p[j].seq = bytes_get_i64(&r);
+            u->p[j].exp = decode_expiry(&r);
+            u->p[j].taken = bytes_get_i64(&r);
+        }
     }
     assert_int_equal(r.err, 0);
+    assert_true(r.p == r.end);
     return d;
+}
+
+static void decoded_free(decoded *d) {
+    for (int i = 0; i < d->nuses; i++) free(d->uses[i].p);
+    free(d->uses);
+    free(d->lots);
+    memset(d, 0, sizeof *d);
+}
+
+/* The full checkpoint of one account, as a full dump writes it. */
+static decoded account(void *st, const char *user) {
+    store s = {0};
+    assert_int_equal(point_ops.dump(st, 1, store_emit, &s), 0);
+    char key[80];
+    snprintf(key, sizeof key, "a:%s", user);
+    for (size_t i = 0; i < s.n; i++) {
+        if (strcmp(s.items[i].key, key) != 0) continue;
+        decoded d = decode(&s.items[i]);
+        store_free(&s);
+        return d;
+    }
+    fail_msg("no checkpoint entry for %s", user);
+    return (decoded){0};
+}
+
+static const duse *decoded_use(const decoded *d, const char *order) {
+    for (int i = 0; i < d->nuses; i++)
+        if (strcmp(d->uses[i].order, order) == 0) return &d->uses[i];
+    fail_msg("no use %s in the checkpoint", order);
+    return NULL;
+}
+
+static const dlot *decoded_lot(const decoded *d, int64_t seq) {
+    for (int i = 0; i < d->nlots; i++)
+        if (d->lots[i].seq == seq) return &d->lots[i];
+    return NULL;
+}
+
+/* The use of order, taking exactly the pieces {earn seq, expiry, taken}...
+ * in this order. */
+static void expect_pieces(const decoded *d, const char *order, bool cancelled, int n, const dpiece *want) {
+    const duse *u = decoded_use(d, order);
+    assert_int_equal(u->cancelled, cancelled);
+    assert_int_equal(u->n, n);
+    int64_t sum = 0;
+    for (int j = 0; j < n; j++) {
+        assert_int_equal(u->p[j].seq, want[j].seq);
+        assert_int_equal(u->p[j].exp, want[j].exp);
+        assert_int_equal(u->p[j].taken, want[j].taken);
+        sum += u->p[j].taken;
+    }
+    assert_int_equal(sum, u->amount);
+}
+
+/* The lot earned at seq holds left of amount, expiring at exp; left -1: the
+ * lot is gone (dropped once empty and no uncancelled use holds a piece). */
+static void expect_lot(const decoded *d, int64_t seq, int64_t left, int64_t amount, int64_t exp) {
+    const dlot *l = decoded_lot(d, seq);
+    if (left < 0) {
+        if (l) fail_msg("lot %lld still held, %lld left", (long long)seq, (long long)l->left);
+        return;
+    }
+    if (!l) fail_msg("lot %lld missing", (long long)seq);
+    assert_int_equal(l->left, left);
+    assert_int_equal(l->amount, amount);
+    assert_int_equal(l->exp, exp);
 }
 
 /* ---- hand-written cases -------------------------------------------------- */
@@ -292,6 +413,92 @@ static void test_use_fifo_earliest_expiry(void **unused) {
     r = expect(st, cancel("u", "o2", 2001), NULL);
     assert_int_equal(r.balance, 199);
     assert_int_equal(r.next_expiry_amount, 99);
+    point_ops.state_destroy(st);
+}
+
+/* What a use records per lot, read back from the checkpoint: the lots it
+ * took from, how much from each, in order (earliest expiry first, ties in
+ * earning order, no expiry last, never a lot due at the use's time), and a
+ * cancel gives exactly those amounts back to exactly those lots. */
+static void test_use_records_its_lots(void **unused) {
+    (void)unused;
+    void *st = point_ops.state_new();
+    expect(st, earn("u", 100, 3000, 10), NULL); /* seq 1: A */
+    expect(st, earn("u", 100, NONE, 11), NULL); /* seq 2: B */
+    expect(st, earn("u", 100, 2000, 12), NULL); /* seq 3: C */
+    expect(st, earn("u", 50, 2000, 13), NULL);  /* seq 4: D, C's expiry, earned later */
+    expect(st, use("u", 180, "o1", 20), NULL);
+    expect(st, use("u", 80, "o2", 21), NULL);
+    decoded d = account(st, "u");
+    expect_pieces(&d, "o1", false, 3, (dpiece[]){{3, 2000, 100}, {4, 2000, 50}, {1, 3000, 30}});
+    expect_pieces(&d, "o2", false, 2, (dpiece[]){{1, 3000, 70}, {2, NONE, 10}});
+    /* Emptied lots stay while a use holds a piece of them. */
+    expect_lot(&d, 1, 0, 100, 3000);
+    expect_lot(&d, 2, 90, 100, NONE);
+    expect_lot(&d, 3, 0, 100, 2000);
+    expect_lot(&d, 4, 0, 50, 2000);
+    assert_int_equal(d.lots_left, 90);
+    assert_int_equal(d.balance, 90);
+    decoded_free(&d);
+
+    /* The cancel of o1 gives C, D and A back what o1 took from each; o1
+     * keeps its record (cancelled), o2 is untouched. */
+    expect(st, cancel("u", "o1", 22), NULL);
+    d = account(st, "u");
+    expect_pieces(&d, "o1", true, 3, (dpiece[]){{3, 2000, 100}, {4, 2000, 50}, {1, 3000, 30}});
+    expect_pieces(&d, "o2", false, 2, (dpiece[]){{1, 3000, 70}, {2, NONE, 10}});
+    expect_lot(&d, 1, 30, 100, 3000);
+    expect_lot(&d, 2, 90, 100, NONE);
+    expect_lot(&d, 3, 100, 100, 2000);
+    expect_lot(&d, 4, 50, 50, 2000);
+    assert_int_equal(d.lots_left, 270);
+    decoded_free(&d);
+
+    /* At 2000 C and D expire first; the use takes from A, and C and D,
+     * empty with no use left on them, are dropped. */
+    expect(st, use("u", 1, "o3", 2000), NULL);
+    d = account(st, "u");
+    expect_pieces(&d, "o3", false, 1, (dpiece[]){{1, 3000, 1}});
+    expect_lot(&d, 3, -1, 0, 0);
+    expect_lot(&d, 4, -1, 0, 0);
+    expect_lot(&d, 1, 29, 100, 3000);
+    decoded_free(&d);
+    expect(st, cancel("u", "o2", 2001), NULL);
+    d = account(st, "u");
+    expect_lot(&d, 1, 99, 100, 3000);
+    expect_lot(&d, 2, 100, 100, NONE);
+    assert_int_equal(d.lots_left, 199);
+    assert_int_equal(d.balance, 199);
+    decoded_free(&d);
+
+    /* A lot due at the use's time is never taken from, however much it
+     * holds: E (50, due at 1000) covers the 30 asked for, but expires, and
+     * the use takes F and then G. */
+    expect(st, earn("v", 50, 1000, 0), NULL);  /* seq 1: E */
+    expect(st, earn("v", 20, 3000, 0), NULL);  /* seq 2: F */
+    expect(st, earn("v", 20, 4000, 0), NULL);  /* seq 3: G */
+    expect(st, earn("v", 100, NONE, 0), NULL); /* seq 4: H */
+    promo_result r = expect(st, use("v", 30, "p1", 1000), NULL);
+    expect_entry(&r, 0, LEDGER_EXPIRE, -50, 140, 5);
+    expect_entry(&r, 1, LEDGER_USE, -30, 110, 6);
+    d = account(st, "v");
+    expect_pieces(&d, "p1", false, 2, (dpiece[]){{2, 3000, 20}, {3, 4000, 10}});
+    expect_lot(&d, 1, -1, 0, 0);
+    expect_lot(&d, 2, 0, 20, 3000);
+    expect_lot(&d, 3, 10, 20, 4000);
+    expect_lot(&d, 4, 100, 100, NONE);
+    assert_int_equal(d.lots_left, 110);
+    assert_int_equal(d.balance, 110);
+    decoded_free(&d);
+    r = expect(st, cancel("v", "p1", 1001), NULL);
+    assert_int_equal(r.balance, 140);
+    d = account(st, "v");
+    expect_pieces(&d, "p1", true, 2, (dpiece[]){{2, 3000, 20}, {3, 4000, 10}});
+    expect_lot(&d, 2, 20, 20, 3000);
+    expect_lot(&d, 3, 20, 20, 4000);
+    expect_lot(&d, 4, 100, 100, NONE);
+    assert_int_equal(d.lots_left, 140);
+    decoded_free(&d);
     point_ops.state_destroy(st);
 }
 
@@ -449,6 +656,7 @@ static void test_versions_and_dirty(void **unused) {
     assert_int_equal(d.version, 2);
     assert_int_equal(d.seq, 2);
     assert_int_equal(d.balance, 0);
+    decoded_free(&d);
     store_free(&s);
     assert_int_equal(point_ops.dump(st, 1, store_emit, &s), 0);
     assert_int_equal(s.n, 2);
@@ -547,7 +755,8 @@ static void test_load_malformed(void **unused) {
 /* Deliberately naive: lots are never removed, the next lot to use is found by
  * a full scan, and nothing is shared with point.c. */
 typedef struct mlot {
-    int64_t left, exp; /* exp NONE: no expiry */
+    int64_t left, exp;   /* exp NONE: no expiry */
+    int64_t amount, seq; /* as earned; the ledger seq of its EARN entry */
 } mlot;
 
 typedef struct muse {
@@ -622,8 +831,8 @@ static mresult m_apply(muser *u, const promo_cmd *c) {
             r.reason = "ALREADY_EXPIRED";
         else {
             u->lots = realloc(u->lots, (size_t)(u->nlots + 1) * sizeof *u->lots);
-            u->lots[u->nlots++] = (mlot){c->u.earn.amount, exp};
             m_entry(u, &r, LEDGER_EARN, c->u.earn.amount);
+            u->lots[u->nlots++] = (mlot){c->u.earn.amount, exp, c->u.earn.amount, u->seq};
         }
     } else if (c->type == CMD_USE_POINTS) {
         r.has_amount = true;
@@ -729,6 +938,52 @@ static void m_check(const mresult *m, const promo_result *r) {
     }
 }
 
+/* The checkpoint of an account against the model: every lot holding points
+ * holds as many, and every use took from the same lots, in the same order,
+ * the same amounts (so a cancel gives the same back). A lot the state keeps
+ * while empty must be one an uncancelled use holds a piece of. */
+static void m_check_account(const muser *u, const decoded *d) {
+    int live = 0;
+    for (int i = 0; i < u->nlots; i++) {
+        const mlot *l = &u->lots[i];
+        const dlot *got = decoded_lot(d, l->seq);
+        if (l->left > 0) {
+            live++;
+            if (!got) fail_msg("lot %lld with %lld left is missing", (long long)l->seq, (long long)l->left);
+        }
+        if (!got) continue;
+        assert_int_equal(got->left, l->left);
+        assert_int_equal(got->amount, l->amount);
+        assert_int_equal(got->exp, l->exp);
+    }
+    for (int i = 0; i < d->nlots; i++) {
+        if (d->lots[i].left > 0) {
+            live--;
+            continue;
+        }
+        bool held = false;
+        for (int k = 0; k < u->nuses && !held; k++)
+            for (int j = 0; !u->uses[k].cancelled && j < u->uses[k].n; j++)
+                held |= u->lots[u->uses[k].lot[j]].seq == d->lots[i].seq;
+        if (!held) fail_msg("empty lot %lld kept with no use on it", (long long)d->lots[i].seq);
+    }
+    assert_int_equal(live, 0);
+    assert_int_equal(d->nuses, u->nuses);
+    for (int k = 0; k < u->nuses; k++) {
+        const muse *m = &u->uses[k];
+        const duse *got = decoded_use(d, m->order);
+        assert_int_equal(got->cancelled, m->cancelled);
+        assert_int_equal(got->amount, m->amount);
+        assert_int_equal(got->n, m->n);
+        for (int j = 0; j < m->n; j++) {
+            const mlot *l = &u->lots[m->lot[j]];
+            assert_int_equal(got->p[j].seq, l->seq);
+            assert_int_equal(got->p[j].exp, l->exp);
+            assert_int_equal(got->p[j].taken, m->taken[j]);
+        }
+    }
+}
+
 /* ---- randomized runs ----------------------------------------------------- */
 
 #define USERS 40
@@ -820,6 +1075,8 @@ static void test_random_against_model(void **unused) {
             assert_int_equal(d.lots_left, r.balance);
             assert_int_equal(d.version, r.version);
             assert_int_equal(d.seq, last_seq[ui]);
+            m_check_account(&model[ui], &d);
+            decoded_free(&d);
         }
         store_free(&s);
     }
@@ -1018,6 +1275,7 @@ int main(void) {
         cmocka_unit_test(test_earn),
         cmocka_unit_test(test_earn_already_expired),
         cmocka_unit_test(test_use_fifo_earliest_expiry),
+        cmocka_unit_test(test_use_records_its_lots),
         cmocka_unit_test(test_use_rejections),
         cmocka_unit_test(test_cancel_rejections),
         cmocka_unit_test(test_expiry_boundary),
