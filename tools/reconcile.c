@@ -4,7 +4,9 @@
  * The engine's decisions are its results log, promo.results: every outcome,
  * in each entity's order (the key is the entity, so one partition holds an
  * entity's results in the order they were decided). Each result carries its
- * entity's counters after the command: a policy's `issued`, a sale's
+ * entity's version and counters after the command (a repeated request gets
+ * its first result again, counters of then included: the highest version
+ * wins, as in the sink): a policy's `issued`, a sale's
  * `sold`, an account's `balance`. This reads the log from its start to the
  * high watermarks taken when it starts, keeps the last counters of every
  * entity and every request id, and compares them with the read models the
@@ -55,7 +57,8 @@
 typedef struct entity {
     char key[PROMO_ID_MAX + 8]; /* "<domain letter>:<entity key>" */
     promo_domain domain;
-    int64_t value; /* issued, sold or balance after the last result */
+    int64_t value;   /* issued, sold or balance after the newest result */
+    int64_t version; /* the entity's version after that result */
     int differs;
     UT_hash_handle hh;
 } entity;
@@ -197,7 +200,12 @@ static int collect(recon *rc, const promo_result *r, void *arg) {
         e->domain = r->domain;
         HASH_ADD_STR(rc->entities, key, e);
     }
-    e->value = v; /* the log is in the entity's order: the last one wins */
+    /* The newest version wins, not the last message: a repeated request is
+     * answered with its first result again, counters of then included. */
+    if (e->version <= r->version) {
+        e->value = v;
+        e->version = r->version;
+    }
     return 0;
 }
 

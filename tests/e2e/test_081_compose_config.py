@@ -22,7 +22,7 @@ COMPOSE = os.path.join(ROOT, "docker-compose.yml")
 CONFIG_MD = os.path.join(ROOT, "docs", "configuration.md")
 # The secrets the compose file requires, with throwaway values for the check.
 SECRETS = {"PROMO_MYSQL_PASSWORD": "check", "MYSQL_ROOT_PASSWORD": "check",
-           "PROMO_API_KEYS": "check-admin:admin", "PROMO_WEBHOOK_SECRET": "check"}
+           "PROMO_API_KEYS": "check-admin:admin", "PROMO_WEBHOOK_SECRET": "check", "PROMO_REDIS_PASSWORD": "check"}
 
 # Which sources make up each program that runs in production: its own
 # directory's files and what it links from elsewhere (see the Makefile and
