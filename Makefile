@@ -22,6 +22,9 @@ SAN     := $(B)/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 COMMON_SRC   := common/cmd.c common/codec.c common/util.c common/url.c $(B)/gen/schemas.c
+# The scaffolding of the long-running programs: Kafka clients, and the
+# /metrics, /healthz and /readyz server (links librdkafka and CivetWeb).
+SERVICE_SRC  := common/kafka.c common/ops.c
 DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
                 processors/point.c processors/timesale.c
 PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
@@ -46,7 +49,7 @@ PROGRAMS := $(B)/bin/promo-devkafka $(B)/bin/promo-processor $(B)/bin/promo-inge
 
 UNIT_TESTS := $(B)/bin/test-codec $(B)/bin/test-coupon $(B)/bin/test-point \
               $(B)/bin/test-timesale $(B)/bin/test-dedupe $(B)/bin/test-parse \
-              $(B)/bin/test-result-json $(B)/bin/test-partition
+              $(B)/bin/test-result-json $(B)/bin/test-partition $(B)/bin/test-ops
 
 # Programs and tests added by other parts of the tree (webhook dispatcher,
 # benchmarks) append to PROGRAMS and UNIT_TESTS in their own fragments.
@@ -87,13 +90,13 @@ $(B)/gen/openapi.c: ingest/openapi.json
 $(B)/bin/promo-devkafka: $(call obj,$(DEVKAFKA_SRC) common/util.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ -lrdkafka $(LDLIBS)
-$(B)/bin/promo-processor: $(call obj,$(PROC_SRC) $(DOMAIN_SRC) $(COMMON_SRC))
+$(B)/bin/promo-processor: $(call obj,$(PROC_SRC) $(DOMAIN_SRC) $(SERVICE_SRC) $(COMMON_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) -lcivetweb $(LDLIBS)
-$(B)/bin/promo-ingest: $(call obj,$(INGEST_SRC) $(COMMON_SRC))
+$(B)/bin/promo-ingest: $(call obj,$(INGEST_SRC) $(SERVICE_SRC) $(COMMON_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) $(MYSQL_LIBS) $(HTTP_LIBS) $(LDLIBS)
-$(B)/bin/promo-sink-mysql: $(call obj,$(SINK_SRC) $(COMMON_SRC))
+$(B)/bin/promo-sink-mysql: $(call obj,$(SINK_SRC) $(SERVICE_SRC) $(COMMON_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(REDIS_LIBS) $(MYSQL_LIBS) -ljansson -lcivetweb $(LDLIBS)
 
@@ -104,6 +107,7 @@ $(B)/bin/test-point: $(call obj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd
 $(B)/bin/test-timesale: $(call obj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
 $(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c processors/dedupe.c $(COMMON_SRC))
 $(B)/bin/test-partition: $(call obj,tests/unit/test_partition.c processors/partition.c)
+$(B)/bin/test-ops: $(call obj,tests/unit/test_ops.c common/ops.c common/util.c)
 $(B)/bin/test-parse: $(call obj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
 $(B)/bin/test-result-json: $(call obj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
 $(UNIT_TESTS):
@@ -116,8 +120,10 @@ $(SAN)/bin/test-point: $(call sanobj,tests/unit/test_point.c $(DOMAIN_SRC) commo
 $(SAN)/bin/test-timesale: $(call sanobj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
 $(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c processors/dedupe.c $(COMMON_SRC))
 $(SAN)/bin/test-partition: $(call sanobj,tests/unit/test_partition.c processors/partition.c)
+$(SAN)/bin/test-ops: $(call sanobj,tests/unit/test_ops.c common/ops.c common/util.c)
 $(SAN)/bin/test-parse: $(call sanobj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
 $(SAN)/bin/test-result-json: $(call sanobj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
+$(B)/bin/test-ops $(SAN)/bin/test-ops: LDLIBS += -lcivetweb
 $(SAN_TESTS):
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ -lcmocka -lavro -ljansson $(LDLIBS)

@@ -751,12 +751,6 @@ static bool is_pending(const char *json) {
     return strstr(json, "\"status\":\"PENDING\"") != NULL;
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
 static const col callback_cols[] = {
     {"status", COL_STR},       {"attempts", COL_INT},        {"last_status", COL_INT}, {"last_error", COL_STR},
     {"delivered_at", COL_INT}, {"next_attempt_at", COL_INT}, {"url", COL_STR},

@@ -50,6 +50,7 @@
 #include "checkpoint.h"
 #include "cmd.h"
 #include "codec.h"
+#include "kafka.h"
 #include "../ingest/parse.h"
 #include "topics_admin.h"
 #include "util.h"
@@ -92,11 +93,6 @@ static long long parse_count(const char *s) {
     return v;
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- Kafka ------------------------------------------------------------------ */
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
@@ -106,35 +102,17 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 static rd_kafka_t *kafka_new(rd_kafka_type_t type, const char *group, char *errstr, size_t errstr_size) {
     char bootstrap[1024];
     if (cfg_kafka_bootstrap(bootstrap, sizeof bootstrap, errstr, errstr_size) != 0) return NULL;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *common[][2] = {{"bootstrap.servers", bootstrap}, {"client.id", "promoctl"}};
-    /* The same partitioner as ingest and the processors: a key lands where
-     * their messages for that key land. */
-    const char *prod[][2] = {{"acks", "all"},
-                             {"enable.idempotence", "true"},
-                             {"partitioner", "murmur2_random"},
-                             {"max.in.flight.requests.per.connection", cfg_kafka_max_in_flight()}};
-    const char *cons[][2] = {{"group.id", group ? group : "promoctl"},
-                             {"enable.auto.commit", "false"},
-                             {"enable.auto.offset.store", "false"},
-                             {"enable.partition.eof", "true"}};
-    int bad = 0;
-    for (size_t i = 0; i < 2 && !bad; i++)
-        bad = rd_kafka_conf_set(conf, common[i][0], common[i][1], errstr, errstr_size) != RD_KAFKA_CONF_OK;
-    if (type == RD_KAFKA_PRODUCER)
-        for (size_t i = 0; i < 4 && !bad; i++)
-            bad = rd_kafka_conf_set(conf, prod[i][0], prod[i][1], errstr, errstr_size) != RD_KAFKA_CONF_OK;
-    else
-        for (size_t i = 0; i < 4 && !bad; i++)
-            bad = rd_kafka_conf_set(conf, cons[i][0], cons[i][1], errstr, errstr_size) != RD_KAFKA_CONF_OK;
-    if (bad) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
+    kafka_conf kc;
+    if (type == RD_KAFKA_PRODUCER) {
+        /* The fleet's producer rules: a key lands where ingest's and the
+         * processors' messages for that key land. */
+        kafka_conf_producer(&kc, bootstrap, "promoctl");
+        rd_kafka_conf_set_dr_msg_cb(kc.conf, on_delivery);
+    } else {
+        kafka_conf_consumer(&kc, bootstrap, "promoctl", group ? group : "promoctl", NULL, NULL);
+        kafka_conf_set(&kc, "enable.partition.eof", "true");
     }
-    if (type == RD_KAFKA_PRODUCER) rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, errstr_size); /* takes conf on success */
-    if (!rk) rd_kafka_conf_destroy(conf);
-    return rk;
+    return kafka_conf_new_client(&kc, type, errstr, errstr_size);
 }
 
 /* Where a produced message went; set by the delivery callback, which runs on
@@ -1150,11 +1128,16 @@ static int cmd_topics(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         long long v = i + 1 < argc ? parse_count(argv[i + 1]) : -1;
         if (v < 1 || v > 100000) return usage();
-        if (strcmp(argv[i], "--partitions") == 0) spec.partitions = (int)v;
-        else if (strcmp(argv[i], "--replication") == 0) spec.replication = (int)v;
-        else if (strcmp(argv[i], "--min-isr") == 0) spec.min_isr = (int)v;
-        else if (strcmp(argv[i], "--timeout-ms") == 0) timeout_ms = v;
-        else return usage();
+        if (strcmp(argv[i], "--partitions") == 0)
+            spec.partitions = (int)v;
+        else if (strcmp(argv[i], "--replication") == 0)
+            spec.replication = (int)v;
+        else if (strcmp(argv[i], "--min-isr") == 0)
+            spec.min_isr = (int)v;
+        else if (strcmp(argv[i], "--timeout-ms") == 0)
+            timeout_ms = v;
+        else
+            return usage();
         i++;
     }
     char bootstrap[1024], errstr[512];
@@ -1163,8 +1146,8 @@ static int cmd_topics(int argc, char **argv) {
         fprintf(stderr, "promoctl: topics: %s\n", errstr);
         return 1;
     }
-    fprintf(stderr, "promoctl: topics ready: %d partitions, replication %d, min.insync.replicas %d\n",
-            spec.partitions, spec.replication, spec.min_isr);
+    fprintf(stderr, "promoctl: topics ready: %d partitions, replication %d, min.insync.replicas %d\n", spec.partitions,
+            spec.replication, spec.min_isr);
     return 0;
 }
 

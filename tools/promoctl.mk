@@ -6,7 +6,7 @@
 # Object paths are spelled out like the Makefile's `obj` function, which is
 # defined only after this file is included.
 
-PROMOCTL_SRC := tools/promoctl.c tools/topics.c ingest/parse.c processors/checkpoint.c
+PROMOCTL_SRC := tools/promoctl.c tools/topics.c ingest/parse.c processors/checkpoint.c common/kafka.c
 
 PROGRAMS += $(B)/bin/promoctl
 

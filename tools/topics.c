@@ -24,7 +24,6 @@
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "topics.h"
 #include "util.h"
@@ -36,15 +35,10 @@ static const struct {
     const char *retention_ms;
     const char *retention_bytes;
 } topic_specs[] = {
-    {TOPIC_COUPON_CMD, "-1", "-1"}, {TOPIC_POINT_CMD, "-1", "-1"}, {TOPIC_TIMESALE_CMD, "-1", "-1"},
+    {TOPIC_COUPON_CMD, "-1", "-1"},       {TOPIC_POINT_CMD, "-1", "-1"},    {TOPIC_TIMESALE_CMD, "-1", "-1"},
     {TOPIC_RESULTS, RETENTION_30D, "-1"}, {TOPIC_DLQ, RETENTION_30D, "-1"},
 };
 #define TOPIC_CNT (sizeof topic_specs / sizeof topic_specs[0])
-
-static void pause_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* One CreateTopics round for every promo topic. 0 when each exists now
  * (created or found), -1 with errstr otherwise. */
@@ -54,8 +48,7 @@ static int create_round(rd_kafka_t *rk, const topics_spec *spec, char *errstr, s
     snprintf(min_isr, sizeof min_isr, "%d", spec->min_isr);
     int rc = -1;
     for (size_t i = 0; i < TOPIC_CNT; i++) {
-        nt[i] = rd_kafka_NewTopic_new(topic_specs[i].name, spec->partitions, spec->replication, errstr,
-                                      errstr_size);
+        nt[i] = rd_kafka_NewTopic_new(topic_specs[i].name, spec->partitions, spec->replication, errstr, errstr_size);
         if (!nt[i]) goto done;
         if (rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete") ||
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms", topic_specs[i].retention_ms) ||
@@ -138,8 +131,7 @@ static int check_round(rd_kafka_t *rk, const topics_spec *spec, char *errstr, si
     return rc;
 }
 
-int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms, char *errstr,
-                  size_t errstr_size) {
+int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms, char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, errstr_size) != RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "client.id", "promoctl-topics", errstr, errstr_size) != RD_KAFKA_CONF_OK ||
@@ -162,7 +154,7 @@ int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms
         /* Anything else may be a cluster still electing leaders or
          * registering brokers: try again until the deadline. */
         if (mono_ms() >= deadline) break;
-        pause_ms(250);
+        sleep_ms(250);
     }
     rd_kafka_destroy(rk);
     return rc == 0 ? 0 : -1;
