@@ -31,7 +31,7 @@ PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
                 processors/dedupe.c processors/partition.c
 INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c \
                 ingest/status.c ingest/notify.c ingest/ratelimit.c ingest/docs.c \
-                $(B)/gen/openapi.c
+                common/result_json.c $(B)/gen/openapi.c
 SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c
 DEVKAFKA_SRC := tools/devkafka.c
 

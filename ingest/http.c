@@ -46,9 +46,11 @@
 
 #include "codec.h"
 #include "docs.h"
+#include "keys.h"
 #include "ops.h"
 #include "parse.h"
 #include "ratelimit.h"
+#include "result_json.h"
 #include "status.h"
 #include "util.h"
 
@@ -394,13 +396,11 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
     }
 
     promo_domain d = cmd_domain(cmd.type);
-    /* Every string here is an id, a fixed name or a number: no escaping needed. */
     char pending[512];
-    snprintf(pending, sizeof pending,
-             "{\"request_id\":\"%s\",\"status\":\"PENDING\",\"reason\":null,\"domain\":\"%s\","
-             "\"command_type\":\"%s\",\"entity_key\":\"%s\",\"submitted_at\":%lld,\"processed_at\":null,"
-             "\"result\":{}}",
-             cmd.request_id, promo_domain_name(d), cmd_type_name(cmd.type), key, (long long)cmd.submitted_at);
+    if (result_json_pending(&cmd, key, pending, sizeof pending)) {
+        log_error("request %s: PENDING status does not fit", cmd.request_id);
+        return send_error(conn, 500, "INTERNAL", NULL, "internal error", no_headers);
+    }
 
     /* A client's own Idempotency-Key is claimed before the command is sent,
      * with the request's fingerprint, and a key that holds another request
@@ -592,12 +592,12 @@ static void write_metrics(http_server *s, prom *p) {
     if (s->cfg.notify) {
         notify_stats ns;
         notify_get_stats(s->cfg.notify, &ns);
-        prom_counter(p, "promo_ingest_notify_messages_total", "Decided request ids received on " NOTIFY_CHANNEL ".",
+        prom_counter(p, "promo_ingest_notify_messages_total", "Decided request ids received on " KEY_DONE_CHANNEL ".",
                      ns.messages);
         prom_counter(p, "promo_ingest_notify_wakeups_total", "Long-polls woken by a decided request.", ns.wakeups);
         prom_counter(p, "promo_ingest_notify_subscriptions_total", "Subscriptions made (1 + reconnects).",
                      ns.reconnects);
-        prom_gauge(p, "promo_ingest_notify_subscribed", "1 while subscribed to " NOTIFY_CHANNEL ".", ns.connected);
+        prom_gauge(p, "promo_ingest_notify_subscribed", "1 while subscribed to " KEY_DONE_CHANNEL ".", ns.connected);
         prom_gauge(p, "promo_ingest_long_polls", "Long-polls waiting now.", ns.waiting);
     }
     prom_gauge(p, "promo_ingest_in_flight", "Requests being handled now.", (long long)atomic_load(&s->in_flight));

@@ -58,6 +58,7 @@
 
 #include "kafka.h"
 #include "latch.h"
+#include "topics.h"
 #include "util.h"
 
 /* Gates per topic; partition p uses gate p % GATES. More partitions than
@@ -104,10 +105,9 @@ struct waiter {
     int64_t held_at_ms;
 };
 
-static const char *const topic_names[3] = {"promo.coupon.cmd", "promo.point.cmd", "promo.timesale.cmd"};
-
 const char *produce_topic(promo_domain d) {
-    return (d >= DOMAIN_COUPON && d <= DOMAIN_TIMESALE) ? topic_names[d] : "promo.unknown.cmd";
+    const char *t = topic_cmd(d);
+    return t ? t : "promo.unknown.cmd";
 }
 
 /* Counts the worker's latch down for w; w may be gone once this returns. */
@@ -282,9 +282,10 @@ produce *produce_new(const char *bootstrap, int timeout_ms, char *errstr, size_t
         }
         rd_kafka_topic_conf_set_opaque(tconf, t);
         rd_kafka_topic_conf_set_partitioner_cb(tconf, partitioner_cb);
-        t->rkt = rd_kafka_topic_new(p->rk, topic_names[d], tconf); /* takes tconf, also on failure */
+        t->rkt = rd_kafka_topic_new(p->rk, topic_cmd((promo_domain)d), tconf); /* takes tconf, also on failure */
         if (!t->rkt) {
-            snprintf(errstr, errstr_size, "topic %s: %s", topic_names[d], rd_kafka_err2str(rd_kafka_last_error()));
+            snprintf(errstr, errstr_size, "topic %s: %s", topic_cmd((promo_domain)d),
+                     rd_kafka_err2str(rd_kafka_last_error()));
             goto fail;
         }
         for (int i = 0; i < GATES; i++) t->gates[i].rkt = t->rkt;

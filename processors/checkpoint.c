@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keys.h"
+
 /* ARGV: epoch, prev_seq, new_seq, offset, full, now, ndel, del keys..., k, v... */
 static const char write_script[] =
     "local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')\n"
@@ -31,8 +33,8 @@ static const char write_script[] =
 #define FIXED_ARGS 12 /* EVAL script 2 meta state + 7 ARGV */
 
 static void keys_of(const char *domain, int32_t partition, char *meta, char *state, size_t size) {
-    snprintf(meta, size, "promo:{%s:%d}:meta", domain, (int)partition);
-    snprintf(state, size, "promo:{%s:%d}:state", domain, (int)partition);
+    snprintf(meta, size, KEY_CKPT_META, domain, (int)partition);
+    snprintf(state, size, KEY_CKPT_STATE, domain, (int)partition);
 }
 
 static int push(checkpoint_batch *b, const char *p, size_t n) {

@@ -1,7 +1,7 @@
 /* checkpoint.h — a partition's state and next input offset in Redis, written
  * atomically and fenced (DESIGN.md §5).
  *
- * Keys, hash-tagged so Redis Cluster keeps a partition in one slot:
+ * Keys (keys.h), hash-tagged so Redis Cluster keeps a partition in one slot:
  *   promo:{<domain>:<partition>}:meta   hash: epoch, seq, offset, at, entries
  *   promo:{<domain>:<partition>}:state  hash: entry key -> entry value
  *

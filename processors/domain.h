@@ -24,7 +24,7 @@ typedef int (*domain_emit_fn)(void *ctx, const char *key, size_t key_len, const 
 typedef struct domain_ops {
     promo_domain domain;
     const char *name;  /* "coupon", "point", "timesale" */
-    const char *topic; /* "promo.coupon.cmd"... */
+    const char *topic; /* TOPIC_COUPON_CMD... (topics.h) */
     int schema_id;     /* 1, 2, 3 */
     /* Caller frees with destroy(). NULL on out of memory. */
     void *(*state_new)(void);

@@ -45,10 +45,9 @@
 #include "kafka.h"
 #include "ops.h"
 #include "partition.h"
+#include "topics.h"
 #include "util.h"
 
-#define RESULTS_TOPIC "promo.results"
-#define DLQ_TOPIC "promo.dlq"
 #define MAX_PARTITIONS 4096
 
 typedef struct part {
@@ -519,7 +518,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
                   err);
         return;
     }
-    produce(rt, DLQ_TOPIC, m->key, key_len, rt->dlbuf.data, rt->dlbuf.len);
+    produce(rt, TOPIC_DLQ, m->key, key_len, rt->dlbuf.data, rt->dlbuf.len);
     atomic_fetch_add(&rt->st.dead_letters, 1);
     log_warn("dead letter %s[%d]@%lld %s: %s", dl.source_topic, (int)m->partition, (long long)m->offset, dl.error_code,
              why);
@@ -574,7 +573,7 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
     if (dedupe_get(p->dd, cmd.request_id, &hit)) {
         if (hit.fingerprint == fp) {
             /* A repeat: the first result again, byte for byte. */
-            produce(rt, RESULTS_TOPIC, key, strlen(key), hit.result, hit.result_len);
+            produce(rt, TOPIC_RESULTS, key, strlen(key), hit.result, hit.result_len);
             atomic_fetch_add(&rt->st.repeats, 1);
             return;
         }
@@ -586,7 +585,7 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
         res.source_partition = m->partition;
         res.source_offset = m->offset;
         if (codec_encode_result(rt->codec, &res, &rt->buf, err, sizeof err) == CODEC_OK)
-            produce(rt, RESULTS_TOPIC, key, strlen(key), rt->buf.data, rt->buf.len);
+            produce(rt, TOPIC_RESULTS, key, strlen(key), rt->buf.data, rt->buf.len);
         else
             log_error("request %s: result not encoded: %s", cmd.request_id, err);
         atomic_fetch_add(&rt->st.reused, 1);
@@ -613,7 +612,7 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
         abort();
     }
     dedupe_expire(p->dd, cmd.submitted_at);
-    produce(rt, RESULTS_TOPIC, key, strlen(key), rt->buf.data, rt->buf.len);
+    produce(rt, TOPIC_RESULTS, key, strlen(key), rt->buf.data, rt->buf.len);
     atomic_fetch_add(&rt->st.applied[cmd.type][res.status], 1);
 }
 

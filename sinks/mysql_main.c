@@ -45,15 +45,15 @@
 
 #include "codec.h"
 #include "kafka.h"
+#include "keys.h"
 #include "ops.h"
 #include "result_json.h"
 #include "sink_mysql.h"
+#include "topics.h"
 #include "util.h"
 
 #define PROGRAM "promo-sink-mysql"
-#define RESULTS_TOPIC "promo.results"
 #define MAX_RESULT_PARTITIONS 4096
-#define DLQ_TOPIC "promo.dlq"
 
 static volatile sig_atomic_t stopping;
 static int fatal; /* the consumer cannot go on: exit nonzero */
@@ -311,7 +311,7 @@ static int stage_dead_letters(app *a, batch *b) {
             /* Copied: a copy still queued after a timed-out flush must not
              * point into a batch that is gone by then. */
             rd_kafka_resp_err_t err =
-                rd_kafka_producev(a->producer, RD_KAFKA_V_TOPIC(DLQ_TOPIC), RD_KAFKA_V_KEY(d->key, d->key_len),
+                rd_kafka_producev(a->producer, RD_KAFKA_V_TOPIC(TOPIC_DLQ), RD_KAFKA_V_KEY(d->key, d->key_len),
                                   RD_KAFKA_V_VALUE(d->value.data, d->value.len),
                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
             if (err) d->err = err;
@@ -331,7 +331,7 @@ static int stage_dead_letters(app *a, batch *b) {
             return 0;
         }
         atomic_fetch_add(&m.err_dlq, 1);
-        log_error("%zu dead letters not acknowledged by %s: %s; retrying in %d ms", failed, DLQ_TOPIC,
+        log_error("%zu dead letters not acknowledged by %s: %s; retrying in %d ms", failed, TOPIC_DLQ,
                   rd_kafka_err2str(last), backoff);
         if (stopping) return -1;
         nap_ms(backoff, &stopping);
@@ -389,12 +389,15 @@ static int stage_mysql(app *a, batch *b) {
  * ingest's PENDING or over itself (a replay), never over another result —
  * such as a command sent under a reused id to another entity's partition,
  * which no single processor can see. The PUBLISH wakes ingest's long-polls
- * (GET /v1/requests/{id}?wait_ms=) once the status they read is in place. */
+ * (GET /v1/requests/{id}?wait_ms=) once the status they read is in place.
+ * The script knows ingest's PENDING document by RESULT_JSON_PENDING_MARK
+ * (result_json.h), the one spelling result_json_pending() writes: a plain
+ * substring search, as result_json_is_pending() does in C. */
 static const char status_script[] =
     "local v = redis.call('GET', KEYS[1])\n"
-    "if v and v ~= ARGV[1] and not string.find(v, '\"status\":\"PENDING\"', 1, true) then return 0 end\n"
+    "if v and v ~= ARGV[1] and not string.find(v, '" RESULT_JSON_PENDING_MARK "', 1, true) then return 0 end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-    "redis.call('PUBLISH', 'promo:done', ARGV[3])\n"
+    "redis.call('PUBLISH', '" KEY_DONE_CHANNEL "', ARGV[3])\n"
     "return 1\n";
 
 static void redis_drop(app *a) {
@@ -446,7 +449,7 @@ static int redis_set_statuses(app *a, batch *b, size_t *sent, char *errstr, size
     for (size_t i = 0; i < b->nres; i++) {
         if (!b->json[i]) continue;
         char key[16 + PROMO_ID_MAX + 1];
-        int klen = snprintf(key, sizeof key, "promo:req:%s", b->res[i].request_id);
+        int klen = snprintf(key, sizeof key, KEY_REQ_PREFIX "%s", b->res[i].request_id);
         const char *argv[] = {"EVALSHA", a->status_sha, "1", key, b->json[i], ttl, b->res[i].request_id};
         size_t lens[] = {7, 40, 1, (size_t)klen, strlen(b->json[i]), strlen(ttl), strlen(b->res[i].request_id)};
         if (redisAppendCommandArgv(a->redis, 7, argv, lens) != REDIS_OK) goto io_error;
@@ -650,7 +653,7 @@ static void expect_check(app *a, const rd_kafka_message_t *msg) {
         atomic_fetch_add(&m.skipped, (unsigned long long)lost);
         log_error("%s[%d]: offsets %lld..%lld were deleted before the sink read them: MySQL misses those %lld "
                   "results (retention shorter than the sink's lag?)",
-                  RESULTS_TOPIC, (int)p, (long long)a->next[p], (long long)msg->offset - 1, lost);
+                  TOPIC_RESULTS, (int)p, (long long)a->next[p], (long long)msg->offset - 1, lost);
     }
     a->next[p] = msg->offset + 1;
 }
@@ -678,7 +681,7 @@ static rd_kafka_t *consumer_new(app *a, const char *bootstrap) {
     kafka_conf kc;
     kafka_conf_consumer(&kc, bootstrap, PROGRAM, cfg_str("PROMO_SINK_GROUP", PROGRAM), on_rebalance, a);
     kafka_conf_set(&kc, "auto.offset.reset", "earliest");
-    rd_kafka_t *rk = kafka_conf_new_consumer(&kc, RESULTS_TOPIC, errstr, sizeof errstr);
+    rd_kafka_t *rk = kafka_conf_new_consumer(&kc, TOPIC_RESULTS, errstr, sizeof errstr);
     if (!rk) log_error("kafka consumer: %s", errstr);
     return rk;
 }
@@ -817,7 +820,7 @@ int main(void) {
     if (mysql_start(&a) != 0) goto stopped;
     if (kafka_wait_bootstrap(bootstrap, sizeof bootstrap, &stopping) != 0) goto stopped;
     if (!(a.producer = producer_new(bootstrap)) || !(a.consumer = consumer_new(&a, bootstrap))) goto out;
-    log_info("consuming %s as group %s (batch %zu, linger %d ms)", RESULTS_TOPIC, cfg_str("PROMO_SINK_GROUP", PROGRAM),
+    log_info("consuming %s as group %s (batch %zu, linger %d ms)", TOPIC_RESULTS, cfg_str("PROMO_SINK_GROUP", PROGRAM),
              a.slots[0].max, a.linger_ms);
     pthread_t writers[2];
     int nwriters = 0;

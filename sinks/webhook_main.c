@@ -43,12 +43,12 @@
 #include "ops.h"
 #include "result_json.h"
 #include "sink_mysql.h"
+#include "topics.h"
 #include "util.h"
 #include "webhook.h"
 #include "webhook_sign.h"
 
 #define PROGRAM "promo-webhook"
-#define RESULTS_TOPIC "promo.results"
 #define DEFAULT_SCHEDULE "0,5s,5m,30m,2h,5h,10h,10h"
 #define DEFAULT_SECRET "dev-webhook-secret"
 #define DEFAULT_ALLOW "127.0.0.1,localhost"
@@ -548,7 +548,7 @@ static rd_kafka_t *consumer_new(app *a, const char *bootstrap, const char *group
     kafka_conf kc;
     kafka_conf_consumer(&kc, bootstrap, PROGRAM, group, on_rebalance, a);
     kafka_conf_set(&kc, "auto.offset.reset", "earliest");
-    rd_kafka_t *rk = kafka_conf_new_consumer(&kc, RESULTS_TOPIC, errstr, sizeof errstr);
+    rd_kafka_t *rk = kafka_conf_new_consumer(&kc, TOPIC_RESULTS, errstr, sizeof errstr);
     if (!rk) log_error("kafka consumer: %s", errstr);
     return rk;
 }
@@ -648,7 +648,7 @@ int main(void) {
     if (kafka_wait_bootstrap(bootstrap, sizeof bootstrap, &stopping) != 0) goto stopped;
     const char *group = cfg_str("PROMO_WEBHOOK_GROUP", PROGRAM);
     if (!(a.consumer = consumer_new(&a, bootstrap, group))) goto out;
-    log_info("consuming %s as group %s; %zu attempts, allow %s, timeout %d ms, %zu in flight", RESULTS_TOPIC, group,
+    log_info("consuming %s as group %s; %zu attempts, allow %s, timeout %d ms, %zu in flight", TOPIC_RESULTS, group,
              cfg.schedule.n, cfg.allow, cfg.timeout_ms, cfg.concurrency);
     atomic_store(&m.ready, 1);
     consume(&a);

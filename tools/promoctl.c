@@ -51,14 +51,13 @@
 #include "cmd.h"
 #include "codec.h"
 #include "kafka.h"
+#include "keys.h"
 #include "../ingest/parse.h"
+#include "topics.h"
 #include "topics_admin.h"
 #include "util.h"
 
-#define DLQ_TOPIC "promo.dlq"
-#define RESULTS_TOPIC "promo.results"
 #define KAFKA_TIMEOUT_MS 10000
-#define REQ_PREFIX "promo:req:"
 
 extern const char schema_dead_letter[];
 
@@ -334,12 +333,12 @@ static int cmd_submit(int argc, char **argv) {
                 promo_domain_name(cmd_domain(cmd.type)), domains[d]);
         return 1;
     }
-    char key[PROMO_ID_MAX + 1], topic[64];
+    char key[PROMO_ID_MAX + 1];
     if (cmd_entity_key(&cmd, key, sizeof key) != 0) {
         fprintf(stderr, "promoctl: no entity key in the command\n");
         return 1;
     }
-    snprintf(topic, sizeof topic, "promo.%s.cmd", domains[d]);
+    const char *topic = topic_cmd((promo_domain)d);
     int rc = 1;
     codec_buf buf = {0};
     rd_kafka_t *rk = NULL;
@@ -378,7 +377,7 @@ static char *status_lookup(redisContext **rc, MYSQL **my, const char *request_id
         if (!*rc && !(*warned & 1)) fprintf(stderr, "promoctl: %s\n", errstr), *warned |= 1;
     }
     if (*rc) {
-        redisReply *r = redisCommand(*rc, "GET " REQ_PREFIX "%s", request_id);
+        redisReply *r = redisCommand(*rc, "GET " KEY_REQ_PREFIX "%s", request_id);
         char *out = NULL;
         if (r && r->type == REDIS_REPLY_STRING) out = strndup(r->str, r->len);
         if (r) freeReplyObject(r);
@@ -470,8 +469,8 @@ static int ckpt_read(redisContext *rc, const char *domain, int32_t partition, ck
     row->partition = partition;
     if (checkpoint_meta(rc, domain, partition, &row->epoch, &row->seq, &row->offset, errstr, errstr_size) != CKPT_OK)
         return -1;
-    redisReply *r = redisCommand(rc, "HMGET promo:{%s:%d}:meta at entries", domain, (int)partition);
-    redisReply *h = r ? redisCommand(rc, "HLEN promo:{%s:%d}:state", domain, (int)partition) : NULL;
+    redisReply *r = redisCommand(rc, "HMGET " KEY_CKPT_META " at entries", domain, (int)partition);
+    redisReply *h = r ? redisCommand(rc, "HLEN " KEY_CKPT_STATE, domain, (int)partition) : NULL;
     int ok = r && h && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && h->type == REDIS_REPLY_INTEGER;
     if (ok) {
         row->at = r->element[0]->type == REDIS_REPLY_STRING ? strtoll(r->element[0]->str, NULL, 10) : -1;
@@ -490,10 +489,9 @@ static int ckpt_read(redisContext *rc, const char *domain, int32_t partition, ck
 static int32_t *ckpt_partitions(redisContext *rc, const char *domain, size_t *count, char *errstr, size_t errstr_size) {
     size_t n = 0, cap = 16;
     int32_t *out = malloc(cap * sizeof *out);
-    char cursor[32] = "0", prefix[64];
-    int plen = snprintf(prefix, sizeof prefix, "promo:{%s:", domain);
+    char cursor[32] = "0";
     do {
-        redisReply *r = redisCommand(rc, "SCAN %s MATCH promo:{%s:*}:meta COUNT 1000", cursor, domain);
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH " KEY_CKPT_META_MATCH " COUNT 1000", cursor, domain);
         if (!out || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             snprintf(errstr, errstr_size, "redis SCAN: %s", rc->err ? rc->errstr : "unexpected reply");
             if (r) freeReplyObject(r);
@@ -502,11 +500,16 @@ static int32_t *ckpt_partitions(redisContext *rc, const char *domain, size_t *co
         }
         snprintf(cursor, sizeof cursor, "%s", r->element[0]->str ? r->element[0]->str : "0");
         for (size_t i = 0; i < r->element[1]->elements; i++) {
+            /* The partition follows the domain in the hash tag; the key
+             * counts only when it is exactly the meta key of that pair. */
             const char *k = r->element[1]->element[i]->str;
-            if (!k || strncmp(k, prefix, (size_t)plen) != 0) continue;
-            char *end;
-            long p = strtol(k + plen, &end, 10);
-            if (end == k + plen || strcmp(end, "}:meta") != 0 || p < 0 || p > INT32_MAX) continue;
+            const char *tag = k ? strchr(k, '{') : NULL;
+            const char *num = tag ? strchr(tag, ':') : NULL;
+            long p = num ? strtol(num + 1, NULL, 10) : -1;
+            char want[160];
+            if (p < 0 || p > INT32_MAX) continue;
+            snprintf(want, sizeof want, KEY_CKPT_META, domain, (int)p);
+            if (strcmp(k, want) != 0) continue;
             if (n == cap) {
                 int32_t *more = realloc(out, (cap *= 2) * sizeof *out);
                 if (!more) {
@@ -731,47 +734,47 @@ static int dl_read(long long tail, dl_list *out, char *errstr, size_t errstr_siz
     int have_reader = dl_reader_init(&dr, errstr, errstr_size) == 0;
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(16);
     int64_t *high = NULL;
-    int nparts = topic_partitions(rk, DLQ_TOPIC, errstr, errstr_size);
+    int nparts = topic_partitions(rk, TOPIC_DLQ, errstr, errstr_size);
     if (!have_reader || nparts < 0) goto out;
     high = calloc((size_t)nparts, sizeof *high);
     if (!high) goto out;
     int open = 0;
     for (int p = 0; p < nparts; p++) {
         int64_t lo, hi;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, DLQ_TOPIC, p, &lo, &hi, KAFKA_TIMEOUT_MS);
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, TOPIC_DLQ, p, &lo, &hi, KAFKA_TIMEOUT_MS);
         if (e) {
-            snprintf(errstr, errstr_size, "watermarks of %s[%d]: %s", DLQ_TOPIC, p, rd_kafka_err2str(e));
+            snprintf(errstr, errstr_size, "watermarks of %s[%d]: %s", TOPIC_DLQ, p, rd_kafka_err2str(e));
             goto out;
         }
         int64_t start = tail >= 0 && hi - tail > lo ? hi - tail : lo;
         high[p] = hi;
         if (start < hi) {
-            rd_kafka_topic_partition_list_add(assign, DLQ_TOPIC, p)->offset = start;
+            rd_kafka_topic_partition_list_add(assign, TOPIC_DLQ, p)->offset = start;
             open++;
         }
     }
     rd_kafka_resp_err_t e = rd_kafka_assign(rk, assign);
     if (e) {
-        snprintf(errstr, errstr_size, "assign %s: %s", DLQ_TOPIC, rd_kafka_err2str(e));
+        snprintf(errstr, errstr_size, "assign %s: %s", TOPIC_DLQ, rd_kafka_err2str(e));
         goto out;
     }
     int64_t deadline = mono_ms() + 30000;
     while (open > 0) {
         if (mono_ms() > deadline) {
-            snprintf(errstr, errstr_size, "reading %s: %d partitions not read to the end in 30 s", DLQ_TOPIC, open);
+            snprintf(errstr, errstr_size, "reading %s: %d partitions not read to the end in 30 s", TOPIC_DLQ, open);
             goto out;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m) continue;
         if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            fprintf(stderr, "promoctl: %s: %s\n", DLQ_TOPIC, rd_kafka_message_errstr(m));
+            fprintf(stderr, "promoctl: %s: %s\n", TOPIC_DLQ, rd_kafka_message_errstr(m));
         } else if (m->partition >= 0 && m->partition < nparts && high[m->partition] >= 0) {
             int p = m->partition;
             if (!m->err && m->offset < high[p]) {
                 char why[256];
                 dl_rec rec = {0};
                 if (dl_decode(&dr, m->payload, m->len, &rec, why, sizeof why) != 0) {
-                    fprintf(stderr, "promoctl: %s[%d]@%" PRId64 " skipped: %s\n", DLQ_TOPIC, p, m->offset, why);
+                    fprintf(stderr, "promoctl: %s[%d]@%" PRId64 " skipped: %s\n", TOPIC_DLQ, p, m->offset, why);
                 } else {
                     if (out->n == out->cap) {
                         size_t cap = out->cap ? out->cap * 2 : 64;
@@ -903,8 +906,8 @@ static int cmd_dlq_list(int argc, char **argv) {
 /* Topics a replay may write to: the command topics and the results topic
  * (the sinks dead-letter results they cannot decode). Never promo.dlq. */
 static int replay_topic_ok(const char *t) {
-    return strcmp(t, "promo.coupon.cmd") == 0 || strcmp(t, "promo.point.cmd") == 0 ||
-           strcmp(t, "promo.timesale.cmd") == 0 || strcmp(t, RESULTS_TOPIC) == 0;
+    return strcmp(t, TOPIC_COUPON_CMD) == 0 || strcmp(t, TOPIC_POINT_CMD) == 0 || strcmp(t, TOPIC_TIMESALE_CMD) == 0 ||
+           strcmp(t, TOPIC_RESULTS) == 0;
 }
 
 static int same_source(const dl_rec *a, const dl_rec *b) {
@@ -1102,16 +1105,15 @@ static int cmd_lag(int argc, char **argv) {
     if (i < argc && strcmp(argv[i], "--json") == 0) json = 1, i++;
     if (argc - i > 1 || (argc - i == 1 && domain_index(argv[i]) < 0)) return usage();
     if (!json) printf("%-18s %-20s %9s %12s %12s %9s\n", "group", "topic", "partition", "committed", "high", "lag");
-    char errstr[512], group[64], topic[64];
+    char errstr[512], group[64];
     int64_t total;
     for (int d = 0; d < 3; d++) {
         if (argc - i == 1 && strcmp(argv[i], domains[d]) != 0) continue;
         snprintf(group, sizeof group, "promo-%s", domains[d]);
-        snprintf(topic, sizeof topic, "promo.%s.cmd", domains[d]);
-        if (lag_group(group, topic, json, &total, errstr, sizeof errstr) != 0) goto fail;
+        if (lag_group(group, topic_cmd((promo_domain)d), json, &total, errstr, sizeof errstr) != 0) goto fail;
     }
     /* The sinks read every domain's results. */
-    if (lag_group(cfg_str("PROMO_SINK_GROUP", "promo-sink-mysql"), RESULTS_TOPIC, json, &total, errstr,
+    if (lag_group(cfg_str("PROMO_SINK_GROUP", "promo-sink-mysql"), TOPIC_RESULTS, json, &total, errstr,
                   sizeof errstr) != 0)
         goto fail;
     return 0;
