@@ -13,8 +13,13 @@
 
 CC      ?= cc
 OPT     ?= -O2
+# Layers: a source sees its own folder's headers (quoted includes look there
+# first) and common/ (-Icommon), nothing else, so no program can include
+# another's headers; code that several programs share lives in common/. The
+# only files that look inside a program's folder are that program's unit
+# tests and benchmarks, each named below with the folder it may see.
 CFLAGS  += -std=c17 $(OPT) -g -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE \
-           -I/usr/include/hiredis -I/usr/include/mariadb -Icommon -Iprocessors
+           -I/usr/include/hiredis -I/usr/include/mariadb -Icommon
 LDLIBS  += -lpthread -lm
 
 B       := build
@@ -27,9 +32,9 @@ COMMON_SRC   := common/cmd.c common/codec.c common/util.c common/url.c $(B)/gen/
 SERVICE_SRC  := common/kafka.c common/ops.c
 DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
                 processors/point.c processors/timesale.c
-PROC_SRC     := processors/main.c processors/runtime.c processors/checkpoint.c \
+PROC_SRC     := processors/main.c processors/runtime.c common/checkpoint.c \
                 processors/dedupe.c processors/partition.c
-INGEST_SRC   := ingest/main.c ingest/http.c ingest/parse.c ingest/produce.c \
+INGEST_SRC   := ingest/main.c ingest/http.c common/parse.c ingest/produce.c \
                 ingest/status.c ingest/notify.c ingest/ratelimit.c ingest/docs.c \
                 common/result_json.c $(B)/gen/openapi.c
 SINK_SRC     := sinks/mysql_main.c sinks/sink_mysql.c common/result_json.c
@@ -108,7 +113,7 @@ $(B)/bin/test-timesale: $(call obj,tests/unit/test_timesale.c $(DOMAIN_SRC) comm
 $(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c processors/dedupe.c $(COMMON_SRC))
 $(B)/bin/test-partition: $(call obj,tests/unit/test_partition.c processors/partition.c)
 $(B)/bin/test-ops: $(call obj,tests/unit/test_ops.c common/ops.c common/util.c)
-$(B)/bin/test-parse: $(call obj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
+$(B)/bin/test-parse: $(call obj,tests/unit/test_parse.c common/parse.c $(COMMON_SRC))
 $(B)/bin/test-result-json: $(call obj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
 $(UNIT_TESTS):
 	@mkdir -p $(dir $@)
@@ -121,9 +126,16 @@ $(SAN)/bin/test-timesale: $(call sanobj,tests/unit/test_timesale.c $(DOMAIN_SRC)
 $(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c processors/dedupe.c $(COMMON_SRC))
 $(SAN)/bin/test-partition: $(call sanobj,tests/unit/test_partition.c processors/partition.c)
 $(SAN)/bin/test-ops: $(call sanobj,tests/unit/test_ops.c common/ops.c common/util.c)
-$(SAN)/bin/test-parse: $(call sanobj,tests/unit/test_parse.c ingest/parse.c $(COMMON_SRC))
+$(SAN)/bin/test-parse: $(call sanobj,tests/unit/test_parse.c common/parse.c $(COMMON_SRC))
 $(SAN)/bin/test-result-json: $(call sanobj,tests/unit/test_result_json.c common/result_json.c $(COMMON_SRC))
 $(B)/bin/test-ops $(SAN)/bin/test-ops: LDLIBS += -lcivetweb
+
+# The unit tests that look inside a program's folder (see CFLAGS above).
+PROC_TESTS   := tests/unit/test_coupon.c tests/unit/test_point.c tests/unit/test_timesale.c \
+                tests/unit/test_dedupe.c tests/unit/test_partition.c
+$(call obj,$(PROC_TESTS)) $(call sanobj,$(PROC_TESTS)): CFLAGS += -Iprocessors
+# test_parse also tests ingest's rate limiter, which it includes whole.
+$(call obj,tests/unit/test_parse.c) $(call sanobj,tests/unit/test_parse.c): CFLAGS += -Iingest
 $(SAN_TESTS):
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $^ -lcmocka -lavro -ljansson $(LDLIBS)

@@ -15,7 +15,7 @@
 #ifndef PROMO_DOMAIN_H
 #define PROMO_DOMAIN_H
 
-#include "../common/cmd.h"
+#include "cmd.h"
 
 /* Called once per entry by dump(); val NULL means the entry was deleted.
  * Returns 0 to go on, nonzero to stop the dump (dump returns that value). */

@@ -16,7 +16,7 @@
  * variables (PROMO_KAFKA_BOOTSTRAP[_FILE], PROMO_REDIS_*, PROMO_MYSQL_*,
  * PROMO_WEBHOOK_ALLOW), so the same binary works next to the local fleet and
  * inside a container of the production compose file. A command submitted
- * here goes through ingest's own parser and validator (ingest/parse.c), so
+ * here goes through ingest's own parser and validator (common/parse.c), so
  * the CLI accepts exactly what HTTP accepts; the JSON is the HTTP body plus
  * "type" (the Avro record name, e.g. "IssueCoupon") and the path ids as
  * fields ("policy_id", "coupon_id", "user_id", "sale_id", "order_id"), and
@@ -52,7 +52,7 @@
 #include "codec.h"
 #include "kafka.h"
 #include "keys.h"
-#include "../ingest/parse.h"
+#include "parse.h"
 #include "topics.h"
 #include "topics_admin.h"
 #include "util.h"
