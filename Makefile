@@ -58,7 +58,7 @@ UNIT_TESTS := $(B)/bin/test-codec $(B)/bin/test-coupon $(B)/bin/test-point \
 
 # Programs and tests added by other parts of the tree (webhook dispatcher,
 # benchmarks) append to PROGRAMS and UNIT_TESTS in their own fragments.
-include $(wildcard sinks/webhook.mk bench/bench.mk tools/promoctl.mk tools/coverage.mk tests/faults/faults.mk tests/fuzz/fuzz.mk \
+include $(wildcard sinks/webhook.mk bench/bench.mk tools/promoctl/promoctl.mk tools/coverage.mk tests/faults/faults.mk tests/fuzz/fuzz.mk \
                    examples/examples.mk)
 
 SAN_TESTS  := $(UNIT_TESTS:$(B)/bin/%=$(SAN)/bin/%)

@@ -1,4 +1,4 @@
-/* topics_admin.h — creating the promo topics on a Kafka cluster (topics.c). */
+/* topics_admin.h — creating the promo topics on a Kafka cluster (topics_admin.c). */
 #ifndef PROMO_TOPICS_ADMIN_H
 #define PROMO_TOPICS_ADMIN_H
 
@@ -14,7 +14,6 @@ typedef struct topics_spec {
  * waits, up to timeout_ms, until each has spec->partitions partitions with a
  * leader. Retries what a starting cluster refuses. Returns 0, or -1 with
  * errstr (also when a topic exists with another partition count). */
-int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms, char *errstr,
-                  size_t errstr_size);
+int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms, char *errstr, size_t errstr_size);
 
 #endif
