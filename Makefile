@@ -32,8 +32,9 @@ COMMON_SRC   := common/cmd.c common/codec.c common/util.c common/url.c $(B)/gen/
 SERVICE_SRC  := common/kafka.c common/ops.c
 DOMAIN_SRC   := processors/bytes.c processors/domain.c processors/coupon.c \
                 processors/point.c processors/timesale.c
+DEDUPE_SRC   := processors/dedupe.c processors/result_pack.c
 PROC_SRC     := processors/main.c processors/runtime.c common/checkpoint.c \
-                processors/dedupe.c processors/partition.c
+                $(DEDUPE_SRC) processors/partition.c
 INGEST_SRC   := ingest/main.c ingest/http.c common/parse.c ingest/produce.c \
                 ingest/status.c ingest/notify.c ingest/ratelimit.c ingest/docs.c \
                 common/result_json.c $(B)/gen/openapi.c
@@ -110,7 +111,7 @@ $(B)/bin/test-codec: $(call obj,tests/unit/test_codec.c $(COMMON_SRC))
 $(B)/bin/test-coupon: $(call obj,tests/unit/test_coupon.c $(DOMAIN_SRC) common/cmd.c)
 $(B)/bin/test-point: $(call obj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd.c)
 $(B)/bin/test-timesale: $(call obj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
-$(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c processors/dedupe.c $(COMMON_SRC))
+$(B)/bin/test-dedupe: $(call obj,tests/unit/test_dedupe.c $(DEDUPE_SRC) processors/bytes.c $(COMMON_SRC))
 $(B)/bin/test-partition: $(call obj,tests/unit/test_partition.c processors/partition.c)
 $(B)/bin/test-ops: $(call obj,tests/unit/test_ops.c common/ops.c common/util.c)
 $(B)/bin/test-parse: $(call obj,tests/unit/test_parse.c common/parse.c $(COMMON_SRC))
@@ -123,7 +124,7 @@ $(SAN)/bin/test-codec: $(call sanobj,tests/unit/test_codec.c $(COMMON_SRC))
 $(SAN)/bin/test-coupon: $(call sanobj,tests/unit/test_coupon.c $(DOMAIN_SRC) common/cmd.c)
 $(SAN)/bin/test-point: $(call sanobj,tests/unit/test_point.c $(DOMAIN_SRC) common/cmd.c)
 $(SAN)/bin/test-timesale: $(call sanobj,tests/unit/test_timesale.c $(DOMAIN_SRC) common/cmd.c)
-$(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c processors/dedupe.c $(COMMON_SRC))
+$(SAN)/bin/test-dedupe: $(call sanobj,tests/unit/test_dedupe.c $(DEDUPE_SRC) processors/bytes.c $(COMMON_SRC))
 $(SAN)/bin/test-partition: $(call sanobj,tests/unit/test_partition.c processors/partition.c)
 $(SAN)/bin/test-ops: $(call sanobj,tests/unit/test_ops.c common/ops.c common/util.c)
 $(SAN)/bin/test-parse: $(call sanobj,tests/unit/test_parse.c common/parse.c $(COMMON_SRC))

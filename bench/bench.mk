@@ -17,7 +17,7 @@ $(B)/bin/promo-loadgen: $(call bench_obj,bench/loadgen.c $(COMMON_SRC))
 	$(CC) $(CFLAGS) -o $@ $^ $(KAFKA_LIBS) $(LDLIBS)
 # bench-core times the processors' core alone, so it looks inside processors/.
 $(call bench_obj,bench/core.c): CFLAGS += -Iprocessors
-$(B)/bin/bench-core: $(call bench_obj,bench/core.c processors/dedupe.c $(DOMAIN_SRC) $(COMMON_SRC))
+$(B)/bin/bench-core: $(call bench_obj,bench/core.c $(DEDUPE_SRC) $(DOMAIN_SRC) $(COMMON_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ -lavro $(LDLIBS)
 $(B)/bin/baseline-rowlock: $(call bench_obj,bench/baseline_rowlock.c bench/front.c common/util.c common/cmd.c)

@@ -43,7 +43,7 @@ $(FUZZ_DIR)/obj/gen/%.o: $(B)/gen/%.c
 
 $(FUZZ_DIR)/bin/fuzz-parse: $(call fuzzobj,tests/fuzz/fuzz_parse.c common/parse.c $(COMMON_SRC))
 $(FUZZ_DIR)/bin/fuzz-codec: $(call fuzzobj,tests/fuzz/fuzz_codec.c $(COMMON_SRC))
-$(FUZZ_DIR)/bin/fuzz-checkpoint: $(call fuzzobj,tests/fuzz/fuzz_checkpoint.c processors/dedupe.c \
+$(FUZZ_DIR)/bin/fuzz-checkpoint: $(call fuzzobj,tests/fuzz/fuzz_checkpoint.c $(DEDUPE_SRC) \
                                   $(DOMAIN_SRC) $(COMMON_SRC))
 # The checkpoint target drives the processors' state machines and dedupe
 # window directly: it alone looks inside processors/ (see the Makefile).
