@@ -62,6 +62,7 @@
 
 #include "cmd.h"
 #include "codec.h"
+#include "topics.h"
 #include "util.h"
 
 #define LOADGEN_OPS_MAX 16
@@ -782,9 +783,7 @@ static int loadgen_kafka_run(loadgen_kafka *k) {
             fprintf(stderr, "promo-loadgen: encode: %s\n", errstr);
             goto out;
         }
-        const char *topic = cmd_domain(cmd.type) == DOMAIN_COUPON  ? "promo.coupon.cmd"
-                            : cmd_domain(cmd.type) == DOMAIN_POINT ? "promo.point.cmd"
-                                                                   : "promo.timesale.cmd";
+        const char *topic = topic_cmd(cmd_domain(cmd.type));
         for (;;) {
             rd_kafka_resp_err_t err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
                                                         RD_KAFKA_V_VALUE(buf.data, buf.len),

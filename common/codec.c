@@ -248,8 +248,8 @@ typedef enum {
     F_OPT_RECORD,   /* ["null", record sub] <-> bool at has_off + struct */
     F_ARRAY,        /* array of record sub <-> int count at has_off + elem[max] of sub_size */
     F_COMMAND,      /* the envelope's union of command records <-> promo_cmd.type + u */
-    F_CSTR,         /* string <- const char * (encode only) */
-    F_OPT_BYTES,    /* ["null","bytes"] <- const uint8_t * + size_t at has_off (encode only) */
+    F_CSTR,         /* string <-> const char * (decoded: borrowed from the codec's value) */
+    F_OPT_BYTES,    /* ["null","bytes"] <-> const uint8_t * + size_t at has_off (decoded: borrowed) */
 } field_kind;
 
 typedef struct field_map {
@@ -865,7 +865,7 @@ static int dec_field(xctx *x, const field_map *f, avro_value_t *v, char *base) {
     avro_value_t b;
     int d = 0;
     if (f->kind == F_OPT_STR || f->kind == F_OPT_INT || f->kind == F_OPT_LONG || f->kind == F_OPT_LONG_2ND ||
-        f->kind == F_OPT_RECORD || f->kind == F_COMMAND) {
+        f->kind == F_OPT_RECORD || f->kind == F_COMMAND || f->kind == F_OPT_BYTES) {
         AV(x, avro_value_get_discriminant(v, &d));
         AV(x, avro_value_get_current_branch(v, &b));
     }
@@ -955,8 +955,21 @@ static int dec_field(xctx *x, const field_map *f, avro_value_t *v, char *base) {
         ((promo_cmd *)base)->type = t;
         return dec_record(x, &b, command_maps[t].map, base + command_maps[t].base);
     }
-    case F_CSTR:
-    case F_OPT_BYTES: break;
+    case F_CSTR: {
+        const char *s;
+        size_t size;
+        AV(x, avro_value_get_string(v, &s, &size));
+        memcpy(p, &s, sizeof s);
+        return 0;
+    }
+    case F_OPT_BYTES: {
+        const void *bytes = NULL;
+        size_t n = 0;
+        if (has) AV(x, avro_value_get_bytes(&b, &bytes, &n));
+        memcpy(p, &bytes, sizeof bytes);
+        memcpy(base + f->has_off, &n, sizeof n);
+        return 0;
+    }
     }
     return fail(x->errstr, x->errstr_size, CODEC_ERR_INTERNAL, "%s: cannot be decoded", f->name);
 }
@@ -1020,4 +1033,13 @@ int codec_decode_result(codec *c, const uint8_t *data, size_t len, promo_result 
         return fail(errstr, errstr_size, CODEC_ERR_FIELD, "command_type: %s is not a %s command",
                     cmd_type_name(res->command_type), promo_domain_name(res->domain));
     return CODEC_OK;
+}
+
+int codec_decode_dead_letter(codec *c, const uint8_t *data, size_t len, dead_letter *dl, char *errstr,
+                             size_t errstr_size) {
+    int id = decode_framed(c, data, len, SCHEMA_ID_DEAD_LETTER, SCHEMA_ID_DEAD_LETTER, 0, errstr, errstr_size);
+    if (id < 0) return id;
+    xctx x = {errstr, errstr_size, DOMAIN_COUPON, NULL};
+    memset(dl, 0, sizeof *dl);
+    return dec_record(&x, &c->s[id].value, dead_letter_map, (char *)dl);
 }

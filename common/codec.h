@@ -73,7 +73,12 @@ typedef struct dead_letter {
     const char *consumer;
 } dead_letter;
 
-/* Dead letters are only encoded here; pointers in dl are borrowed. */
+/* Pointers in dl are borrowed. */
 int codec_encode_dead_letter(codec *c, const dead_letter *dl, codec_buf *out, char *errstr, size_t errstr_size);
+/* Decodes a framed DeadLetter (operators' tools read promo.dlq). The strings
+ * and bytes dl points to belong to c: valid until c decodes the next dead
+ * letter or is destroyed. */
+int codec_decode_dead_letter(codec *c, const uint8_t *data, size_t len, dead_letter *dl, char *errstr,
+                             size_t errstr_size);
 
 #endif

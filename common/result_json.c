@@ -222,3 +222,17 @@ char *result_json_dump(const promo_result *res) {
     json_decref(j);
     return s;
 }
+
+int result_json_pending(const promo_cmd *cmd, const char *key, char *out, size_t out_size) {
+    int n = snprintf(out, out_size,
+                     "{\"request_id\":\"%s\"," RESULT_JSON_PENDING_MARK ",\"reason\":null,\"domain\":\"%s\","
+                     "\"command_type\":\"%s\",\"entity_key\":\"%s\",\"submitted_at\":%lld,\"processed_at\":null,"
+                     "\"result\":{}}",
+                     cmd->request_id, promo_domain_name(cmd_domain(cmd->type)), cmd_type_name(cmd->type), key,
+                     (long long)cmd->submitted_at);
+    return n > 0 && (size_t)n < out_size ? 0 : -1;
+}
+
+bool result_json_is_pending(const char *json) {
+    return strstr(json, RESULT_JSON_PENDING_MARK) != NULL;
+}

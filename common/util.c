@@ -1,4 +1,5 @@
-/* util.c — configuration from the environment, one-line logs, clocks.
+/* util.c — configuration from the environment, one-line logs, clocks,
+ * sleeps and backoff, stop signals.
  *
  * Kept deliberately small: every program links it, including the dev broker.
  * Log lines are written with a single fputs of a preformatted line so lines
@@ -6,6 +7,7 @@
  */
 #include "util.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -139,6 +141,48 @@ int64_t mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+void nap_ms(int ms, volatile sig_atomic_t *stop) {
+    while (ms > 0 && !*stop) {
+        int step = ms < 50 ? ms : 50;
+        sleep_ms(step);
+        ms -= step;
+    }
+}
+
+int backoff_next(int ms) {
+    return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
+}
+
+/* The flag of signals_on_stop(); a signal handler can reach only globals. */
+static volatile sig_atomic_t *stop_flag;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    *stop_flag = 1;
+}
+
+void signals_on_stop(volatile sig_atomic_t *stop) {
+    stop_flag = stop;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }
 
 #ifdef PROMO_COVERAGE_FLUSH

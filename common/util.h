@@ -1,5 +1,6 @@
 /* util.h — small things every program needs: configuration from PROMO_*
- * environment variables, one-line logs, the wall clock.
+ * environment variables, one-line logs, clocks, sleeping and backing off,
+ * and the stop signals.
  *
  * Logs go to stderr, one line per event: time, level, program, message. The
  * program name is set once at start with log_init().
@@ -7,8 +8,9 @@
 #ifndef PROMO_UTIL_H
 #define PROMO_UTIL_H
 
-#include <stdint.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 
 void log_init(const char *program);
 void log_msg(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -40,6 +42,26 @@ const char *cfg_kafka_max_in_flight(void);
 
 int64_t now_ms(void);  /* wall clock, ms since the epoch */
 int64_t mono_ms(void); /* monotonic clock, ms */
+int64_t mono_us(void); /* monotonic clock, µs (stage and request timers) */
+
+/* Sleeps ms in full, resuming after a signal. */
+void sleep_ms(int ms);
+
+/* Sleeps ms in steps of at most 50 ms and returns early once *stop is set, so
+ * a retry loop's wait never holds up a shutdown. */
+void nap_ms(int ms, volatile sig_atomic_t *stop);
+
+/* The retry loops of every program (MySQL, Redis, Kafka, dead letters) wait
+ * BACKOFF_MIN_MS after the first failure and double up to BACKOFF_MAX_MS:
+ * quick when a server blips, gentle when it is down for good. */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+int backoff_next(int ms);
+
+/* SIGTERM and SIGINT set *stop (which must outlive the program's run);
+ * SIGPIPE is ignored, so a peer that hangs up is an error code, not death.
+ * Call once from main() before any thread starts. */
+void signals_on_stop(volatile sig_atomic_t *stop);
 
 /* Coverage builds only (PROMO_COVERAGE_FLUSH, set by `make coverage`): writes
  * the gcov counters out at most once a second. The tests SIGKILL processors on

@@ -46,8 +46,11 @@
 
 #include "codec.h"
 #include "docs.h"
+#include "keys.h"
+#include "ops.h"
 #include "parse.h"
 #include "ratelimit.h"
+#include "result_json.h"
 #include "status.h"
 #include "util.h"
 
@@ -73,10 +76,9 @@ typedef struct api_key {
 static const int metric_codes[] = {200, 202, 400, 401, 403, 404, 405, 413, 415, 422, 429, 500, 503};
 #define N_CODES (sizeof metric_codes / sizeof metric_codes[0])
 
-/* Latency buckets (produce and request), in microseconds (rendered in seconds). */
-static const long long latency_us[] = {500,    1000,   2500,   5000,    10000,   25000,   50000,
-                                       100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
-#define N_BUCKETS (sizeof latency_us / sizeof latency_us[0])
+/* Latency buckets (produce and request), in seconds. */
+static const double latency_s[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define N_BUCKETS (sizeof latency_s / sizeof latency_s[0])
 
 struct http_server {
     struct mg_context *ctx;
@@ -84,12 +86,9 @@ struct http_server {
     api_key keys[MAX_KEYS];
     int n_keys;
     atomic_ullong requests[ROUTE__COUNT][N_CODES + 1];
-    atomic_ullong produce_buckets[N_BUCKETS + 1];
-    atomic_ullong produce_count;
-    atomic_ullong produce_sum_us;
+    prom_hist produce_latency;
     atomic_llong in_flight;
-    atomic_ullong request_buckets[ROUTE__COUNT][N_BUCKETS + 1];
-    atomic_ullong request_sum_us[ROUTE__COUNT];
+    prom_hist request_latency[ROUTE__COUNT];
     ratelimit *limiters[LIMITER__COUNT];
     atomic_ullong rate_limited[LIMITER__COUNT];
     atomic_bool draining;
@@ -113,12 +112,6 @@ static _Thread_local EVP_MD_CTX *tl_md_ctx;
 static EVP_MD *sha256_md;
 
 static _Thread_local worker tw;
-
-static int64_t mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static worker *worker_get(char *errstr, size_t errstr_size) {
     if (!tw.codec) {
@@ -419,14 +412,6 @@ static int request_fingerprint(const char *method, const char *path, const char 
     return 0;
 }
 
-static void observe_produce(http_server *s, int64_t us) {
-    size_t b = 0;
-    while (b < N_BUCKETS && us > latency_us[b]) b++;
-    atomic_fetch_add_explicit(&s->produce_buckets[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->produce_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->produce_sum_us, (unsigned long long)us, memory_order_relaxed);
-}
-
 /* path: as sent, the one the route was matched on. */
 static int handle_write(http_server *s, struct mg_connection *conn, const struct mg_request_info *ri, const char *path,
                         const parse_route *route, char *rid_out, size_t rid_size) {
@@ -470,13 +455,11 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
     }
 
     promo_domain d = cmd_domain(cmd.type);
-    /* Every string here is an id, a fixed name or a number: no escaping needed. */
     char pending[512];
-    snprintf(pending, sizeof pending,
-             "{\"request_id\":\"%s\",\"status\":\"PENDING\",\"reason\":null,\"domain\":\"%s\","
-             "\"command_type\":\"%s\",\"entity_key\":\"%s\",\"submitted_at\":%lld,\"processed_at\":null,"
-             "\"result\":{}}",
-             cmd.request_id, promo_domain_name(d), cmd_type_name(cmd.type), key, (long long)cmd.submitted_at);
+    if (result_json_pending(&cmd, key, pending, sizeof pending)) {
+        log_error("request %s: PENDING status does not fit", cmd.request_id);
+        return send_error(conn, 500, "INTERNAL", NULL, "internal error", no_headers);
+    }
 
     /* A client's own Idempotency-Key is claimed before the command is sent,
      * with the request's fingerprint, and a key that holds another request
@@ -519,7 +502,7 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
     int64_t t0 = mono_us();
     /* Returns once Kafka and, when sent, Redis have both answered. */
     int prc = produce_send(s->cfg.producer, d, key, w->out.data, w->out.len, &done, errstr, sizeof errstr);
-    observe_produce(s, mono_us() - t0);
+    prom_hist_observe(&s->produce_latency, (double)(mono_us() - t0) / 1e6);
     if (prc) {
         log_error("request %s: produce to %s failed: %s", cmd.request_id, produce_topic(d), errstr);
         /* Nothing was sent: a retry starts afresh. */
@@ -624,14 +607,9 @@ static int handle_ready(http_server *s, struct mg_connection *conn) {
     return rc;
 }
 
-static int handle_metrics(http_server *s, struct mg_connection *conn) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) return send_error(conn, 500, "INTERNAL", NULL, "out of memory", no_headers);
-    fputs("# HELP promo_ingest_requests_total HTTP requests by route and status code.\n"
-          "# TYPE promo_ingest_requests_total counter\n",
-          f);
+static void write_metrics(http_server *s, prom *p) {
+    char labels[96];
+    prom_family(p, "promo_ingest_requests_total", "counter", "HTTP requests by route and status code.");
     for (int r = 0; r < ROUTE__COUNT; r++) {
         for (size_t c = 0; c <= N_CODES; c++) {
             unsigned long long v = atomic_load_explicit(&s->requests[r][c], memory_order_relaxed);
@@ -641,90 +619,56 @@ static int handle_metrics(http_server *s, struct mg_connection *conn) {
                 snprintf(code, sizeof code, "%d", metric_codes[c]);
             else
                 snprintf(code, sizeof code, "other");
-            fprintf(f, "promo_ingest_requests_total{route=\"%s\",code=\"%s\"} %llu\n",
-                    parse_route_name((parse_route_id)r), code, v);
+            snprintf(labels, sizeof labels, "route=\"%s\",code=\"%s\"", parse_route_name((parse_route_id)r), code);
+            prom_u64(p, "promo_ingest_requests_total", labels, v);
         }
     }
-    fputs("# HELP promo_ingest_produce_seconds Time from produce to Kafka acknowledgement.\n"
-          "# TYPE promo_ingest_produce_seconds histogram\n",
-          f);
-    unsigned long long cum = 0;
-    for (size_t b = 0; b <= N_BUCKETS; b++) {
-        cum += atomic_load_explicit(&s->produce_buckets[b], memory_order_relaxed);
-        if (b < N_BUCKETS)
-            fprintf(f, "promo_ingest_produce_seconds_bucket{le=\"%g\"} %llu\n", latency_us[b] / 1e6, cum);
-        else
-            fprintf(f, "promo_ingest_produce_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
-    }
-    fprintf(f, "promo_ingest_produce_seconds_sum %.6f\n",
-            atomic_load_explicit(&s->produce_sum_us, memory_order_relaxed) / 1e6);
-    fprintf(f, "promo_ingest_produce_seconds_count %llu\n", cum);
-    fputs("# HELP promo_ingest_request_seconds Time to answer a request, by route.\n"
-          "# TYPE promo_ingest_request_seconds histogram\n",
-          f);
+    prom_family(p, "promo_ingest_produce_seconds", "histogram", "Time from produce to Kafka acknowledgement.");
+    prom_hist_write(p, "promo_ingest_produce_seconds", NULL, &s->produce_latency);
+    prom_family(p, "promo_ingest_request_seconds", "histogram", "Time to answer a request, by route.");
     for (int r = 0; r < ROUTE__COUNT; r++) {
-        const char *name = parse_route_name((parse_route_id)r);
-        unsigned long long seen = 0;
-        for (size_t b = 0; b <= N_BUCKETS; b++)
-            seen += atomic_load_explicit(&s->request_buckets[r][b], memory_order_relaxed);
-        if (!seen) continue; /* a route never asked for is 24 lines of zeros */
-        cum = 0;
-        for (size_t b = 0; b <= N_BUCKETS; b++) {
-            cum += atomic_load_explicit(&s->request_buckets[r][b], memory_order_relaxed);
-            if (b < N_BUCKETS)
-                fprintf(f, "promo_ingest_request_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", name,
-                        latency_us[b] / 1e6, cum);
-            else
-                fprintf(f, "promo_ingest_request_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, cum);
-        }
-        fprintf(f, "promo_ingest_request_seconds_sum{route=\"%s\"} %.6f\n", name,
-                atomic_load_explicit(&s->request_sum_us[r], memory_order_relaxed) / 1e6);
-        fprintf(f, "promo_ingest_request_seconds_count{route=\"%s\"} %llu\n", name, cum);
+        /* a route never asked for is 24 lines of zeros */
+        if (!prom_hist_count(&s->request_latency[r])) continue;
+        snprintf(labels, sizeof labels, "route=\"%s\"", parse_route_name((parse_route_id)r));
+        prom_hist_write(p, "promo_ingest_request_seconds", labels, &s->request_latency[r]);
     }
-    fputs("# HELP promo_ingest_rate_limited_total Requests refused with 429, by limiter.\n"
-          "# TYPE promo_ingest_rate_limited_total counter\n",
-          f);
-    for (int l = 0; l < LIMITER__COUNT; l++)
-        fprintf(f, "promo_ingest_rate_limited_total{limiter=\"%s\"} %llu\n", limiter_names[l],
-                atomic_load_explicit(&s->rate_limited[l], memory_order_relaxed));
-    fputs("# HELP promo_ingest_rate_limit_rps Configured refill rate per bucket (0 = no limit).\n"
-          "# TYPE promo_ingest_rate_limit_rps gauge\n",
-          f);
-    for (int l = 0; l < LIMITER__COUNT; l++)
-        fprintf(f, "promo_ingest_rate_limit_rps{limiter=\"%s\"} %g\n", limiter_names[l], ratelimit_rps(s->limiters[l]));
-    fputs("# HELP promo_ingest_rate_limit_burst Configured bucket size (0 = no limit).\n"
-          "# TYPE promo_ingest_rate_limit_burst gauge\n",
-          f);
-    for (int l = 0; l < LIMITER__COUNT; l++)
-        fprintf(f, "promo_ingest_rate_limit_burst{limiter=\"%s\"} %g\n", limiter_names[l],
-                ratelimit_burst(s->limiters[l]));
+    prom_family(p, "promo_ingest_rate_limited_total", "counter", "Requests refused with 429, by limiter.");
+    for (int l = 0; l < LIMITER__COUNT; l++) {
+        snprintf(labels, sizeof labels, "limiter=\"%s\"", limiter_names[l]);
+        prom_u64(p, "promo_ingest_rate_limited_total", labels,
+                 atomic_load_explicit(&s->rate_limited[l], memory_order_relaxed));
+    }
+    prom_family(p, "promo_ingest_rate_limit_rps", "gauge", "Configured refill rate per bucket (0 = no limit).");
+    for (int l = 0; l < LIMITER__COUNT; l++) {
+        snprintf(labels, sizeof labels, "limiter=\"%s\"", limiter_names[l]);
+        prom_f64(p, "promo_ingest_rate_limit_rps", labels, ratelimit_rps(s->limiters[l]));
+    }
+    prom_family(p, "promo_ingest_rate_limit_burst", "gauge", "Configured bucket size (0 = no limit).");
+    for (int l = 0; l < LIMITER__COUNT; l++) {
+        snprintf(labels, sizeof labels, "limiter=\"%s\"", limiter_names[l]);
+        prom_f64(p, "promo_ingest_rate_limit_burst", labels, ratelimit_burst(s->limiters[l]));
+    }
     if (s->cfg.notify) {
         notify_stats ns;
         notify_get_stats(s->cfg.notify, &ns);
-        fprintf(f,
-                "# HELP promo_ingest_notify_messages_total Decided request ids received on " NOTIFY_CHANNEL ".\n"
-                "# TYPE promo_ingest_notify_messages_total counter\n"
-                "promo_ingest_notify_messages_total %llu\n"
-                "# HELP promo_ingest_notify_wakeups_total Long-polls woken by a decided request.\n"
-                "# TYPE promo_ingest_notify_wakeups_total counter\n"
-                "promo_ingest_notify_wakeups_total %llu\n"
-                "# HELP promo_ingest_notify_subscriptions_total Subscriptions made (1 + reconnects).\n"
-                "# TYPE promo_ingest_notify_subscriptions_total counter\n"
-                "promo_ingest_notify_subscriptions_total %llu\n"
-                "# HELP promo_ingest_notify_subscribed 1 while subscribed to " NOTIFY_CHANNEL ".\n"
-                "# TYPE promo_ingest_notify_subscribed gauge\n"
-                "promo_ingest_notify_subscribed %d\n"
-                "# HELP promo_ingest_long_polls Long-polls waiting now.\n"
-                "# TYPE promo_ingest_long_polls gauge\n"
-                "promo_ingest_long_polls %lld\n",
-                ns.messages, ns.wakeups, ns.reconnects, ns.connected, ns.waiting);
+        prom_counter(p, "promo_ingest_notify_messages_total", "Decided request ids received on " KEY_DONE_CHANNEL ".",
+                     ns.messages);
+        prom_counter(p, "promo_ingest_notify_wakeups_total", "Long-polls woken by a decided request.", ns.wakeups);
+        prom_counter(p, "promo_ingest_notify_subscriptions_total", "Subscriptions made (1 + reconnects).",
+                     ns.reconnects);
+        prom_gauge(p, "promo_ingest_notify_subscribed", "1 while subscribed to " KEY_DONE_CHANNEL ".", ns.connected);
+        prom_gauge(p, "promo_ingest_long_polls", "Long-polls waiting now.", ns.waiting);
     }
-    fprintf(f,
-            "# HELP promo_ingest_in_flight Requests being handled now.\n"
-            "# TYPE promo_ingest_in_flight gauge\n"
-            "promo_ingest_in_flight %lld\n",
-            (long long)atomic_load(&s->in_flight));
-    fclose(f);
+    prom_gauge(p, "promo_ingest_in_flight", "Requests being handled now.", (long long)atomic_load(&s->in_flight));
+}
+
+static int handle_metrics(http_server *s, struct mg_connection *conn) {
+    prom p;
+    char *buf;
+    size_t len;
+    if (prom_open(&p) != 0) return send_error(conn, 500, "INTERNAL", NULL, "out of memory", no_headers);
+    write_metrics(s, &p);
+    if (prom_close(&p, &buf, &len) != 0) return send_error(conn, 500, "INTERNAL", NULL, "out of memory", no_headers);
     int rc = send_body(conn, 200, "text/plain; version=0.0.4", buf, len, no_headers);
     free(buf);
     return rc;
@@ -748,10 +692,7 @@ static void count(http_server *s, parse_route_id r, int status, int64_t us) {
     size_t c = 0;
     while (c < N_CODES && metric_codes[c] != status) c++;
     atomic_fetch_add_explicit(&s->requests[r][c], 1, memory_order_relaxed);
-    size_t b = 0;
-    while (b < N_BUCKETS && us > latency_us[b]) b++;
-    atomic_fetch_add_explicit(&s->request_buckets[r][b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->request_sum_us[r], (unsigned long long)us, memory_order_relaxed);
+    prom_hist_observe(&s->request_latency[r], (double)us / 1e6);
 }
 
 /* Takes a token from the bucket of key in limiter l; on refusal answers 429
@@ -822,7 +763,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
         }
     }
     switch (route.id) {
-    case ROUTE_HEALTHZ: status = send_json(conn, 200, "{\"status\":\"ok\"}", no_headers); break;
+    case ROUTE_HEALTHZ: status = send_json(conn, 200, OPS_HEALTHZ_BODY, no_headers); break;
     case ROUTE_READYZ: status = handle_ready(s, conn); break;
     case ROUTE_METRICS: status = handle_metrics(s, conn); break;
     case ROUTE_OPENAPI: status = send_json(conn, 200, ingest_openapi_json, no_headers); break;
@@ -907,6 +848,8 @@ http_server *http_start(const http_config *cfg, char *errstr, size_t errstr_size
         return NULL;
     }
     s->cfg = *cfg;
+    s->produce_latency = (prom_hist){.le = latency_s, .n = N_BUCKETS};
+    for (int r = 0; r < ROUTE__COUNT; r++) s->request_latency[r] = (prom_hist){.le = latency_s, .n = N_BUCKETS};
     if (!sha256_md) sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); /* NULL: key_digest() falls back */
     if (keys_parse(s, cfg->api_keys, errstr, errstr_size) || routes_documented(errstr, errstr_size)) {
         free(s);
@@ -963,10 +906,7 @@ void http_drain(http_server *s, int timeout_ms) {
     if (!s) return;
     atomic_store(&s->draining, true);
     int64_t deadline = mono_us() + (int64_t)timeout_ms * 1000;
-    while (atomic_load(&s->in_flight) > 0 && mono_us() < deadline) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    while (atomic_load(&s->in_flight) > 0 && mono_us() < deadline) sleep_ms(10);
     long long left = atomic_load(&s->in_flight);
     if (left > 0) log_warn("shutdown: %lld requests still in flight after %d ms", left, timeout_ms);
 }

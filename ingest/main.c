@@ -14,7 +14,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "docs.h"
 #include "http.h"
@@ -24,11 +23,6 @@
 #include "util.h"
 
 static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 int main(void) {
     log_init("promo-ingest");
@@ -81,12 +75,7 @@ int main(void) {
     bool have_docs = docs_find_dir(docs_dir, sizeof docs_dir) == 0;
     if (!have_docs) log_warn("Swagger UI not found (make deps installs it); /api/docs shows the plain list");
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signals_on_stop(&stop_requested);
 
     int rc = 1;
     http_server *http = NULL;
@@ -121,10 +110,7 @@ int main(void) {
     log_info("listening on %s with %lld threads, kafka %s, redis %s:%d, mysql %s:%d/%s", listen, threads, bootstrap,
              scfg.redis_host, scfg.redis_port, scfg.mysql_host, scfg.mysql_port, scfg.mysql_db);
 
-    while (!stop_requested) {
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    while (!stop_requested) sleep_ms(100);
     log_info("stopping");
     rc = 0;
 out:

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "keys.h"
 #include "redis_conn.h"
 #include "util.h"
 
@@ -100,7 +101,7 @@ static bool subscribe_once(notify *n) {
     redisContext *c = redis_open(n->host, n->port, tv, err, sizeof err);
     if (!c) return false;
     redisSetTimeout(c, tv);
-    redisReply *r = redisCommand(c, "SUBSCRIBE %s", NOTIFY_CHANNEL);
+    redisReply *r = redisCommand(c, "SUBSCRIBE %s", KEY_DONE_CHANNEL);
     if (!r || r->type == REDIS_REPLY_ERROR) {
         if (r) freeReplyObject(r);
         redisFree(c);
@@ -109,7 +110,7 @@ static bool subscribe_once(notify *n) {
     freeReplyObject(r);
     atomic_store(&n->connected, true);
     atomic_fetch_add(&n->reconnects, 1);
-    log_info("subscribed to %s on %s:%d", NOTIFY_CHANNEL, n->host, n->port);
+    log_info("subscribed to %s on %s:%d", KEY_DONE_CHANNEL, n->host, n->port);
     /* What was published while we were away is lost: everyone re-reads. */
     wake(n, NULL);
     bool stop = false;
@@ -131,7 +132,7 @@ static bool subscribe_once(notify *n) {
         if (p[0].revents && redisBufferRead(c) != REDIS_OK) break;
     }
     atomic_store(&n->connected, false);
-    if (!stop) log_warn("subscription to %s lost: %s", NOTIFY_CHANNEL, c->err ? c->errstr : "closed");
+    if (!stop) log_warn("subscription to %s lost: %s", KEY_DONE_CHANNEL, c->err ? c->errstr : "closed");
     redisFree(c);
     /* Waiters now poll slowly until the next subscription; wake them so
      * none sleeps through its whole wait. */

@@ -1,8 +1,8 @@
 /* notify.h — wakes long-polling GET /v1/requests/{id} as soon as a request
  * is decided, without polling Redis.
  *
- * The MySQL sink PUBLISHes a request id on the Redis channel "promo:done"
- * right after it SETs promo:req:<id>. One subscriber thread here (its own
+ * The MySQL sink PUBLISHes a request id on the Redis channel promo:done
+ * (KEY_DONE_CHANNEL, keys.h) right after it SETs promo:req:<id>. One subscriber thread here (its own
  * hiredis connection, reconnecting after any failure) receives those ids and
  * wakes the waiters registered under them. Waiters sit in a striped hash
  * table, each on its stripe's mutex and its own condition variable.
@@ -20,7 +20,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NOTIFY_CHANNEL "promo:done"
 #define NOTIFY_FALLBACK_MS 100
 
 typedef struct notify notify;

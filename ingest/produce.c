@@ -42,9 +42,10 @@
  * PROMO_PRODUCE_TIMEOUT_MS in the worst case and one round trip more than
  * without the gate at most.
  *
- * Settings follow DESIGN.md §3: acks=all and enable.idempotence so a retried
- * batch is never written twice, and murmur2_random so a key lands on the
- * partition the Java client would pick for it, whichever producer wrote it.
+ * Settings follow the fleet's producer rules (common/kafka.h): acks=all and
+ * enable.idempotence so a retried batch is never written twice, and
+ * murmur2_random so a key lands on the partition the Java client would pick
+ * for it, whichever producer wrote it.
  */
 #include "produce.h"
 
@@ -55,7 +56,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka.h"
 #include "latch.h"
+#include "topics.h"
 #include "util.h"
 
 /* Gates per topic; partition p uses gate p % GATES. More partitions than
@@ -102,10 +105,9 @@ struct waiter {
     int64_t held_at_ms;
 };
 
-static const char *const topic_names[3] = {"promo.coupon.cmd", "promo.point.cmd", "promo.timesale.cmd"};
-
 const char *produce_topic(promo_domain d) {
-    return (d >= DOMAIN_COUPON && d <= DOMAIN_TIMESALE) ? topic_names[d] : "promo.unknown.cmd";
+    const char *t = topic_cmd(d);
+    return t ? t : "promo.unknown.cmd";
 }
 
 /* Counts the worker's latch down for w; w may be gone once this returns. */
@@ -241,49 +243,33 @@ produce *produce_new(const char *bootstrap, int timeout_ms, char *errstr, size_t
     for (int d = 0; d < 3; d++)
         for (int i = 0; i < GATES; i++) pthread_mutex_init(&p->topics[d].gates[i].mu, NULL);
     p->gates_init = true;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char timeout[24];
     snprintf(timeout, sizeof timeout, "%d", timeout_ms);
-    const char *settings[][2] = {
-        {"bootstrap.servers", bootstrap},
-        {"client.id", "promo-ingest"},
-        {"acks", "all"},
-        {"enable.idempotence", "true"},
-        {"partitioner", "murmur2_random"},
-        /* With a batch in flight per partition (see the gates above), a
-         * released batch is all there: linger.ms only has to outlast
-         * rd_kafka_produce_batch() handing it over, so that it leaves as one
-         * request. */
-        {"linger.ms", "1"},
-        {"max.in.flight.requests.per.connection", cfg_kafka_max_in_flight()},
-        /* A request for another partition written while one is unacked
-         * must not wait for the broker's ACK (delayed up to 40 ms). */
-        {"socket.nagle.disable", "true"},
-        /* A batch of commands shrinks by a third (84 -> 55 bytes a command
-         * on the wire under the flash-coupon load; request ids are random),
-         * and the dev broker, which keeps 5 MiB of batches per partition as
-         * received, then holds half again as many commands for a processor
-         * that falls behind. No CPU cost showed in the profile. */
-        {"compression.type", "lz4"},
-        {"message.timeout.ms", timeout},
-        /* Keep failures of a down cluster short so 503s come quickly. */
-        {"socket.connection.setup.timeout.ms", "3000"},
-    };
-    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
-        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, errstr_size) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            goto fail;
-        }
-    }
-    rd_kafka_conf_set_opaque(conf, p);
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    rd_kafka_conf_set_log_cb(conf, log_cb);
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
-    if (!p->rk) {
-        rd_kafka_conf_destroy(conf);
-        goto fail;
-    }
+    kafka_conf kc;
+    kafka_conf_producer(&kc, bootstrap, "promo-ingest");
+    /* With a batch in flight per partition (see the gates above), a
+     * released batch is all there: linger.ms only has to outlast
+     * rd_kafka_produce_batch() handing it over, so that it leaves as one
+     * request. */
+    kafka_conf_set(&kc, "linger.ms", "1");
+    /* A request for another partition written while one is unacked
+     * must not wait for the broker's ACK (delayed up to 40 ms). */
+    kafka_conf_set(&kc, "socket.nagle.disable", "true");
+    /* A batch of commands shrinks by a third (84 -> 55 bytes a command
+     * on the wire under the flash-coupon load; request ids are random),
+     * and the dev broker, which keeps 5 MiB of batches per partition as
+     * received, then holds half again as many commands for a processor
+     * that falls behind. No CPU cost showed in the profile. */
+    kafka_conf_set(&kc, "compression.type", "lz4");
+    kafka_conf_set(&kc, "message.timeout.ms", timeout);
+    /* Keep failures of a down cluster short so 503s come quickly. */
+    kafka_conf_set(&kc, "socket.connection.setup.timeout.ms", "3000");
+    rd_kafka_conf_set_opaque(kc.conf, p);
+    rd_kafka_conf_set_dr_msg_cb(kc.conf, dr_msg_cb);
+    rd_kafka_conf_set_error_cb(kc.conf, error_cb);
+    rd_kafka_conf_set_log_cb(kc.conf, log_cb);
+    p->rk = kafka_conf_new_client(&kc, RD_KAFKA_PRODUCER, errstr, errstr_size);
+    if (!p->rk) goto fail;
     for (int d = 0; d < 3; d++) {
         topic *t = &p->topics[d];
         /* A copy of the defaults set above (acks, message.timeout.ms and
@@ -296,9 +282,10 @@ produce *produce_new(const char *bootstrap, int timeout_ms, char *errstr, size_t
         }
         rd_kafka_topic_conf_set_opaque(tconf, t);
         rd_kafka_topic_conf_set_partitioner_cb(tconf, partitioner_cb);
-        t->rkt = rd_kafka_topic_new(p->rk, topic_names[d], tconf); /* takes tconf, also on failure */
+        t->rkt = rd_kafka_topic_new(p->rk, topic_cmd((promo_domain)d), tconf); /* takes tconf, also on failure */
         if (!t->rkt) {
-            snprintf(errstr, errstr_size, "topic %s: %s", topic_names[d], rd_kafka_err2str(rd_kafka_last_error()));
+            snprintf(errstr, errstr_size, "topic %s: %s", topic_cmd((promo_domain)d),
+                     rd_kafka_err2str(rd_kafka_last_error()));
             goto fail;
         }
         for (int i = 0; i < GATES; i++) t->gates[i].rkt = t->rkt;

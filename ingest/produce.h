@@ -44,7 +44,7 @@ int produce_send(produce *p, promo_domain d, const char *key, const void *value,
  * brokers answer and the producer has no fatal error, else -1 with errstr. */
 int produce_ready(produce *p, int timeout_ms, char *errstr, size_t errstr_size);
 
-/* The topic commands of domain d go to: "promo.coupon.cmd"... */
+/* The topic commands of domain d go to (topics.h). */
 const char *produce_topic(promo_domain d);
 
 #endif

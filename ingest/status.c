@@ -30,15 +30,14 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "keys.h"
 #include "redis_conn.h"
+#include "result_json.h"
 #include "util.h"
 
 #define RETRY_MS 500
 #define ID_BUF (PROMO_COUPON_ID_MAX + 1)
 #define POLL_MS 10
-#define REQ_PREFIX "promo:req:"
-/* The fingerprint of the HTTP request that claimed an id; see status_claim(). */
-#define IDEM_PREFIX "promo:idem:"
 
 static status_config cfg;
 
@@ -204,7 +203,8 @@ static void pending_round(status_pending *list) {
     status_pending *pr = list, *next;
     size_t sent = 0;
     for (status_pending *q = list; c && q; q = q->next, sent++)
-        if (redisAppendCommand(c, "SET " REQ_PREFIX "%s %s NX EX %d", q->request_id, q->json, cfg.ttl_s) != REDIS_OK)
+        if (redisAppendCommand(c, "SET " KEY_REQ_PREFIX "%s %s NX EX %d", q->request_id, q->json, cfg.ttl_s) !=
+            REDIS_OK)
             break;
     for (; pr && sent > 0; pr = next, sent--) {
         next = pr->next; /* pr may be gone once done */
@@ -273,9 +273,9 @@ void status_pending_send(status_pending *pr, const char *request_id, const char 
 static int keys_delete(const char *request_id, bool req, bool idem, char *errstr, size_t errstr_size) {
     redisReply *r;
     if (req && idem)
-        r = redis_cmd(errstr, errstr_size, "DEL " REQ_PREFIX "%s " IDEM_PREFIX "%s", request_id, request_id);
+        r = redis_cmd(errstr, errstr_size, "DEL " KEY_REQ_PREFIX "%s " KEY_IDEM_PREFIX "%s", request_id, request_id);
     else if (req || idem)
-        r = redis_cmd(errstr, errstr_size, req ? "DEL " REQ_PREFIX "%s" : "DEL " IDEM_PREFIX "%s", request_id);
+        r = redis_cmd(errstr, errstr_size, req ? "DEL " KEY_REQ_PREFIX "%s" : "DEL " KEY_IDEM_PREFIX "%s", request_id);
     else
         return 0;
     if (!r) return -1;
@@ -325,9 +325,10 @@ static redisReply *claim_exec(const char *request_id, const char *fingerprint, c
         redisContext *c = redis_conn(errstr, errstr_size);
         if (!c) return NULL;
         if (redisAppendCommand(c, "MULTI") != REDIS_OK ||
-            redisAppendCommand(c, "SET " IDEM_PREFIX "%s %s NX GET EX %d", request_id, fingerprint, cfg.ttl_s) !=
+            redisAppendCommand(c, "SET " KEY_IDEM_PREFIX "%s %s NX GET EX %d", request_id, fingerprint, cfg.ttl_s) !=
                 REDIS_OK ||
-            redisAppendCommand(c, "SET " REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s) != REDIS_OK ||
+            redisAppendCommand(c, "SET " KEY_REQ_PREFIX "%s %s NX GET EX %d", request_id, json, cfg.ttl_s) !=
+                REDIS_OK ||
             redisAppendCommand(c, "EXEC") != REDIS_OK) {
             snprintf(errstr, errstr_size, "out of memory");
             redis_drop(); /* commands may be half queued */
@@ -400,7 +401,7 @@ int status_release(const char *request_id, const status_claimed *claimed, char *
 
 /* 0 with *val (caller frees), STATUS_NOT_FOUND, or -1. */
 static int redis_get_request(const char *request_id, char **val, char *errstr, size_t errstr_size) {
-    redisReply *r = redis_cmd(errstr, errstr_size, "GET " REQ_PREFIX "%s", request_id);
+    redisReply *r = redis_cmd(errstr, errstr_size, "GET " KEY_REQ_PREFIX "%s", request_id);
     if (!r) return -1;
     int rc = STATUS_NOT_FOUND;
     if (r->type == REDIS_REPLY_STRING) {
@@ -738,17 +739,6 @@ static int mysql_get_request(const char *request_id, char **out, char *errstr, s
     return rc;
 }
 
-/* Only ingest writes PENDING, always in this compact spelling (http.c). */
-static bool is_pending(const char *json) {
-    return strstr(json, "\"status\":\"PENDING\"") != NULL;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
 static const col callback_cols[] = {
     {"status", COL_STR},       {"attempts", COL_INT},        {"last_status", COL_INT}, {"last_error", COL_STR},
     {"delivered_at", COL_INT}, {"next_attempt_at", COL_INT}, {"url", COL_STR},
@@ -759,7 +749,7 @@ static const col callback_cols[] = {
  * from the dispatcher's table. Only final answers pay for this query; a
  * failure to read it leaves the answer as it was. */
 static void add_callback_state(const char *request_id, char **json) {
-    if (is_pending(*json)) return;
+    if (result_json_is_pending(*json)) return;
     char id[2 * ID_BUF], sql[320], err[128];
     if (mysql_esc(request_id, id, sizeof id, err, sizeof err)) return;
     snprintf(sql, sizeof sql,
@@ -792,7 +782,7 @@ int status_get_request(const char *request_id, int wait_ms, char **out, char *er
         rc = redis_get_request(request_id, &val, errstr, errstr_size);
         bool time_left = mono_ms() < deadline;
         if (rc == 0) {
-            if (!is_pending(val) || !time_left) {
+            if (!result_json_is_pending(val) || !time_left) {
                 *out = val;
                 goto out;
             }

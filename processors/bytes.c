@@ -11,6 +11,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+size_t bytes_uvarint_put(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+size_t bytes_uvarint_get(const uint8_t *p, const uint8_t *end, uint64_t *v) {
+    uint64_t u = 0;
+    for (size_t i = 0; i < 10 && p + i < end; i++) {
+        /* The tenth byte may only carry the top bit of a 64-bit value. */
+        if (i == 9 && p[i] > 1) return 0;
+        u |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = u;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* The shift is done on the unsigned value so it is defined for every input. */
+uint64_t bytes_zigzag(int64_t v) {
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+int64_t bytes_unzigzag(uint64_t u) {
+    return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+}
+
 void bytes_w_reset(bytes_w *w) {
     w->len = 0;
     w->err = 0;
@@ -40,14 +73,7 @@ void bytes_put_u8(bytes_w *w, uint8_t v) {
 
 void bytes_put_i64(bytes_w *w, int64_t v) {
     if (bytes_w_grow(w, 10) != 0) return;
-    /* Zigzag keeps small negative numbers short; the shift is done on the
-     * unsigned value so it is defined for every input. */
-    uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    while (u >= 0x80) {
-        w->data[w->len++] = (uint8_t)(u | 0x80);
-        u >>= 7;
-    }
-    w->data[w->len++] = (uint8_t)u;
+    w->len += bytes_uvarint_put(w->data + w->len, bytes_zigzag(v));
 }
 
 void bytes_put_str(bytes_w *w, const char *s) {
@@ -73,17 +99,14 @@ uint8_t bytes_get_u8(bytes_r *r) {
 }
 
 int64_t bytes_get_i64(bytes_r *r) {
-    uint64_t u = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        if (r->err || r->p >= r->end) break;
-        uint8_t b = *r->p++;
-        /* The tenth byte may only carry the top bit of a 64-bit value. */
-        if (shift == 63 && b > 1) break;
-        u |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    uint64_t u;
+    size_t n = r->err || !r->p ? 0 : bytes_uvarint_get(r->p, r->end, &u);
+    if (!n) {
+        r->err = 1;
+        return 0;
     }
-    r->err = 1;
-    return 0;
+    r->p += n;
+    return bytes_unzigzag(u);
 }
 
 void bytes_get_str(bytes_r *r, char *out, size_t out_size) {

@@ -39,6 +39,7 @@
 #include "arena.h"
 #include "bytes.h"
 #include "domain.h"
+#include "topics.h"
 #include "hash.h"
 
 /* uthash must not exit() when it runs out of memory: a failed add leaves the
@@ -853,7 +854,7 @@ static size_t coupon_entries(void *state) {
 const domain_ops coupon_ops = {
     .domain = DOMAIN_COUPON,
     .name = "coupon",
-    .topic = "promo.coupon.cmd",
+    .topic = TOPIC_COUPON_CMD,
     .schema_id = 1,
     .state_new = coupon_state_new,
     .state_destroy = coupon_state_destroy,

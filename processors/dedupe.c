@@ -35,7 +35,7 @@
  * Stored results: a result is Confluent-framed Avro beginning with the request
  * id, which the entry already holds, so FORM_FRAMED keeps only the bytes after
  * it and get() rebuilds the frame; FORM_PACKED goes on to pack those bytes
- * field by field (see "packed results" below), about a third of their size.
+ * field by field (result_pack.c), about a third of their size.
  * Anything else is kept as is (FORM_RAW). get() returns exactly the bytes
  * put() was given: the frame is compared byte for byte, and a packed form is
  * kept only after unpacking it gave back every byte.
@@ -44,13 +44,16 @@
  * a freed segment's number is kept for the next dump as a deletion.
  */
 #include "dedupe.h"
-#include "hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+
+#include "bytes.h"
+#include "hash.h"
+#include "result_pack.h"
 
 #define SEG_VERSION 2
 #define SEG_HEADER 11  /* version, base time, entry count */
@@ -65,8 +68,9 @@
 
 enum { FORM_RAW = 0, FORM_FRAMED = 1, FORM_PACKED = 2 };
 
-/* The Confluent frame of a Result: magic byte 0, schema id 4 (big-endian). */
-static const uint8_t result_frame[5] = {0, 0, 0, 0, 4};
+/* The most a packed result may unpack to: what a segment can hold, and room
+ * for the strings its indexes stand for. */
+#define PACK_OUT_MAX (SEG_MAX + 1024)
 
 typedef struct seg {
     uint64_t seq;
@@ -107,38 +111,7 @@ struct dedupe {
     size_t pack_cap;
 };
 
-/* ---- small encodings ------------------------------------------------------- */
-
-static size_t put_uvarint(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-/* Returns the bytes read, or 0 if malformed or past end. */
-static size_t get_uvarint(const uint8_t *p, const uint8_t *end, uint64_t *v) {
-    uint64_t u = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        if (i == 9 && p[i] > 1) return 0;
-        u |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = u;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
-static uint64_t zigzag(int64_t v) {
-    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-static int64_t unzigzag(uint64_t u) {
-    return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
-}
+/* ---- small encodings (varints and zigzag: bytes.h) ------------------------ */
 
 static void put_le64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -264,14 +237,14 @@ static size_t ent_parse(const uint8_t *data, size_t len, int64_t base_at, size_t
     e->id = p;
     p += e->id_len;
     uint64_t u;
-    size_t k = get_uvarint(p, end, &u);
+    size_t k = bytes_uvarint_get(p, end, &u);
     if (!k) return 0;
     p += k;
-    e->at = (int64_t)((uint64_t)base_at + (uint64_t)unzigzag(u));
+    e->at = (int64_t)((uint64_t)base_at + (uint64_t)bytes_unzigzag(u));
     if (end - p < 8) return 0;
     e->fp = get_le64(p);
     p += 8;
-    if (!(k = get_uvarint(p, end, &u)) || u < 1 || u > (uint64_t)(end - p - (ptrdiff_t)k)) return 0;
+    if (!(k = bytes_uvarint_get(p, end, &u)) || u < 1 || u > (uint64_t)(end - p - (ptrdiff_t)k)) return 0;
     p += k;
     e->form = p[0];
     e->body = p + 1;
@@ -283,360 +256,14 @@ static size_t ent_parse(const uint8_t *data, size_t len, int64_t base_at, size_t
  * the request id exactly as the codec writes them (the rebuilt prefix is
  * compared byte for byte, so this can never change a result), else raw. */
 static uint8_t result_form(const char *id, size_t id_len, const uint8_t *r, size_t len, size_t *skip) {
-    uint8_t pre[sizeof result_frame + 10 + PROMO_ID_MAX];
-    memcpy(pre, result_frame, sizeof result_frame);
-    size_t n = sizeof result_frame;
-    n += put_uvarint(pre + n, zigzag((int64_t)id_len));
-    memcpy(pre + n, id, id_len);
-    n += id_len;
+    uint8_t pre[RESULT_PACK_PREFIX_MAX];
+    size_t n = result_pack_prefix(pre, id, id_len);
     if (len >= n && memcmp(r, pre, n) == 0) {
         *skip = n;
         return FORM_FRAMED;
     }
     *skip = 0;
     return FORM_RAW;
-}
-
-/* ---- packed results -------------------------------------------------------- */
-
-/* FORM_PACKED: the Avro body of a Result after its request id, walked field
- * by field with the schema (schemas/result.avsc) and written shorter:
- *   - every [null, X] union becomes one bit, the bits stored first;
- *   - submitted_at is stored as its distance from the entry's time (the
- *     command's submitted_at, so usually 0), and the other times as their
- *     distance from submitted_at;
- *   - a string equal to the request id, to a string met earlier in the
- *     result, or to a word of pack_words (type names, status and reason
- *     codes) is an index; one that extends such a string (a coupon id after
- *     its policy id) is an index and the rest.
- * Layout: varint length of the bit bytes, the bit bytes, then the values.
- * Packing and unpacking run the same walk (pack_result()), and put() keeps
- * the packed form only if unpacking it gives back every byte, so a schema or
- * codec change can only make results stored less tightly, never wrongly.
- * pack_words may grow at its end only: stored indexes refer to it. */
-
-#define W(s)                                                                                                           \
-    { s, sizeof s - 1 }
-static const struct {
-    const char *s;
-    size_t n;
-} pack_words[] = {
-    W("CreateCouponPolicy"),
-    W("IssueCoupon"),
-    W("RedeemCoupon"),
-    W("CancelRedemption"),
-    W("EarnPoints"),
-    W("UsePoints"),
-    W("CancelPointUse"),
-    W("CreateTimeSale"),
-    W("PlaceOrder"),
-    W("CancelOrder"),
-    W("ISSUED"),
-    W("REDEEMED"),
-    W("PLACED"),
-    W("CANCELLED"),
-    W("SOLD_OUT"),
-    W("LIMIT_EXCEEDED"),
-    W("NOT_STARTED"),
-    W("ENDED"),
-    W("NOT_FOUND"),
-    W("NOT_OWNER"),
-    W("ALREADY_REDEEMED"),
-    W("EXPIRED"),
-    W("MIN_ORDER_NOT_MET"),
-    W("NOT_REDEEMED"),
-    W("ORDER_MISMATCH"),
-    W("INSUFFICIENT_BALANCE"),
-    W("DUPLICATE_ORDER"),
-    W("ALREADY_CANCELLED"),
-    W("ALREADY_EXISTS"),
-    W("ALREADY_EXPIRED"),
-    W("BALANCE_OVERFLOW"),
-    W("INVALID_AMOUNT"),
-    W("INVALID_QUANTITY"),
-    W("UNSUPPORTED_COMMAND"),
-    W("IDEMPOTENCY_KEY_REUSED"),
-};
-#undef W
-#define PACK_NWORDS (sizeof pack_words / sizeof pack_words[0])
-#define PACK_STRS 48   /* strings of one result remembered for back references */
-#define PACK_BITS 64   /* bytes of union bits: far more unions than a result has */
-#define PACK_LEDGER 64 /* ledger entries: a result has at most PROMO_LEDGER_MAX */
-#define PACK_OUT_MAX (SEG_MAX + 1024)
-
-enum { L_RAW, L_AT, L_TS }; /* how a long is predicted */
-enum { S_ID, S_WORD };      /* where a string is looked for */
-
-typedef struct pk {
-    bool unpack;             /* false: Avro -> packed; true: packed -> Avro */
-    const uint8_t *in, *end; /* values being read */
-    uint8_t *out, *oend;     /* values being written */
-    uint8_t *wbits;          /* pack: the union bits written */
-    const uint8_t *rbits;    /* unpack: the union bits read */
-    size_t nbits, bits_max;
-    int err;
-    int64_t at, submitted;
-    size_t nstr;
-    const uint8_t *str[PACK_STRS]; /* [0] is the request id */
-    size_t str_len[PACK_STRS];
-} pk;
-
-static uint64_t pk_get(pk *c) {
-    uint64_t v = 0;
-    size_t k = c->err ? 0 : get_uvarint(c->in, c->end, &v);
-    if (!k) {
-        c->err = 1;
-        return 0;
-    }
-    c->in += k;
-    return v;
-}
-
-static void pk_put(pk *c, uint64_t v) {
-    if (c->err || c->oend - c->out < 10) {
-        c->err = 1;
-        return;
-    }
-    c->out += put_uvarint(c->out, v);
-}
-
-static void pk_bytes(pk *c, const uint8_t *p, size_t n) {
-    if (c->err || (size_t)(c->oend - c->out) < n) {
-        c->err = 1;
-        return;
-    }
-    if (n) memcpy(c->out, p, n);
-    c->out += n;
-}
-
-static int64_t pk_long(pk *c, int kind) {
-    uint64_t pred = kind == L_AT ? (uint64_t)c->at : kind == L_TS ? (uint64_t)c->submitted : 0;
-    int64_t v;
-    if (!c->unpack) {
-        v = unzigzag(pk_get(c));
-        pk_put(c, zigzag((int64_t)((uint64_t)v - pred)));
-    } else {
-        v = (int64_t)((uint64_t)unzigzag(pk_get(c)) + pred);
-        pk_put(c, zigzag(v));
-    }
-    return v;
-}
-
-/* A [null, X] union: returns 1 when X follows. */
-static int pk_union(pk *c) {
-    if (c->err) return 0;
-    if (c->nbits >= c->bits_max * 8) {
-        c->err = 1;
-        return 0;
-    }
-    size_t i = c->nbits++;
-    int b;
-    if (!c->unpack) {
-        uint64_t u = pk_get(c);
-        if (u > 2 || u == 1) { /* branch 0 or 1, zigzag encoded */
-            c->err = 1;
-            return 0;
-        }
-        b = u == 2;
-        if (b) c->wbits[i / 8] |= (uint8_t)(1u << (i % 8));
-    } else {
-        b = (c->rbits[i / 8] >> (i % 8)) & 1;
-        pk_put(c, b ? 2 : 0);
-    }
-    return b;
-}
-
-static void pk_remember(pk *c, const uint8_t *p, size_t n) {
-    if (c->nstr < PACK_STRS) {
-        c->str[c->nstr] = p;
-        c->str_len[c->nstr++] = n;
-    }
-}
-
-/* Code 0: a literal; 2i + 1: string i; 2i + 2: string i then a literal.
- * Indexes: 0 the request id, then pack_words, then this result's strings. */
-static void pk_str(pk *c, int kind) {
-    if (c->err) return;
-    if (!c->unpack) {
-        int64_t len = unzigzag(pk_get(c)); /* an Avro string's length is a zigzag long */
-        uint64_t n = (uint64_t)len;
-        if (c->err || len < 0 || n > (uint64_t)(c->end - c->in)) {
-            c->err = 1;
-            return;
-        }
-        const uint8_t *s = c->in;
-        c->in += n;
-        size_t exact = SIZE_MAX, pre = SIZE_MAX, pre_len = 0;
-        for (size_t i = 0; i < c->nstr; i++) {
-            size_t l = c->str_len[i];
-            if (l == n && memcmp(c->str[i], s, n) == 0) {
-                exact = i ? i + PACK_NWORDS : 0;
-                break;
-            }
-            if (l >= 2 && l < n && l > pre_len && memcmp(c->str[i], s, l) == 0) {
-                pre = i ? i + PACK_NWORDS : 0;
-                pre_len = l;
-            }
-        }
-        for (size_t w = 0; kind == S_WORD && exact == SIZE_MAX && w < PACK_NWORDS; w++)
-            if (pack_words[w].n == n && memcmp(pack_words[w].s, s, n) == 0) exact = w + 1;
-        if (exact != SIZE_MAX) {
-            pk_put(c, 2 * (uint64_t)exact + 1);
-        } else if (pre != SIZE_MAX) {
-            pk_put(c, 2 * (uint64_t)pre + 2);
-            pk_put(c, n - pre_len);
-            pk_bytes(c, s + pre_len, n - pre_len);
-        } else {
-            pk_put(c, 0);
-            pk_put(c, n);
-            pk_bytes(c, s, n);
-        }
-        pk_remember(c, s, n);
-        return;
-    }
-    uint64_t code = pk_get(c);
-    const uint8_t *base = NULL;
-    size_t base_len = 0;
-    uint64_t suffix = 0;
-    if (code) {
-        uint64_t i = (code - 1) / 2;
-        if (i == 0) {
-            base = c->str[0], base_len = c->str_len[0];
-        } else if (i <= PACK_NWORDS) {
-            base = (const uint8_t *)pack_words[i - 1].s, base_len = pack_words[i - 1].n;
-        } else if (i - PACK_NWORDS < c->nstr) {
-            base = c->str[i - PACK_NWORDS], base_len = c->str_len[i - PACK_NWORDS];
-        } else {
-            c->err = 1;
-            return;
-        }
-    }
-    if (code % 2 == 0) {
-        suffix = pk_get(c);
-        if (c->err || suffix > (uint64_t)(c->end - c->in)) {
-            c->err = 1;
-            return;
-        }
-    }
-    pk_put(c, zigzag((int64_t)(base_len + suffix)));
-    uint8_t *s = c->out;
-    pk_bytes(c, base, base_len);
-    pk_bytes(c, c->in, (size_t)suffix);
-    if (c->err) return;
-    c->in += suffix;
-    pk_remember(c, s, base_len + (size_t)suffix);
-}
-
-/* The Result schema after request_id, in field order. */
-static void pk_walk(pk *c) {
-    pk_long(c, L_RAW);                  /* domain */
-    pk_str(c, S_WORD);                  /* command_type */
-    pk_long(c, L_RAW);                  /* status */
-    if (pk_union(c)) pk_str(c, S_WORD); /* reason */
-    pk_str(c, S_ID);                    /* entity_key */
-    c->submitted = pk_long(c, L_AT);
-    pk_long(c, L_TS);                   /* processed_at */
-    if (pk_union(c)) pk_str(c, S_ID);   /* callback_url */
-    if (pk_union(c)) pk_str(c, S_ID);   /* client_id */
-    pk_long(c, L_RAW);                  /* source_partition */
-    pk_long(c, L_RAW);                  /* source_offset */
-    pk_long(c, L_RAW);                  /* version */
-    if (pk_union(c)) pk_str(c, S_ID);   /* user_id */
-    if (pk_union(c)) pk_str(c, S_ID);   /* policy_id */
-    if (pk_union(c)) pk_str(c, S_ID);   /* coupon_id */
-    if (pk_union(c)) pk_str(c, S_WORD); /* coupon_status */
-    if (pk_union(c)) pk_long(c, L_TS);  /* issued_at */
-    if (pk_union(c)) pk_long(c, L_TS);  /* expires_at */
-    if (pk_union(c)) pk_long(c, L_RAW); /* discount */
-    if (pk_union(c)) pk_str(c, S_ID);   /* order_id */
-    if (pk_union(c)) pk_long(c, L_RAW); /* order_amount */
-    if (pk_union(c)) pk_str(c, S_WORD); /* order_status */
-    for (int i = 0; i < 6; i++)         /* quantity, issued, sold, remaining, amount, balance */
-        if (pk_union(c)) pk_long(c, L_RAW);
-    if (pk_union(c)) pk_long(c, L_TS);                 /* next_expiry_at */
-    if (pk_union(c)) pk_long(c, L_RAW);                /* next_expiry_amount */
-    if (pk_union(c)) {                                 /* policy */
-        pk_str(c, S_ID);                               /* policy_id */
-        pk_str(c, S_ID);                               /* name */
-        pk_long(c, L_RAW);                             /* discount_type */
-        pk_long(c, L_RAW);                             /* discount_value */
-        if (pk_union(c)) pk_long(c, L_RAW);            /* max_discount */
-        for (int i = 0; i < 3; i++) pk_long(c, L_RAW); /* min_order_amount, total_quantity, per_user_limit */
-        pk_long(c, L_TS);                              /* issue_starts_at */
-        pk_long(c, L_TS);                              /* issue_ends_at */
-        if (pk_union(c)) pk_long(c, L_TS);             /* valid_until */
-        if (pk_union(c)) pk_long(c, L_RAW);            /* valid_days */
-    }
-    if (pk_union(c)) {                                 /* sale */
-        for (int i = 0; i < 3; i++) pk_str(c, S_ID);   /* sale_id, product_id, name */
-        for (int i = 0; i < 4; i++) pk_long(c, L_RAW); /* prices, stock, per_user_limit */
-        pk_long(c, L_TS);                              /* starts_at */
-        pk_long(c, L_TS);                              /* ends_at */
-    }
-    /* ledger: one block of n entries then 0, as the codec writes it. */
-    int64_t n = c->unpack ? (int64_t)pk_get(c) : unzigzag(pk_get(c));
-    if (c->err || n < 0 || n > PACK_LEDGER) {
-        c->err = 1;
-        return;
-    }
-    pk_put(c, c->unpack ? zigzag(n) : (uint64_t)n);
-    for (int64_t i = 0; i < n && !c->err; i++) {
-        for (int k = 0; k < 4; k++) pk_long(c, L_RAW); /* seq, kind, delta, balance_after */
-        if (pk_union(c)) pk_str(c, S_ID);              /* order_id */
-        if (pk_union(c)) pk_str(c, S_ID);              /* reason */
-        if (pk_union(c)) pk_long(c, L_TS);             /* expires_at */
-        pk_long(c, L_TS);                              /* at */
-    }
-    if (n > 0) {
-        if (!c->unpack && pk_get(c) != 0) c->err = 1;
-        if (c->unpack) pk_put(c, 0);
-    }
-}
-
-/* Packs body (the Avro after the request id) into out (at most out_max
- * bytes). Returns the packed length, or 0 if it cannot be packed. */
-static size_t pack_result(const char *id, size_t id_len, int64_t at, const uint8_t *body, size_t len, uint8_t *out,
-                          size_t out_max) {
-    uint8_t bits[PACK_BITS] = {0};
-    pk c = {.in = body,
-            .end = body + len,
-            .out = out + 1 + PACK_BITS,
-            .oend = out + out_max,
-            .wbits = bits,
-            .bits_max = PACK_BITS,
-            .at = at};
-    if (out_max < 1 + PACK_BITS) return 0;
-    pk_remember(&c, (const uint8_t *)id, id_len);
-    pk_walk(&c);
-    if (c.err || c.in != c.end) return 0;
-    /* Bits first: move the values down behind them. */
-    size_t nb = (c.nbits + 7) / 8, values = (size_t)(c.out - (out + 1 + PACK_BITS));
-    out[0] = (uint8_t)nb;
-    memcpy(out + 1, bits, nb);
-    memmove(out + 1 + nb, out + 1 + PACK_BITS, values);
-    return 1 + nb + values;
-}
-
-/* Unpacks into out (at most out_max bytes). Returns the Avro length, or
- * SIZE_MAX if the packed bytes are malformed or do not fit. */
-static size_t unpack_result(const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
-                            size_t out_max) {
-    if (len < 1 || p[0] > PACK_BITS || (size_t)p[0] + 1 > len) return SIZE_MAX;
-    pk c = {.unpack = true,
-            .in = p + 1 + p[0],
-            .end = p + len,
-            .out = out,
-            .oend = out + out_max,
-            .rbits = p + 1,
-            .bits_max = p[0],
-            .at = at};
-    pk_remember(&c, (const uint8_t *)id, id_len);
-    pk_walk(&c);
-    /* Exactly the bits written: an unused bit set would unpack the same
-     * from two different byte strings. */
-    if (c.err || c.in != c.end || (c.nbits + 7) / 8 != p[0] || (c.nbits % 8 && p[p[0]] >> (c.nbits % 8)))
-        return SIZE_MAX;
-    return (size_t)(c.out - out);
 }
 
 static int scratch_reserve(dedupe *d, size_t n) {
@@ -648,17 +275,6 @@ static int scratch_reserve(dedupe *d, size_t n) {
     d->scratch = p;
     d->scratch_cap = cap;
     return 0;
-}
-
-/* What FRAMED and PACKED entries leave out: the Result's frame and its first
- * field, the request id. p has room for sizeof result_frame + 10 + id_len.
- * Returns the bytes written. */
-static size_t put_frame_id(uint8_t *p, const char *id, size_t id_len) {
-    memcpy(p, result_frame, sizeof result_frame);
-    size_t n = sizeof result_frame;
-    n += put_uvarint(p + n, zigzag((int64_t)id_len));
-    memcpy(p + n, id, id_len);
-    return n + id_len;
 }
 
 /* The result an entry stores, exactly as it was put: borrowed from the
@@ -673,20 +289,20 @@ static int ent_result(dedupe *d, const ent *e, const uint8_t **out, size_t *out_
         *out_len = e->body_len;
         return 0;
     case FORM_FRAMED: {
-        if (scratch_reserve(d, sizeof result_frame + 10 + id_len + e->body_len) != 0) return -1;
+        if (scratch_reserve(d, RESULT_PACK_PREFIX_MAX + e->body_len) != 0) return -1;
         uint8_t *p = d->scratch;
-        size_t n = put_frame_id(p, id, id_len);
+        size_t n = result_pack_prefix(p, id, id_len);
         if (e->body_len) memcpy(p + n, e->body, e->body_len);
         *out = p;
         *out_len = n + e->body_len;
         return 0;
     }
     case FORM_PACKED: {
-        size_t pre = sizeof result_frame + 10 + id_len;
+        size_t pre = RESULT_PACK_PREFIX_MAX;
         if (scratch_reserve(d, pre + PACK_OUT_MAX) != 0) return -1;
         uint8_t *p = d->scratch;
-        size_t n = put_frame_id(p, id, id_len);
-        size_t m = unpack_result(id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
+        size_t n = result_pack_prefix(p, id, id_len);
+        size_t m = result_unpack(id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
         if (m == SIZE_MAX) return -1;
         *out = p;
         *out_len = n + m;
@@ -936,10 +552,10 @@ static size_t seg_append(dedupe *d, seg *s, uint8_t id_tag, const uint8_t *id, s
     *p++ = id_tag;
     memcpy(p, id, id_len);
     p += id_len;
-    p += put_uvarint(p, zigzag((int64_t)((uint64_t)at - (uint64_t)s->base_at)));
+    p += bytes_uvarint_put(p, bytes_zigzag((int64_t)((uint64_t)at - (uint64_t)s->base_at)));
     put_le64(p, fp);
     p += 8;
-    p += put_uvarint(p, (uint64_t)body_len + 1);
+    p += bytes_uvarint_put(p, (uint64_t)body_len + 1);
     *p++ = form;
     if (body_len) memcpy(p, body, body_len);
     p += body_len;
@@ -990,7 +606,7 @@ int dedupe_get(dedupe *d, const char *request_id, dedupe_hit *hit) {
  * 0 to store the body as it is: it does not pack, packs no shorter, or does
  * not unpack to the very same bytes. */
 static size_t pack_try(dedupe *d, const char *id, size_t id_len, int64_t at, const uint8_t *body, size_t len) {
-    size_t max = len + 1 + PACK_BITS;
+    size_t max = len + 1 + RESULT_PACK_BITS;
     if (max > d->pack_cap) {
         uint8_t *p = realloc(d->pack, max);
         if (!p) return 0;
@@ -998,9 +614,9 @@ static size_t pack_try(dedupe *d, const char *id, size_t id_len, int64_t at, con
         d->pack_cap = max;
     }
     if (scratch_reserve(d, PACK_OUT_MAX) != 0) return 0;
-    size_t n = pack_result(id, id_len, at, body, len, d->pack, max);
+    size_t n = result_pack(id, id_len, at, body, len, d->pack, max);
     if (!n || n >= len) return 0;
-    size_t m = unpack_result(id, id_len, at, d->pack, n, d->scratch, PACK_OUT_MAX);
+    size_t m = result_unpack(id, id_len, at, d->pack, n, d->scratch, PACK_OUT_MAX);
     return m == len && memcmp(d->scratch, body, len) == 0 ? n : 0;
 }
 
@@ -1100,7 +716,7 @@ int dedupe_dump(dedupe *d, int all, domain_emit_fn emit, void *ctx) {
         uint8_t v[12];
         v[0] = META_VERSION;
         v[1] = d->has_now;
-        size_t n = 2 + put_uvarint(v + 2, zigzag(d->has_now ? d->now : 0));
+        size_t n = 2 + bytes_uvarint_put(v + 2, bytes_zigzag(d->has_now ? d->now : 0));
         rc = emit(ctx, "r:#", 3, v, n);
     }
     if (rc != 0) return rc;
@@ -1118,10 +734,10 @@ int dedupe_dump(dedupe *d, int all, domain_emit_fn emit, void *ctx) {
 static int load_meta(dedupe *d, const uint8_t *val, size_t val_len) {
     uint64_t u;
     if (val_len < 3 || val[0] != META_VERSION || val[1] > 1) return -1;
-    size_t k = get_uvarint(val + 2, val + val_len, &u);
+    size_t k = bytes_uvarint_get(val + 2, val + val_len, &u);
     if (!k || 2 + k != val_len || (!val[1] && u != 0)) return -1;
     d->has_now = val[1];
-    d->now = d->has_now ? unzigzag(u) : 0;
+    d->now = d->has_now ? bytes_unzigzag(u) : 0;
     return 0;
 }
 
@@ -1150,7 +766,7 @@ static int load_seg(dedupe *d, const char *num, size_t num_len, const uint8_t *v
         size_t id_len = sid_text(e.id_tag, e.id, id);
         if (e.form == FORM_PACKED &&
             (scratch_reserve(d, PACK_OUT_MAX) != 0 ||
-             unpack_result(id, id_len, e.at, e.body, e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
+             result_unpack(id, id_len, e.at, e.body, e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
             return -1;
         if (e.at > max_at) max_at = e.at;
     }

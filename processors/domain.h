@@ -15,7 +15,7 @@
 #ifndef PROMO_DOMAIN_H
 #define PROMO_DOMAIN_H
 
-#include "../common/cmd.h"
+#include "cmd.h"
 
 /* Called once per entry by dump(); val NULL means the entry was deleted.
  * Returns 0 to go on, nonzero to stop the dump (dump returns that value). */
@@ -24,7 +24,7 @@ typedef int (*domain_emit_fn)(void *ctx, const char *key, size_t key_len, const 
 typedef struct domain_ops {
     promo_domain domain;
     const char *name;  /* "coupon", "point", "timesale" */
-    const char *topic; /* "promo.coupon.cmd"... */
+    const char *topic; /* TOPIC_COUPON_CMD... (topics.h) */
     int schema_id;     /* 1, 2, 3 */
     /* Caller frees with destroy(). NULL on out of memory. */
     void *(*state_new)(void);

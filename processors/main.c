@@ -15,11 +15,6 @@
 
 static volatile sig_atomic_t stop;
 
-static void on_signal(int sig) {
-    (void)sig;
-    stop = 1;
-}
-
 int main(int argc, char **argv) {
     const char *name = cfg_str("PROMO_DOMAIN", NULL);
     for (int i = 1; i < argc; i++) {
@@ -39,11 +34,7 @@ int main(int argc, char **argv) {
     snprintf(prog, sizeof prog, "processor-%s", ops->name);
     log_init(prog);
 
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signals_on_stop(&stop);
 
     char errstr[512];
     runtime *rt = runtime_new(ops, errstr, sizeof errstr);

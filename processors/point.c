@@ -27,6 +27,7 @@
  * then bytes.h varints; see point_encode()).
  */
 #include "domain.h"
+#include "topics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -771,7 +772,7 @@ static size_t point_entries(void *state) {
 const domain_ops point_ops = {
     .domain = DOMAIN_POINT,
     .name = "point",
-    .topic = "promo.point.cmd",
+    .topic = TOPIC_POINT_CMD,
     .schema_id = 2,
     .state_new = point_state_new,
     .state_destroy = point_state_destroy,

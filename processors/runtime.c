@@ -49,23 +49,22 @@
  */
 #include "runtime.h"
 
-#include <civetweb.h>
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "checkpoint.h"
 #include "codec.h"
 #include "dedupe.h"
+#include "kafka.h"
+#include "ops.h"
 #include "partition.h"
 #include "redis_conn.h"
+#include "topics.h"
 #include "util.h"
 
-#define RESULTS_TOPIC "promo.results"
-#define DLQ_TOPIC "promo.dlq"
 #define MAX_PARTITIONS 4096
 
 typedef struct part {
@@ -122,7 +121,7 @@ struct runtime {
     char name[64];           /* "processor-coupon", the DeadLetter consumer */
     char redis_host[256];
     int redis_port;
-    struct mg_context *metrics;
+    ops *metrics;
     stats st;
 };
 
@@ -180,8 +179,7 @@ static part *part_restore(runtime *rt, int32_t id, int64_t epoch, int64_t floor,
     for (int attempt = 0;; attempt++) {
         if (attempt > 0) {
             if (stop && *stop) return NULL;
-            struct timespec ts = {0, 200 * 1000000L};
-            nanosleep(&ts, NULL);
+            sleep_ms(200);
         }
         if (redis_ready(rt) != 0) continue;
         part *p = calloc(1, sizeof *p);
@@ -500,8 +498,7 @@ static rd_kafka_topic_partition_list_t *committed_offsets(runtime *rt, const rd_
     for (int attempt = 0;; attempt++) {
         if (attempt > 0) {
             if (run_stop && *run_stop) return NULL;
-            struct timespec ts = {0, 200 * 1000000L};
-            nanosleep(&ts, NULL);
+            sleep_ms(200);
         }
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
         rd_kafka_resp_err_t e = rd_kafka_committed(rt->consumer, l, 10000);
@@ -521,8 +518,7 @@ static void epochs_announce(runtime *rt, rd_kafka_topic_partition_list_t *l) {
     for (int attempt = 0;; attempt++) {
         if (attempt > 0) {
             if (run_stop && *run_stop) return;
-            struct timespec ts = {0, 200 * 1000000L};
-            nanosleep(&ts, NULL);
+            sleep_ms(200);
         }
         rd_kafka_resp_err_t e = rd_kafka_commit(rt->consumer, l, 0);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return;
@@ -716,7 +712,7 @@ static void send_dead_letter(runtime *rt, const rd_kafka_message_t *m, int code,
                   err);
         return;
     }
-    produce(rt, DLQ_TOPIC, m->key, key_len, rt->dlbuf.data, rt->dlbuf.len);
+    produce(rt, TOPIC_DLQ, m->key, key_len, rt->dlbuf.data, rt->dlbuf.len);
     atomic_fetch_add(&rt->st.dead_letters, 1);
     log_warn("dead letter %s[%d]@%lld %s: %s", dl.source_topic, (int)m->partition, (long long)m->offset, dl.error_code,
              why);
@@ -770,7 +766,7 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
     if (dedupe_get(p->dd, cmd.request_id, &hit)) {
         if (hit.fingerprint == fp) {
             /* A repeat: the first result again, byte for byte. */
-            produce(rt, RESULTS_TOPIC, key, strlen(key), hit.result, hit.result_len);
+            produce(rt, TOPIC_RESULTS, key, strlen(key), hit.result, hit.result_len);
             atomic_fetch_add(&rt->st.repeats, 1);
             return;
         }
@@ -782,7 +778,7 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
         res.source_partition = m->partition;
         res.source_offset = m->offset;
         if (codec_encode_result(rt->codec, &res, &rt->buf, err, sizeof err) == CODEC_OK)
-            produce(rt, RESULTS_TOPIC, key, strlen(key), rt->buf.data, rt->buf.len);
+            produce(rt, TOPIC_RESULTS, key, strlen(key), rt->buf.data, rt->buf.len);
         else
             log_error("request %s: result not encoded: %s", cmd.request_id, err);
         atomic_fetch_add(&rt->st.reused, 1);
@@ -809,93 +805,64 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
         abort();
     }
     dedupe_expire(p->dd, cmd.submitted_at);
-    produce(rt, RESULTS_TOPIC, key, strlen(key), rt->buf.data, rt->buf.len);
+    produce(rt, TOPIC_RESULTS, key, strlen(key), rt->buf.data, rt->buf.len);
     atomic_fetch_add(&rt->st.applied[cmd.type][res.status], 1);
 }
 
 /* ---- metrics ------------------------------------------------------------------ */
 
-static int metrics_handler(struct mg_connection *conn, void *cbdata) {
-    runtime *rt = cbdata;
+/* CivetWeb worker thread (ops.c): reads the atomic counters only. */
+static void write_metrics(prom *p, void *arg) {
+    runtime *rt = arg;
+    char labels[160];
     const char *d = rt->ops->name;
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f) return 500;
-    fprintf(f, "# TYPE promo_commands_applied_total counter\n");
+    prom_family(p, "promo_commands_applied_total", "counter", "Commands applied, by type and outcome.");
     for (int t = 0; t < CMD__COUNT; t++) {
         if (cmd_domain(t) != rt->ops->domain) continue;
-        for (int s = 0; s < 2; s++)
-            fprintf(f, "promo_commands_applied_total{domain=\"%s\",type=\"%s\",status=\"%s\"} %llu\n", d,
-                    cmd_type_name(t), s ? "REJECTED" : "SUCCEEDED",
-                    (unsigned long long)atomic_load(&rt->st.applied[t][s]));
+        for (int s = 0; s < 2; s++) {
+            snprintf(labels, sizeof labels, "domain=\"%s\",type=\"%s\",status=\"%s\"", d, cmd_type_name(t),
+                     s ? "REJECTED" : "SUCCEEDED");
+            prom_u64(p, "promo_commands_applied_total", labels, atomic_load(&rt->st.applied[t][s]));
+        }
     }
-#define COUNTER(name, field)                                                                                           \
-    fprintf(f, "# TYPE " name " counter\n" name "{domain=\"%s\"} %llu\n", d,                                           \
-            (unsigned long long)atomic_load(&rt->st.field))
-#define GAUGE(name, field)                                                                                             \
-    fprintf(f, "# TYPE " name " gauge\n" name "{domain=\"%s\"} %lld\n", d, (long long)atomic_load(&rt->st.field))
-    COUNTER("promo_requests_repeated_total", repeats);
-    COUNTER("promo_idempotency_key_reused_total", reused);
-    COUNTER("promo_dead_letters_total", dead_letters);
-    COUNTER("promo_commands_forwarded_total", forwarded);
-    COUNTER("promo_commands_forward_skipped_total", forward_skipped);
-    COUNTER("promo_checkpoints_total", checkpoints);
-    COUNTER("promo_checkpoint_failures_total", checkpoint_failures);
-    COUNTER("promo_checkpoint_duration_ms_total", checkpoint_ms_sum);
-    COUNTER("promo_checkpoint_entries_total", checkpoint_entries);
-    COUNTER("promo_checkpoint_bytes_total", checkpoint_bytes);
-    COUNTER("promo_checkpoint_fenced_total", fenced);
-    COUNTER("promo_partition_resets_total", resets);
-    COUNTER("promo_result_delivery_errors_total", delivery_errors);
-    GAUGE("promo_partitions_owned", partitions);
-    GAUGE("promo_consumer_lag", lag);
-    GAUGE("promo_state_entries", entries);
-    fclose(f);
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
-              "Connection: close\r\n\r\n",
-              len);
-    mg_write(conn, out, len);
-    free(out);
-    return 200;
+    snprintf(labels, sizeof labels, "domain=\"%s\"", d);
+#define COUNTER(name, field, help)                                                                                     \
+    do {                                                                                                               \
+        prom_family(p, name, "counter", help);                                                                         \
+        prom_u64(p, name, labels, atomic_load(&rt->st.field));                                                         \
+    } while (0)
+#define GAUGE(name, field, help)                                                                                       \
+    do {                                                                                                               \
+        prom_family(p, name, "gauge", help);                                                                           \
+        prom_i64(p, name, labels, (long long)atomic_load(&rt->st.field));                                              \
+    } while (0)
+    COUNTER("promo_requests_repeated_total", repeats, "Repeated requests answered with their first result.");
+    COUNTER("promo_idempotency_key_reused_total", reused, "Request ids reused for a different command.");
+    COUNTER("promo_dead_letters_total", dead_letters, "Commands sent to promo.dlq.");
+    COUNTER("promo_commands_forwarded_total", forwarded, "Commands produced to the partition that owns their key.");
+    COUNTER("promo_commands_forward_skipped_total", forward_skipped,
+            "Commands an earlier owner had forwarded already (below the group's committed offset).");
+    COUNTER("promo_checkpoints_total", checkpoints, "Checkpoints written.");
+    COUNTER("promo_checkpoint_failures_total", checkpoint_failures, "Checkpoints that could not be written.");
+    COUNTER("promo_checkpoint_duration_ms_total", checkpoint_ms_sum, "Time spent checkpointing, in ms.");
+    COUNTER("promo_checkpoint_entries_total", checkpoint_entries, "State entries written by checkpoints.");
+    COUNTER("promo_checkpoint_bytes_total", checkpoint_bytes, "Bytes written by checkpoints.");
+    COUNTER("promo_checkpoint_fenced_total", fenced, "Partitions dropped because a newer owner fenced us.");
+    COUNTER("promo_partition_resets_total", resets, "Partitions replayed from their checkpoint after lost results.");
+    COUNTER("promo_result_delivery_errors_total", delivery_errors, "Results or dead letters Kafka did not take.");
+    GAUGE("promo_partitions_owned", partitions, "Partitions this process owns.");
+    GAUGE("promo_consumer_lag", lag, "Commands not yet applied in the owned partitions.");
+    GAUGE("promo_state_entries", entries, "Entities and request ids held in memory.");
+#undef COUNTER
+#undef GAUGE
 }
 
-static int health_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
-                    "Connection: close\r\n\r\n{\"status\":\"ok\"}");
-    return 200;
-}
-
-/* 200 once the processor has joined its group and restored what it was
- * given (possibly nothing, when other members own every partition). */
-static int ready_handler(struct mg_connection *conn, void *cbdata) {
-    runtime *rt = cbdata;
-    int ok = atomic_load(&rt->st.ready);
-    const char *body = ok ? "{\"status\":\"ready\"}" : "{\"status\":\"joining\"}";
-    mg_printf(conn,
-              "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-              ok ? "200 OK" : "503 Service Unavailable", strlen(body), body);
-    return ok ? 200 : 503;
-}
-
-static void metrics_start(runtime *rt) {
-    long long port = cfg_int("PROMO_METRICS_PORT", 0);
-    if (port <= 0) return;
-    char ports[32];
-    snprintf(ports, sizeof ports, "127.0.0.1:%lld", port);
-    if (strcmp(cfg_str("PROMO_METRICS_BIND", "loopback"), "any") == 0) snprintf(ports, sizeof ports, "%lld", port);
-    const char *opts[] = {"listening_ports", ports, "num_threads", "2", NULL};
-    struct mg_callbacks cb = {0};
-    rt->metrics = mg_start(&cb, NULL, opts);
-    if (!rt->metrics) {
-        log_warn("metrics: cannot listen on %s", ports);
-        return;
-    }
-    mg_set_request_handler(rt->metrics, "/metrics", metrics_handler, rt);
-    mg_set_request_handler(rt->metrics, "/healthz", health_handler, rt);
-    mg_set_request_handler(rt->metrics, "/readyz", ready_handler, rt);
+/* CivetWeb worker thread (ops.c). Ready once the processor has joined its
+ * group and restored what it was given (possibly nothing, when other
+ * members own every partition). */
+static const char *not_ready(void *arg) {
+    runtime *rt = arg;
+    return atomic_load(&rt->st.ready) ? NULL : "joining";
 }
 
 static void update_gauges(runtime *rt) {
@@ -915,11 +882,6 @@ static void update_gauges(runtime *rt) {
 
 /* ---- setup ---------------------------------------------------------------------- */
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t errstr_size) {
-    if (rd_kafka_conf_set(conf, k, v, errstr, errstr_size) != RD_KAFKA_CONF_OK) return -1;
-    return 0;
-}
-
 runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
     runtime *rt = calloc(1, sizeof *rt);
     if (!rt) {
@@ -934,82 +896,51 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
     rt->redis_port = (int)cfg_int("PROMO_REDIS_PORT", 6379);
     checkpoint_batch_init(&rt->batch);
 
-    char bootstrap[1024], group[128], session[32], heartbeat[32];
-    long long session_ms = cfg_int("PROMO_SESSION_TIMEOUT_MS", 6000);
-    snprintf(session, sizeof session, "%lld", session_ms);
-    snprintf(heartbeat, sizeof heartbeat, "%lld", session_ms / 3 > 100 ? session_ms / 3 : 100);
+    char bootstrap[1024], group[128];
     snprintf(group, sizeof group, "%s", cfg_str("PROMO_GROUP", ""));
     if (!*group) snprintf(group, sizeof group, "promo-%s", ops->name);
     if (cfg_kafka_bootstrap(bootstrap, sizeof bootstrap, errstr, errstr_size) != 0) goto fail;
     if (!(rt->codec = codec_new(errstr, errstr_size))) goto fail;
     if (redis_connect(rt, errstr, errstr_size) != 0) goto fail;
 
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    if (conf_set(pc, "bootstrap.servers", bootstrap, errstr, errstr_size) ||
-        conf_set(pc, "client.id", rt->name, errstr, errstr_size) || conf_set(pc, "acks", "all", errstr, errstr_size) ||
-        conf_set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
-        conf_set(pc, "linger.ms", cfg_str("PROMO_LINGER_MS", "2"), errstr, errstr_size) ||
-        conf_set(pc, "partitioner", "murmur2_random", errstr, errstr_size) ||
-        /* A result not acknowledged within this time is reported failed, and
-         * the next checkpoint replays from the last one instead of passing it. */
-        conf_set(pc, "message.timeout.ms", cfg_str("PROMO_RESULT_TIMEOUT_MS", "300000"), errstr, errstr_size) ||
-        conf_set(pc, "queue.buffering.max.messages", cfg_str("PROMO_RESULT_QUEUE_MAX", "1000000"), errstr,
-                 errstr_size) ||
-        conf_set(pc, "max.in.flight.requests.per.connection", cfg_kafka_max_in_flight(), errstr, errstr_size)) {
-        rd_kafka_conf_destroy(pc);
-        goto fail;
-    }
+    kafka_conf pc;
+    kafka_conf_producer(&pc, bootstrap, rt->name);
+    kafka_conf_set(&pc, "linger.ms", cfg_str("PROMO_LINGER_MS", "2"));
+    /* A result not acknowledged within this time is reported failed, and
+     * the next checkpoint replays from the last one instead of passing it. */
+    kafka_conf_set(&pc, "message.timeout.ms", cfg_str("PROMO_RESULT_TIMEOUT_MS", "300000"));
+    kafka_conf_set(&pc, "queue.buffering.max.messages", cfg_str("PROMO_RESULT_QUEUE_MAX", "1000000"));
     char max_bytes[32];
     size_t max_bytes_size = sizeof max_bytes;
     rt->max_message = 1000000; /* librdkafka's default */
-    if (rd_kafka_conf_get(pc, "message.max.bytes", max_bytes, &max_bytes_size) == RD_KAFKA_CONF_OK)
+    if (!pc.err && rd_kafka_conf_get(pc.conf, "message.max.bytes", max_bytes, &max_bytes_size) == RD_KAFKA_CONF_OK)
         rt->max_message = (size_t)strtoull(max_bytes, NULL, 10);
-    rd_kafka_conf_set_opaque(pc, rt);
-    rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
-    if (!(rt->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) goto fail;
+    rd_kafka_conf_set_opaque(pc.conf, rt);
+    rd_kafka_conf_set_dr_msg_cb(pc.conf, on_delivery);
+    if (!(rt->producer = kafka_conf_new_client(&pc, RD_KAFKA_PRODUCER, errstr, errstr_size))) goto fail;
 
-    rd_kafka_conf_t *cc = rd_kafka_conf_new();
-    if (conf_set(cc, "bootstrap.servers", bootstrap, errstr, errstr_size) ||
-        conf_set(cc, "client.id", rt->name, errstr, errstr_size) ||
-        conf_set(cc, "group.id", group, errstr, errstr_size) ||
-        /* Eager assignor: cooperative-sticky had bugs fixed only after 2.0.2. */
-        conf_set(cc, "partition.assignment.strategy", "range", errstr, errstr_size) ||
-        conf_set(cc, "session.timeout.ms", session, errstr, errstr_size) ||
-        conf_set(cc, "heartbeat.interval.ms", heartbeat, errstr, errstr_size) ||
-        conf_set(cc, "enable.auto.commit", "false", errstr, errstr_size) ||
-        conf_set(cc, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-        /* A checkpointed offset that retention has deleted must stop the
-         * partition, not silently skip to whatever is left. */
-        conf_set(cc, "auto.offset.reset", "error", errstr, errstr_size) ||
-        /* Apache Kafka holds a fetch until a byte arrives (fetch.min.bytes
-         * 1) or this wait ends, so a long wait costs no latency; a short one
-         * only polls. At 10 ms, three idle processors made an idle broker
-         * spend a fifth of a core (the mock cluster, which answered at once,
-         * needed the short wait). */
-        conf_set(cc, "fetch.wait.max.ms", cfg_str("PROMO_FETCH_WAIT_MS", "500"), errstr, errstr_size) ||
-        /* librdkafka prefetches until 100,000 messages wait (its default):
-         * tens of MB of a backlog held twice, once as fetched and once as
-         * the heap they leave behind. 20,000 still covers a tenth of a second
-         * at full speed, and the next fetch is under a millisecond away. */
-        conf_set(cc, "queued.min.messages", cfg_str("PROMO_CONSUMER_QUEUE_MIN", "20000"), errstr, errstr_size) ||
-        conf_set(cc, "enable.partition.eof", "false", errstr, errstr_size)) {
-        rd_kafka_conf_destroy(cc);
-        goto fail;
-    }
-    rd_kafka_conf_set_opaque(cc, rt);
-    rd_kafka_conf_set_rebalance_cb(cc, on_rebalance);
-    if (!(rt->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size))) goto fail;
-    rd_kafka_poll_set_consumer(rt->consumer);
+    kafka_conf cc;
+    kafka_conf_consumer(&cc, bootstrap, rt->name, group, on_rebalance, rt);
+    /* A checkpointed offset that retention has deleted must stop the
+     * partition, not silently skip to whatever is left. */
+    kafka_conf_set(&cc, "auto.offset.reset", "error");
+    /* Apache Kafka holds a fetch until a byte arrives (fetch.min.bytes 1)
+     * or this wait ends, so a long wait costs no latency; a short one only
+     * polls. At 10 ms, three idle processors made an idle broker spend a
+     * fifth of a core (the mock cluster, which answered at once, needed the
+     * short wait). */
+    kafka_conf_set(&cc, "fetch.wait.max.ms", cfg_str("PROMO_FETCH_WAIT_MS", "500"));
+    /* librdkafka prefetches until 100,000 messages wait (its default):
+     * tens of MB of a backlog held twice, once as fetched and once as
+     * the heap they leave behind. 20,000 still covers a tenth of a second
+     * at full speed, and the next fetch is under a millisecond away. */
+    kafka_conf_set(&cc, "queued.min.messages", cfg_str("PROMO_CONSUMER_QUEUE_MIN", "20000"));
+    kafka_conf_set(&cc, "enable.partition.eof", "false");
+    if (!(rt->consumer = kafka_conf_new_consumer(&cc, ops->topic, errstr, errstr_size))) goto fail;
 
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, ops->topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t e = rd_kafka_subscribe(rt->consumer, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (e) {
-        snprintf(errstr, errstr_size, "subscribe %s: %s", ops->topic, rd_kafka_err2str(e));
-        goto fail;
-    }
-    metrics_start(rt);
+    ops_handlers handlers = {.metrics = write_metrics, .not_ready = not_ready, .arg = rt};
+    char merr[256];
+    if (ops_start(&handlers, &rt->metrics, merr, sizeof merr) != 0) log_warn("metrics: %s", merr);
     log_info("started: group %s, topic %s, checkpoint every %lld ms", group, ops->topic, (long long)rt->checkpoint_ms);
     return rt;
 fail:
@@ -1050,7 +981,7 @@ int runtime_run(runtime *rt, volatile sig_atomic_t *stop) {
 
 void runtime_destroy(runtime *rt) {
     if (!rt) return;
-    if (rt->metrics) mg_stop(rt->metrics);
+    ops_stop(rt->metrics);
     if (rt->consumer) rd_kafka_destroy(rt->consumer);
     if (rt->producer) {
         rd_kafka_flush(rt->producer, 10000);

@@ -24,6 +24,7 @@
  * sale hangs on a placeholder sale that the sale's entry fills in.
  */
 #include "domain.h"
+#include "topics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,7 +499,7 @@ static size_t timesale_entries(void *state) {
 const domain_ops timesale_ops = {
     .domain = DOMAIN_TIMESALE,
     .name = "timesale",
-    .topic = "promo.timesale.cmd",
+    .topic = TOPIC_TIMESALE_CMD,
     .schema_id = 3,
     .state_new = timesale_state_new,
     .state_destroy = timesale_state_destroy,

@@ -35,65 +35,34 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include <civetweb.h>
 #include <hiredis.h>
 #include <librdkafka/rdkafka.h>
 
 #include "codec.h"
+#include "kafka.h"
+#include "keys.h"
+#include "ops.h"
 #include "result_json.h"
 #include "redis_conn.h"
 #include "sink_mysql.h"
+#include "topics.h"
 #include "util.h"
 
 #define PROGRAM "promo-sink-mysql"
-#define RESULTS_TOPIC "promo.results"
 #define MAX_RESULT_PARTITIONS 4096
-#define DLQ_TOPIC "promo.dlq"
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 
 static volatile sig_atomic_t stopping;
 static int fatal; /* the consumer cannot go on: exit nonzero */
-
-static void on_signal(int sig) {
-    (void)sig;
-    stopping = 1;
-}
-
-/* Sleeps ms, waking early when a stop was asked. */
-static void nap_ms(int ms) {
-    while (ms > 0 && !stopping) {
-        int step = ms < 50 ? ms : 50;
-        struct timespec ts = {0, (long)step * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-}
-
-/* Monotonic microseconds, for the stage timers. */
-static long long mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
-static int backoff_next(int ms) {
-    return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
-}
 
 /* ---- metrics -------------------------------------------------------- */
 
 static const double size_buckets[] = {1, 10, 50, 100, 250, 500, 1000, 2000, 5000};
 static const double commit_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
-#define N_SIZE_BUCKETS (sizeof size_buckets / sizeof size_buckets[0])
-#define N_COMMIT_BUCKETS (sizeof commit_buckets / sizeof commit_buckets[0])
 
 /* Each thread's time, by what it was doing (promo_sink_mysql_stage_seconds_total):
  * consume, render and handoff (waiting for a free slot) on the main thread,
@@ -109,131 +78,60 @@ static struct {
     atomic_ullong skipped; /* results deleted from the log before we read them */
     atomic_int mysql_up;
     atomic_int ready; /* migrations applied and the consumer subscribed */
-    atomic_ullong size_le[N_SIZE_BUCKETS], size_count, size_sum;
-    atomic_ullong commit_le[N_COMMIT_BUCKETS], commit_count, commit_sum_us;
+    prom_hist size, commit;
     atomic_ullong stage_us[N_STAGES]; /* where the main thread's time goes */
-} m;
+} m = {
+    .size = {.le = size_buckets, .n = sizeof size_buckets / sizeof size_buckets[0]},
+    .commit = {.le = commit_buckets, .n = sizeof commit_buckets / sizeof commit_buckets[0]},
+};
 
 static void stage_add(enum stage st, long long since_us) {
     atomic_fetch_add(&m.stage_us[st], (unsigned long long)(mono_us() - since_us));
 }
 
 static void metrics_batch(size_t size, long long commit_us) {
-    for (size_t i = 0; i < N_SIZE_BUCKETS; i++)
-        if ((double)size <= size_buckets[i]) atomic_fetch_add(&m.size_le[i], 1);
-    atomic_fetch_add(&m.size_count, 1);
-    atomic_fetch_add(&m.size_sum, size);
-    for (size_t i = 0; i < N_COMMIT_BUCKETS; i++)
-        if ((double)commit_us / 1e6 <= commit_buckets[i]) atomic_fetch_add(&m.commit_le[i], 1);
-    atomic_fetch_add(&m.commit_count, 1);
-    atomic_fetch_add(&m.commit_sum_us, (unsigned long long)commit_us);
+    prom_hist_observe(&m.size, (double)size);
+    prom_hist_observe(&m.commit, (double)commit_us / 1e6);
 }
 
-typedef struct text {
-    char buf[8192];
-    size_t len;
-} text;
-
-static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_add(text *t, const char *fmt, ...) {
-    if (t->len >= sizeof t->buf) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, ap);
-    va_end(ap);
-    if (n > 0) t->len += (size_t)n;
-    if (t->len > sizeof t->buf) t->len = sizeof t->buf;
-}
-
-static void counter(text *t, const char *name, const char *help, unsigned long long v) {
-    text_add(t, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
-}
-
-static void histogram(text *t, const char *name, const char *help, const double *le, size_t n, atomic_ullong *counts,
-                      unsigned long long count, double sum) {
-    text_add(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    for (size_t i = 0; i < n; i++) text_add(t, "%s_bucket{le=\"%g\"} %llu\n", name, le[i], atomic_load(&counts[i]));
-    text_add(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, count, name, sum, name, count);
-}
-
-/* CivetWeb worker thread. */
-static int metrics_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    static _Thread_local text t;
-    t.len = 0;
-    counter(&t, "promo_sink_mysql_batches_total", "Batches committed to MySQL.", atomic_load(&m.batches));
-    counter(&t, "promo_sink_mysql_results_total", "Results written.", atomic_load(&m.results));
-    counter(&t, "promo_sink_mysql_rows_written_total", "Rows the server reported changed.", atomic_load(&m.rows));
-    counter(&t, "promo_sink_mysql_statuses_total", "Request statuses set in Redis.", atomic_load(&m.statuses));
-    counter(&t, "promo_sink_mysql_dead_letters_total", "Undecodable results sent to promo.dlq.",
-            atomic_load(&m.dead_letters));
-    counter(&t, "promo_sink_mysql_results_skipped_total",
-            "Results the broker deleted before the sink read them: MySQL will never hold them.",
-            atomic_load(&m.skipped));
-    counter(&t, "promo_sink_mysql_batches_dropped_total", "Uncommitted batches dropped on a rebalance or stop.",
-            atomic_load(&m.dropped));
-    text_add(&t, "# HELP promo_sink_mysql_errors_total Failed attempts, by stage (each is retried).\n"
-                 "# TYPE promo_sink_mysql_errors_total counter\n");
-    text_add(&t, "promo_sink_mysql_errors_total{stage=\"mysql\"} %llu\n", atomic_load(&m.err_mysql));
-    text_add(&t, "promo_sink_mysql_errors_total{stage=\"redis\"} %llu\n", atomic_load(&m.err_redis));
-    text_add(&t, "promo_sink_mysql_errors_total{stage=\"kafka\"} %llu\n", atomic_load(&m.err_kafka));
-    text_add(&t, "promo_sink_mysql_errors_total{stage=\"dlq\"} %llu\n", atomic_load(&m.err_dlq));
-    text_add(&t,
-             "# HELP promo_sink_mysql_up 1 while the last MySQL write succeeded.\n"
-             "# TYPE promo_sink_mysql_up gauge\npromo_sink_mysql_up %d\n",
-             atomic_load(&m.mysql_up));
-    text_add(&t, "# HELP promo_sink_mysql_stage_seconds_total Time spent in each stage of the pipeline.\n"
-                 "# TYPE promo_sink_mysql_stage_seconds_total counter\n");
-    for (int i = 0; i < N_STAGES; i++)
-        text_add(&t, "promo_sink_mysql_stage_seconds_total{stage=\"%s\"} %.6f\n", stage_names[i],
-                 (double)atomic_load(&m.stage_us[i]) / 1e6);
-    histogram(&t, "promo_sink_mysql_batch_size", "Messages per batch.", size_buckets, N_SIZE_BUCKETS, m.size_le,
-              atomic_load(&m.size_count), (double)atomic_load(&m.size_sum));
-    histogram(&t, "promo_sink_mysql_commit_seconds", "Time to write and commit one batch's transaction.",
-              commit_buckets, N_COMMIT_BUCKETS, m.commit_le, atomic_load(&m.commit_count),
-              (double)atomic_load(&m.commit_sum_us) / 1e6);
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
-              "Connection: close\r\n\r\n",
-              t.len);
-    mg_write(conn, t.buf, t.len);
-    return 200;
-}
-
-/* CivetWeb worker thread. Liveness only: a sink waiting for MySQL is alive. */
-static int healthz_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
-    return 200;
-}
-
-/* CivetWeb worker thread. Ready once the schema is migrated (ingest reads
- * those tables) and the consumer is subscribed. */
-static int readyz_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    if (atomic_load(&m.ready)) {
-        mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
-                        "Connection: close\r\n\r\nready\n");
-        return 200;
+/* CivetWeb worker thread (ops.c). */
+static void write_metrics(prom *p, void *arg) {
+    (void)arg;
+    prom_counter(p, "promo_sink_mysql_batches_total", "Batches committed to MySQL.", atomic_load(&m.batches));
+    prom_counter(p, "promo_sink_mysql_results_total", "Results written.", atomic_load(&m.results));
+    prom_counter(p, "promo_sink_mysql_rows_written_total", "Rows the server reported changed.", atomic_load(&m.rows));
+    prom_counter(p, "promo_sink_mysql_statuses_total", "Request statuses set in Redis.", atomic_load(&m.statuses));
+    prom_counter(p, "promo_sink_mysql_dead_letters_total", "Undecodable results sent to promo.dlq.",
+                 atomic_load(&m.dead_letters));
+    prom_counter(p, "promo_sink_mysql_results_skipped_total",
+                 "Results the broker deleted before the sink read them: MySQL will never hold them.",
+                 atomic_load(&m.skipped));
+    prom_counter(p, "promo_sink_mysql_batches_dropped_total", "Uncommitted batches dropped on a rebalance or stop.",
+                 atomic_load(&m.dropped));
+    prom_family(p, "promo_sink_mysql_errors_total", "counter", "Failed attempts, by stage (each is retried).");
+    prom_u64(p, "promo_sink_mysql_errors_total", "stage=\"mysql\"", atomic_load(&m.err_mysql));
+    prom_u64(p, "promo_sink_mysql_errors_total", "stage=\"redis\"", atomic_load(&m.err_redis));
+    prom_u64(p, "promo_sink_mysql_errors_total", "stage=\"kafka\"", atomic_load(&m.err_kafka));
+    prom_u64(p, "promo_sink_mysql_errors_total", "stage=\"dlq\"", atomic_load(&m.err_dlq));
+    prom_gauge(p, "promo_sink_mysql_up", "1 while the last MySQL write succeeded.", atomic_load(&m.mysql_up));
+    prom_family(p, "promo_sink_mysql_stage_seconds_total", "counter", "Time spent in each stage of the pipeline.");
+    for (int i = 0; i < N_STAGES; i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "stage=\"%s\"", stage_names[i]);
+        prom_f64(p, "promo_sink_mysql_stage_seconds_total", labels, (double)atomic_load(&m.stage_us[i]) / 1e6);
     }
-    mg_printf(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
-                    "Connection: close\r\n\r\nstarting\n");
-    return 503;
+    prom_family(p, "promo_sink_mysql_batch_size", "histogram", "Messages per batch.");
+    prom_hist_write(p, "promo_sink_mysql_batch_size", NULL, &m.size);
+    prom_family(p, "promo_sink_mysql_commit_seconds", "histogram", "Time to write and commit one batch's transaction.");
+    prom_hist_write(p, "promo_sink_mysql_commit_seconds", NULL, &m.commit);
 }
 
-static struct mg_context *metrics_start(int port) {
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", port);
-    const char *options[] = {"listening_ports", ports, "num_threads", "2", NULL};
-    struct mg_callbacks cb;
-    memset(&cb, 0, sizeof cb);
-    struct mg_context *ctx = mg_start(&cb, NULL, options);
-    if (!ctx) return NULL;
-    mg_set_request_handler(ctx, "/metrics", metrics_handler, NULL);
-    mg_set_request_handler(ctx, "/healthz", healthz_handler, NULL);
-    mg_set_request_handler(ctx, "/readyz", readyz_handler, NULL);
-    return ctx;
+/* CivetWeb worker thread (ops.c). Ready once the schema is migrated (ingest
+ * reads those tables) and the consumer is subscribed; a sink waiting for
+ * MySQL is alive all the same (/healthz). */
+static const char *not_ready(void *arg) {
+    (void)arg;
+    return atomic_load(&m.ready) ? NULL : "starting";
 }
 
 /* ---- the batch ------------------------------------------------------ */
@@ -414,7 +312,7 @@ static int stage_dead_letters(app *a, batch *b) {
             /* Copied: a copy still queued after a timed-out flush must not
              * point into a batch that is gone by then. */
             rd_kafka_resp_err_t err =
-                rd_kafka_producev(a->producer, RD_KAFKA_V_TOPIC(DLQ_TOPIC), RD_KAFKA_V_KEY(d->key, d->key_len),
+                rd_kafka_producev(a->producer, RD_KAFKA_V_TOPIC(TOPIC_DLQ), RD_KAFKA_V_KEY(d->key, d->key_len),
                                   RD_KAFKA_V_VALUE(d->value.data, d->value.len),
                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
             if (err) d->err = err;
@@ -434,10 +332,10 @@ static int stage_dead_letters(app *a, batch *b) {
             return 0;
         }
         atomic_fetch_add(&m.err_dlq, 1);
-        log_error("%zu dead letters not acknowledged by %s: %s; retrying in %d ms", failed, DLQ_TOPIC,
+        log_error("%zu dead letters not acknowledged by %s: %s; retrying in %d ms", failed, TOPIC_DLQ,
                   rd_kafka_err2str(last), backoff);
         if (stopping) return -1;
-        nap_ms(backoff);
+        nap_ms(backoff, &stopping);
         backoff = backoff_next(backoff);
         if (stopping) return -1;
     }
@@ -462,13 +360,11 @@ static int stage_mysql(app *a, batch *b) {
     char errstr[512];
     for (;;) {
         long long rows = 0;
-        struct timespec s0, s1;
-        clock_gettime(CLOCK_MONOTONIC, &s0);
+        long long t0 = mono_us();
         /* Rendered on the main thread already, unless memory ran out there. */
         if (render_statuses(b, errstr, sizeof errstr) == 0 &&
             sink_mysql_write(a->db, b->res, b->json, b->nres, &rows, errstr, sizeof errstr) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &s1);
-            long long us = (s1.tv_sec - s0.tv_sec) * 1000000LL + (s1.tv_nsec - s0.tv_nsec) / 1000;
+            long long us = mono_us() - t0;
             atomic_store(&m.mysql_up, 1);
             atomic_fetch_add(&m.rows, (unsigned long long)rows);
             atomic_fetch_add(&m.results, b->nres);
@@ -480,7 +376,7 @@ static int stage_mysql(app *a, batch *b) {
         log_error("mysql batch of %zu results (first request %s) failed: %s; retrying in %d ms", b->nres,
                   b->nres ? b->res[0].request_id : "-", errstr, backoff);
         if (stopping) return -1;
-        nap_ms(backoff);
+        nap_ms(backoff, &stopping);
         backoff = backoff_next(backoff);
         if (stopping) return -1;
         /* A failed reconnect leaves no connection; the next write tries
@@ -494,12 +390,15 @@ static int stage_mysql(app *a, batch *b) {
  * ingest's PENDING or over itself (a replay), never over another result —
  * such as a command sent under a reused id to another entity's partition,
  * which no single processor can see. The PUBLISH wakes ingest's long-polls
- * (GET /v1/requests/{id}?wait_ms=) once the status they read is in place. */
+ * (GET /v1/requests/{id}?wait_ms=) once the status they read is in place.
+ * The script knows ingest's PENDING document by RESULT_JSON_PENDING_MARK
+ * (result_json.h), the one spelling result_json_pending() writes: a plain
+ * substring search, as result_json_is_pending() does in C. */
 static const char status_script[] =
     "local v = redis.call('GET', KEYS[1])\n"
-    "if v and v ~= ARGV[1] and not string.find(v, '\"status\":\"PENDING\"', 1, true) then return 0 end\n"
+    "if v and v ~= ARGV[1] and not string.find(v, '" RESULT_JSON_PENDING_MARK "', 1, true) then return 0 end\n"
     "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n"
-    "redis.call('PUBLISH', 'promo:done', ARGV[3])\n"
+    "redis.call('PUBLISH', '" KEY_DONE_CHANNEL "', ARGV[3])\n"
     "return 1\n";
 
 static void redis_drop(app *a) {
@@ -546,7 +445,7 @@ static int redis_set_statuses(app *a, batch *b, size_t *sent, char *errstr, size
     for (size_t i = 0; i < b->nres; i++) {
         if (!b->json[i]) continue;
         char key[16 + PROMO_ID_MAX + 1];
-        int klen = snprintf(key, sizeof key, "promo:req:%s", b->res[i].request_id);
+        int klen = snprintf(key, sizeof key, KEY_REQ_PREFIX "%s", b->res[i].request_id);
         const char *argv[] = {"EVALSHA", a->status_sha, "1", key, b->json[i], ttl, b->res[i].request_id};
         size_t lens[] = {7, 40, 1, (size_t)klen, strlen(b->json[i]), strlen(ttl), strlen(b->res[i].request_id)};
         if (redisAppendCommandArgv(a->redis, 7, argv, lens) != REDIS_OK) goto io_error;
@@ -590,7 +489,7 @@ static int stage_redis(app *a, batch *b) {
         log_error("redis %s:%d: statuses of a batch of %zu not set: %s; retrying in %d ms", a->redis_host,
                   a->redis_port, b->nres, errstr, backoff);
         if (stopping) return -1;
-        nap_ms(backoff);
+        nap_ms(backoff, &stopping);
         backoff = backoff_next(backoff);
         if (stopping) return -1;
     }
@@ -750,7 +649,7 @@ static void expect_check(app *a, const rd_kafka_message_t *msg) {
         atomic_fetch_add(&m.skipped, (unsigned long long)lost);
         log_error("%s[%d]: offsets %lld..%lld were deleted before the sink read them: MySQL misses those %lld "
                   "results (retention shorter than the sink's lag?)",
-                  RESULTS_TOPIC, (int)p, (long long)a->next[p], (long long)msg->offset - 1, lost);
+                  TOPIC_RESULTS, (int)p, (long long)a->next[p], (long long)msg->offset - 1, lost);
     }
     a->next[p] = msg->offset + 1;
 }
@@ -773,62 +672,23 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     }
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value) {
-    char errstr[256];
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        log_error("kafka config %s=%s: %s", name, value, errstr);
-        return -1;
-    }
-    return 0;
-}
-
 static rd_kafka_t *consumer_new(app *a, const char *bootstrap) {
-    char session[24], heartbeat[24], errstr[512];
-    long long session_ms = cfg_int("PROMO_SESSION_TIMEOUT_MS", 6000);
-    if (session_ms < 1000) session_ms = 1000;
-    snprintf(session, sizeof session, "%lld", session_ms);
-    snprintf(heartbeat, sizeof heartbeat, "%lld", session_ms / 3);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
-        conf_set(conf, "group.id", cfg_str("PROMO_SINK_GROUP", PROGRAM)) ||
-        conf_set(conf, "enable.auto.commit", "false") || conf_set(conf, "enable.auto.offset.store", "false") ||
-        conf_set(conf, "auto.offset.reset", "earliest") || conf_set(conf, "partition.assignment.strategy", "range") ||
-        conf_set(conf, "session.timeout.ms", session) || conf_set(conf, "heartbeat.interval.ms", heartbeat)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_opaque(conf, a);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        log_error("kafka consumer: %s", errstr);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, RESULTS_TOPIC, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (err) {
-        log_error("subscribing to %s: %s", RESULTS_TOPIC, rd_kafka_err2str(err));
-        rd_kafka_destroy(rk);
-        return NULL;
-    }
+    char errstr[512];
+    kafka_conf kc;
+    kafka_conf_consumer(&kc, bootstrap, PROGRAM, cfg_str("PROMO_SINK_GROUP", PROGRAM), on_rebalance, a);
+    kafka_conf_set(&kc, "auto.offset.reset", "earliest");
+    rd_kafka_t *rk = kafka_conf_new_consumer(&kc, TOPIC_RESULTS, errstr, sizeof errstr);
+    if (!rk) log_error("kafka consumer: %s", errstr);
     return rk;
 }
 
 static rd_kafka_t *producer_new(const char *bootstrap) {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
-        conf_set(conf, "acks", "all") || conf_set(conf, "enable.idempotence", "true") ||
-        conf_set(conf, "linger.ms", "5") ||
-        conf_set(conf, "max.in.flight.requests.per.connection", cfg_kafka_max_in_flight())) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dlq_delivered);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    kafka_conf kc;
+    kafka_conf_producer(&kc, bootstrap, PROGRAM);
+    kafka_conf_set(&kc, "linger.ms", "5");
+    rd_kafka_conf_set_dr_msg_cb(kc.conf, dlq_delivered);
+    rd_kafka_t *rk = kafka_conf_new_client(&kc, RD_KAFKA_PRODUCER, errstr, sizeof errstr);
     if (!rk) log_error("kafka producer: %s", errstr);
     return rk;
 }
@@ -859,19 +719,8 @@ static int mysql_start(app *a) {
             sink_mysql_destroy(a->db);
             a->db = NULL;
         }
-        nap_ms(backoff);
+        nap_ms(backoff, &stopping);
         backoff = backoff_next(backoff);
-    }
-    return -1;
-}
-
-static int wait_bootstrap(char *out, size_t out_size) {
-    char errstr[256];
-    int logged = 0;
-    while (!stopping) {
-        if (cfg_kafka_bootstrap(out, out_size, errstr, sizeof errstr) == 0) return 0;
-        if (!logged++) log_warn("waiting for the Kafka bootstrap list: %s", errstr);
-        nap_ms(500);
     }
     return -1;
 }
@@ -925,17 +774,12 @@ static void run(app *a) {
 
 int main(void) {
     log_init(PROGRAM);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signals_on_stop(&stopping);
 
     app a;
     memset(&a, 0, sizeof a);
     int status = 1;
-    struct mg_context *http = NULL;
+    ops *http = NULL;
     char errstr[512], bootstrap[1024];
     a.redis_host = cfg_str("PROMO_REDIS_HOST", "127.0.0.1");
     a.redis_port = (int)cfg_int("PROMO_REDIS_PORT", 6379);
@@ -964,15 +808,15 @@ int main(void) {
         log_error("codec: %s", errstr);
         goto out;
     }
-    int metrics_port = (int)cfg_int("PROMO_METRICS_PORT", 0);
-    if (metrics_port > 0 && !(http = metrics_start(metrics_port))) {
-        log_error("cannot serve metrics on port %d", metrics_port);
+    ops_handlers handlers = {.metrics = write_metrics, .not_ready = not_ready};
+    if (ops_start(&handlers, &http, errstr, sizeof errstr) != 0) {
+        log_error("%s", errstr);
         goto out;
     }
     if (mysql_start(&a) != 0) goto stopped;
-    if (wait_bootstrap(bootstrap, sizeof bootstrap) != 0) goto stopped;
+    if (kafka_wait_bootstrap(bootstrap, sizeof bootstrap, &stopping) != 0) goto stopped;
     if (!(a.producer = producer_new(bootstrap)) || !(a.consumer = consumer_new(&a, bootstrap))) goto out;
-    log_info("consuming %s as group %s (batch %zu, linger %d ms)", RESULTS_TOPIC, cfg_str("PROMO_SINK_GROUP", PROGRAM),
+    log_info("consuming %s as group %s (batch %zu, linger %d ms)", TOPIC_RESULTS, cfg_str("PROMO_SINK_GROUP", PROGRAM),
              a.slots[0].max, a.linger_ms);
     pthread_t writers[2];
     int nwriters = 0;
@@ -1005,7 +849,7 @@ out:
         rd_kafka_flush(a.producer, 5000);
         rd_kafka_destroy(a.producer);
     }
-    if (http) mg_stop(http);
+    ops_stop(http);
     for (int i = 0; i < NSLOT; i++) {
         batch_clear(&a.slots[i]);
         free(a.slots[i].res);

@@ -9,7 +9,7 @@ WEBHOOK_SRC := sinks/webhook_main.c sinks/webhook.c sinks/webhook_sign.c sinks/s
 PROGRAMS += $(B)/bin/promo-webhook
 UNIT_TESTS += $(B)/bin/test-webhook
 
-$(B)/bin/promo-webhook: $(call obj,$(WEBHOOK_SRC) $(COMMON_SRC))
+$(B)/bin/promo-webhook: $(call obj,$(WEBHOOK_SRC) $(SERVICE_SRC) $(COMMON_SRC))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ -lrdkafka -lavro -lhiredis -lmariadb -ljansson -lcurl -lcrypto -lcivetweb \
 		-lpthread -lm

@@ -28,30 +28,27 @@
  */
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <civetweb.h>
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 #include <mysql.h>
 
 #include "codec.h"
+#include "kafka.h"
+#include "ops.h"
 #include "result_json.h"
 #include "sink_mysql.h"
+#include "topics.h"
 #include "util.h"
 #include "webhook.h"
 #include "webhook_sign.h"
 
 #define PROGRAM "promo-webhook"
-#define RESULTS_TOPIC "promo.results"
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 #define DEFAULT_SCHEDULE "0,5s,5m,30m,2h,5h,10h,10h"
 #define DEFAULT_SECRET "dev-webhook-secret"
 #define DEFAULT_ALLOW "127.0.0.1,localhost"
@@ -60,25 +57,6 @@
 
 static volatile sig_atomic_t stopping;
 static int fatal; /* the consumer cannot go on: exit nonzero */
-
-static void on_signal(int sig) {
-    (void)sig;
-    stopping = 1;
-}
-
-/* Sleeps ms, waking early when a stop was asked. */
-static void nap_ms(int ms) {
-    while (ms > 0 && !stopping) {
-        int step = ms < 50 ? ms : 50;
-        struct timespec ts = {0, (long)step * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-}
-
-static int backoff_next(int ms) {
-    return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2;
-}
 
 /* ---- configuration -------------------------------------------------- */
 
@@ -143,7 +121,6 @@ static int config_load(config *c) {
 /* ---- metrics -------------------------------------------------------- */
 
 static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define N_LATENCY_BUCKETS (sizeof latency_buckets / sizeof latency_buckets[0])
 
 /* Written by the two threads, read by CivetWeb workers. */
 static struct {
@@ -151,126 +128,49 @@ static struct {
     atomic_ullong delivered, failed, not_allowed;
     atomic_ullong att_ok, att_http, att_network, retries;
     atomic_ullong err_mysql, err_kafka, lost_claims;
-    atomic_ullong lat_le[N_LATENCY_BUCKETS], lat_count, lat_sum_us;
+    prom_hist latency;
     atomic_int in_flight, mysql_up;
     atomic_int ready; /* schema migrated, delivery thread running, consumer subscribed */
-} m;
+} m = {.latency = {.le = latency_buckets, .n = sizeof latency_buckets / sizeof latency_buckets[0]}};
 
 static void metrics_latency(int64_t ms) {
-    for (size_t i = 0; i < N_LATENCY_BUCKETS; i++)
-        if ((double)ms / 1000.0 <= latency_buckets[i]) atomic_fetch_add(&m.lat_le[i], 1);
-    atomic_fetch_add(&m.lat_count, 1);
-    atomic_fetch_add(&m.lat_sum_us, (unsigned long long)(ms > 0 ? ms : 0) * 1000);
+    prom_hist_observe(&m.latency, (double)ms / 1000.0);
 }
 
-typedef struct text {
-    char buf[8192];
-    size_t len;
-} text;
-
-static void text_add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_add(text *t, const char *fmt, ...) {
-    if (t->len >= sizeof t->buf) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t->buf + t->len, sizeof t->buf - t->len, fmt, ap);
-    va_end(ap);
-    if (n > 0) t->len += (size_t)n;
-    if (t->len > sizeof t->buf) t->len = sizeof t->buf;
+/* CivetWeb worker thread (ops.c). */
+static void write_metrics(prom *p, void *arg) {
+    (void)arg;
+    prom_counter(p, "promo_webhook_results_total", "Results read from promo.results.", atomic_load(&m.results));
+    prom_counter(p, "promo_webhook_undecodable_total", "Results skipped because they could not be decoded.",
+                 atomic_load(&m.undecodable));
+    prom_counter(p, "promo_webhook_enqueued_total", "Results with a callback_url recorded as deliveries.",
+                 atomic_load(&m.enqueued));
+    prom_family(p, "promo_webhook_deliveries_total", "counter", "Deliveries finished, by outcome.");
+    prom_u64(p, "promo_webhook_deliveries_total", "outcome=\"delivered\"", atomic_load(&m.delivered));
+    prom_u64(p, "promo_webhook_deliveries_total", "outcome=\"failed\"", atomic_load(&m.failed));
+    prom_u64(p, "promo_webhook_deliveries_total", "outcome=\"not_allowed\"", atomic_load(&m.not_allowed));
+    prom_family(p, "promo_webhook_attempts_total", "counter", "HTTP attempts, by result.");
+    prom_u64(p, "promo_webhook_attempts_total", "result=\"2xx\"", atomic_load(&m.att_ok));
+    prom_u64(p, "promo_webhook_attempts_total", "result=\"http_error\"", atomic_load(&m.att_http));
+    prom_u64(p, "promo_webhook_attempts_total", "result=\"network_error\"", atomic_load(&m.att_network));
+    prom_counter(p, "promo_webhook_retries_scheduled_total", "Failed attempts with another attempt scheduled.",
+                 atomic_load(&m.retries));
+    prom_counter(p, "promo_webhook_lost_claims_total", "Attempts whose lease had passed to another dispatcher.",
+                 atomic_load(&m.lost_claims));
+    prom_family(p, "promo_webhook_errors_total", "counter", "Failed operations, by stage (each is retried).");
+    prom_u64(p, "promo_webhook_errors_total", "stage=\"mysql\"", atomic_load(&m.err_mysql));
+    prom_u64(p, "promo_webhook_errors_total", "stage=\"kafka\"", atomic_load(&m.err_kafka));
+    prom_gauge(p, "promo_webhook_in_flight", "HTTP attempts in progress.", atomic_load(&m.in_flight));
+    prom_gauge(p, "promo_webhook_mysql_up", "1 while the last MySQL operation succeeded.", atomic_load(&m.mysql_up));
+    prom_family(p, "promo_webhook_attempt_seconds", "histogram", "Duration of one HTTP attempt.");
+    prom_hist_write(p, "promo_webhook_attempt_seconds", NULL, &m.latency);
 }
 
-static void counter(text *t, const char *name, const char *help, unsigned long long v) {
-    text_add(t, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
-}
-
-/* CivetWeb worker thread. */
-static int metrics_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    static _Thread_local text t;
-    t.len = 0;
-    counter(&t, "promo_webhook_results_total", "Results read from promo.results.", atomic_load(&m.results));
-    counter(&t, "promo_webhook_undecodable_total", "Results skipped because they could not be decoded.",
-            atomic_load(&m.undecodable));
-    counter(&t, "promo_webhook_enqueued_total", "Results with a callback_url recorded as deliveries.",
-            atomic_load(&m.enqueued));
-    text_add(&t, "# HELP promo_webhook_deliveries_total Deliveries finished, by outcome.\n"
-                 "# TYPE promo_webhook_deliveries_total counter\n");
-    text_add(&t, "promo_webhook_deliveries_total{outcome=\"delivered\"} %llu\n", atomic_load(&m.delivered));
-    text_add(&t, "promo_webhook_deliveries_total{outcome=\"failed\"} %llu\n", atomic_load(&m.failed));
-    text_add(&t, "promo_webhook_deliveries_total{outcome=\"not_allowed\"} %llu\n", atomic_load(&m.not_allowed));
-    text_add(&t, "# HELP promo_webhook_attempts_total HTTP attempts, by result.\n"
-                 "# TYPE promo_webhook_attempts_total counter\n");
-    text_add(&t, "promo_webhook_attempts_total{result=\"2xx\"} %llu\n", atomic_load(&m.att_ok));
-    text_add(&t, "promo_webhook_attempts_total{result=\"http_error\"} %llu\n", atomic_load(&m.att_http));
-    text_add(&t, "promo_webhook_attempts_total{result=\"network_error\"} %llu\n", atomic_load(&m.att_network));
-    counter(&t, "promo_webhook_retries_scheduled_total", "Failed attempts with another attempt scheduled.",
-            atomic_load(&m.retries));
-    counter(&t, "promo_webhook_lost_claims_total", "Attempts whose lease had passed to another dispatcher.",
-            atomic_load(&m.lost_claims));
-    text_add(&t, "# HELP promo_webhook_errors_total Failed operations, by stage (each is retried).\n"
-                 "# TYPE promo_webhook_errors_total counter\n");
-    text_add(&t, "promo_webhook_errors_total{stage=\"mysql\"} %llu\n", atomic_load(&m.err_mysql));
-    text_add(&t, "promo_webhook_errors_total{stage=\"kafka\"} %llu\n", atomic_load(&m.err_kafka));
-    text_add(&t,
-             "# HELP promo_webhook_in_flight HTTP attempts in progress.\n# TYPE promo_webhook_in_flight gauge\n"
-             "promo_webhook_in_flight %d\n",
-             atomic_load(&m.in_flight));
-    text_add(&t,
-             "# HELP promo_webhook_mysql_up 1 while the last MySQL operation succeeded.\n"
-             "# TYPE promo_webhook_mysql_up gauge\npromo_webhook_mysql_up %d\n",
-             atomic_load(&m.mysql_up));
-    text_add(&t, "# HELP promo_webhook_attempt_seconds Duration of one HTTP attempt.\n"
-                 "# TYPE promo_webhook_attempt_seconds histogram\n");
-    unsigned long long count = atomic_load(&m.lat_count);
-    for (size_t i = 0; i < N_LATENCY_BUCKETS; i++)
-        text_add(&t, "promo_webhook_attempt_seconds_bucket{le=\"%g\"} %llu\n", latency_buckets[i],
-                 atomic_load(&m.lat_le[i]));
-    text_add(&t,
-             "promo_webhook_attempt_seconds_bucket{le=\"+Inf\"} %llu\npromo_webhook_attempt_seconds_sum %.6f\n"
-             "promo_webhook_attempt_seconds_count %llu\n",
-             count, (double)atomic_load(&m.lat_sum_us) / 1e6, count);
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n"
-              "Connection: close\r\n\r\n",
-              t.len);
-    mg_write(conn, t.buf, t.len);
-    return 200;
-}
-
-/* CivetWeb worker thread. Liveness only: waiting for MySQL is alive. */
-static int healthz_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    mg_printf(conn,
-              "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
-    return 200;
-}
-
-/* CivetWeb worker thread. Ready once results are being read and due
- * deliveries sent. */
-static int readyz_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    if (atomic_load(&m.ready)) {
-        mg_printf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
-                        "Connection: close\r\n\r\nready\n");
-        return 200;
-    }
-    mg_printf(conn, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
-                    "Connection: close\r\n\r\nstarting\n");
-    return 503;
-}
-
-static struct mg_context *metrics_start(int port) {
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", port);
-    const char *options[] = {"listening_ports", ports, "num_threads", "2", NULL};
-    struct mg_callbacks cb;
-    memset(&cb, 0, sizeof cb);
-    struct mg_context *ctx = mg_start(&cb, NULL, options);
-    if (!ctx) return NULL;
-    mg_set_request_handler(ctx, "/metrics", metrics_handler, NULL);
-    mg_set_request_handler(ctx, "/healthz", healthz_handler, NULL);
-    mg_set_request_handler(ctx, "/readyz", readyz_handler, NULL);
-    return ctx;
+/* CivetWeb worker thread (ops.c). Ready once results are being read and due
+ * deliveries sent; waiting for MySQL is alive all the same (/healthz). */
+static const char *not_ready(void *arg) {
+    (void)arg;
+    return atomic_load(&m.ready) ? NULL : "starting";
 }
 
 /* ---- MySQL ---------------------------------------------------------- */
@@ -301,7 +201,7 @@ static webhook_store *store_open(const config *c, bool migrate) {
         }
         atomic_store(&m.mysql_up, 0);
         log_error("mysql not ready: %s; retrying in %d ms", errstr, backoff);
-        nap_ms(backoff);
+        nap_ms(backoff, &stopping);
         backoff = backoff_next(backoff);
     }
     return NULL;
@@ -493,7 +393,7 @@ static void *deliverer_run(void *arg) {
         if (stop) wait = 50;
         if (webhook_sender_run(w->sender, wait) != 0) {
             log_error("libcurl multi handle failed; pausing");
-            nap_ms(100);
+            nap_ms(100, &stopping);
         }
     }
     mysql_thread_end();
@@ -612,7 +512,7 @@ static void batch_flush(app *a) {
             atomic_store(&m.mysql_up, 0);
             log_error("recording %zu webhooks (first request %s): %s; retrying in %d ms", a->nitems,
                       a->items[0].request_id, errstr, backoff);
-            nap_ms(backoff);
+            nap_ms(backoff, &stopping);
             backoff = backoff_next(backoff);
             if (stopping) {
                 batch_drop(a, "stopping before it was recorded");
@@ -652,58 +552,14 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     }
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value) {
-    char errstr[256];
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        log_error("kafka config %s=%s: %s", name, value, errstr);
-        return -1;
-    }
-    return 0;
-}
-
 static rd_kafka_t *consumer_new(app *a, const char *bootstrap, const char *group) {
-    char session[24], heartbeat[24], errstr[512];
-    long long session_ms = clamp(cfg_int("PROMO_SESSION_TIMEOUT_MS", 6000), 1000, 3600000);
-    snprintf(session, sizeof session, "%lld", session_ms);
-    snprintf(heartbeat, sizeof heartbeat, "%lld", session_ms / 3);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", bootstrap) || conf_set(conf, "client.id", PROGRAM) ||
-        conf_set(conf, "group.id", group) || conf_set(conf, "enable.auto.commit", "false") ||
-        conf_set(conf, "enable.auto.offset.store", "false") || conf_set(conf, "auto.offset.reset", "earliest") ||
-        conf_set(conf, "partition.assignment.strategy", "range") || conf_set(conf, "session.timeout.ms", session) ||
-        conf_set(conf, "heartbeat.interval.ms", heartbeat)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_opaque(conf, a);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        log_error("kafka consumer: %s", errstr);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, RESULTS_TOPIC, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (err) {
-        log_error("subscribing to %s: %s", RESULTS_TOPIC, rd_kafka_err2str(err));
-        rd_kafka_destroy(rk);
-        return NULL;
-    }
+    char errstr[512];
+    kafka_conf kc;
+    kafka_conf_consumer(&kc, bootstrap, PROGRAM, group, on_rebalance, a);
+    kafka_conf_set(&kc, "auto.offset.reset", "earliest");
+    rd_kafka_t *rk = kafka_conf_new_consumer(&kc, TOPIC_RESULTS, errstr, sizeof errstr);
+    if (!rk) log_error("kafka consumer: %s", errstr);
     return rk;
-}
-
-static int wait_bootstrap(char *out, size_t out_size) {
-    char errstr[256];
-    int logged = 0;
-    while (!stopping) {
-        if (cfg_kafka_bootstrap(out, out_size, errstr, sizeof errstr) == 0) return 0;
-        if (!logged++) log_warn("waiting for the Kafka bootstrap list: %s", errstr);
-        nap_ms(500);
-    }
-    return -1;
 }
 
 static void consume(app *a) {
@@ -741,12 +597,7 @@ static void consume(app *a) {
 
 int main(void) {
     log_init(PROGRAM);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    signals_on_stop(&stopping);
 
     static config cfg;
     static app a;
@@ -754,7 +605,7 @@ int main(void) {
     int status = 1;
     bool thread_started = false;
     pthread_t thread;
-    struct mg_context *http = NULL;
+    ops *http = NULL;
     char errstr[512], bootstrap[1024];
     if (config_load(&cfg) != 0) return 2;
     /* Both libraries' global set-up is not thread-safe: do it before any
@@ -794,9 +645,9 @@ int main(void) {
         log_error("codec: %s", errstr);
         goto out;
     }
-    int metrics_port = (int)cfg_int("PROMO_METRICS_PORT", 0);
-    if (metrics_port > 0 && !(http = metrics_start(metrics_port))) {
-        log_error("cannot serve metrics on port %d", metrics_port);
+    ops_handlers handlers = {.metrics = write_metrics, .not_ready = not_ready};
+    if (ops_start(&handlers, &http, errstr, sizeof errstr) != 0) {
+        log_error("%s", errstr);
         goto out;
     }
     if (!(a.store = store_open(&cfg, true)) || !(w.store = store_open(&cfg, false))) goto stopped;
@@ -805,10 +656,10 @@ int main(void) {
         goto out;
     }
     thread_started = true;
-    if (wait_bootstrap(bootstrap, sizeof bootstrap) != 0) goto stopped;
+    if (kafka_wait_bootstrap(bootstrap, sizeof bootstrap, &stopping) != 0) goto stopped;
     const char *group = cfg_str("PROMO_WEBHOOK_GROUP", PROGRAM);
     if (!(a.consumer = consumer_new(&a, bootstrap, group))) goto out;
-    log_info("consuming %s as group %s; %zu attempts, allow %s, timeout %d ms, %zu in flight", RESULTS_TOPIC, group,
+    log_info("consuming %s as group %s; %zu attempts, allow %s, timeout %d ms, %zu in flight", TOPIC_RESULTS, group,
              cfg.schedule.n, cfg.allow, cfg.timeout_ms, cfg.concurrency);
     atomic_store(&m.ready, 1);
     consume(&a);
@@ -827,7 +678,7 @@ out:
         rd_kafka_consumer_close(a.consumer);
         rd_kafka_destroy(a.consumer);
     }
-    if (http) mg_stop(http);
+    ops_stop(http);
     batch_clear(&a);
     for (size_t i = 0; w.pend && i < w.npend; i++) webhook_delivery_clear(&w.pend[i].d);
     webhook_sender_destroy(w.sender);

@@ -23,7 +23,7 @@ COV_MIN  ?= 90
 # The files held to COV_MIN: the pure state machines, and the runtime.
 COV_MACHINES := processors/coupon.c processors/point.c processors/timesale.c processors/domain.c \
                 processors/bytes.c
-COV_RUNTIME  := processors/runtime.c processors/checkpoint.c processors/dedupe.c
+COV_RUNTIME  := processors/runtime.c common/checkpoint.c processors/dedupe.c processors/result_pack.c
 
 coverage: deps
 	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) B=$(COV) OPT="-O0 --coverage -DPROMO_COVERAGE_FLUSH" all

@@ -59,6 +59,7 @@
  *   Transactions and read_committed are not emulated faithfully.
  * - Message timestamps are the producer's CreateTime; no LogAppendTime.
  */
+#include "topics.h"
 #include "util.h"
 
 #include <librdkafka/rdkafka.h>
@@ -85,7 +86,7 @@
 #define DEVKAFKA_READY_TIMEOUT_MS 10000
 
 static const char *const devkafka_topics[] = {
-    "promo.coupon.cmd", "promo.point.cmd", "promo.timesale.cmd", "promo.results", "promo.dlq",
+    TOPIC_COUPON_CMD, TOPIC_POINT_CMD, TOPIC_TIMESALE_CMD, TOPIC_RESULTS, TOPIC_DLQ,
 };
 #define DEVKAFKA_TOPIC_CNT (sizeof devkafka_topics / sizeof devkafka_topics[0])
 

@@ -32,7 +32,7 @@ PROGRAMS = {
     "promo-processor": ["processors/*.c"],
     "promo-sink-mysql": ["sinks/mysql_main.c", "sinks/sink_mysql.c"],
     "promo-webhook": ["sinks/webhook*.c", "sinks/sink_mysql.c"],
-    "promoctl": ["tools/promoctl.c", "tools/topics.c", "ingest/parse.c", "processors/checkpoint.c"],
+    "promoctl": ["tools/promoctl/*.c"],
 }
 DEV_ONLY = ["tools/devkafka.c", "tools/fleet.sh", "tools/kafka/kafka.sh"]
 LITERAL = re.compile(r'"(PROMO_[A-Z0-9_]+)"')

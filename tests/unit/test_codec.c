@@ -675,6 +675,28 @@ static void check_dead_letter(const codec_buf *b, const dead_letter *dl) {
     avro_schema_decref(schema);
 }
 
+/* codec_decode_dead_letter() gives back what was encoded. */
+static void check_dead_letter_decoded(const codec_buf *b, const dead_letter *want) {
+    dead_letter got;
+    assert_int_equal(codec_decode_dead_letter(C, b->data, b->len, &got, err, sizeof err), CODEC_OK);
+    assert_string_equal(got.source_topic, want->source_topic);
+    assert_int_equal(got.source_partition, want->source_partition);
+    assert_int_equal(got.source_offset, want->source_offset);
+    assert_int_equal(got.key == NULL, want->key == NULL);
+    assert_int_equal(got.key_len, want->key_len);
+    if (want->key_len) assert_memory_equal(got.key, want->key, want->key_len);
+    assert_int_equal(got.value == NULL, want->value == NULL);
+    assert_int_equal(got.value_len, want->value_len);
+    if (want->value_len) assert_memory_equal(got.value, want->value, want->value_len);
+    assert_string_equal(got.error_code, want->error_code);
+    assert_string_equal(got.reason, want->reason);
+    assert_int_equal(got.failed_at, want->failed_at);
+    assert_string_equal(got.consumer, want->consumer);
+    /* Not a command, not a result: a dead letter only where one is expected. */
+    promo_result res;
+    assert_int_equal(codec_decode_result(C, b->data, b->len, &res, err, sizeof err), CODEC_ERR_SCHEMA);
+}
+
 static void test_dead_letter(void **state) {
     (void)state;
     codec_buf b = {0};
@@ -694,6 +716,7 @@ static void test_dead_letter(void **state) {
     };
     assert_int_equal(codec_encode_dead_letter(C, &dl, &b, err, sizeof err), CODEC_OK);
     check_dead_letter(&b, &dl);
+    check_dead_letter_decoded(&b, &dl);
 
     /* null key, empty value */
     dl.key = NULL;
@@ -702,6 +725,7 @@ static void test_dead_letter(void **state) {
     dl.value_len = 0;
     assert_int_equal(codec_encode_dead_letter(C, &dl, &b, err, sizeof err), CODEC_OK);
     check_dead_letter(&b, &dl);
+    check_dead_letter_decoded(&b, &dl);
 
     /* A large original value, into a small buffer: the buffer must grow. */
     free(b.data);
@@ -716,6 +740,10 @@ static void test_dead_letter(void **state) {
     assert_int_equal(codec_encode_dead_letter(C, &dl, &b, err, sizeof err), CODEC_OK);
     assert_true(b.len > big_len);
     check_dead_letter(&b, &dl);
+    check_dead_letter_decoded(&b, &dl);
+    /* Truncated anywhere: an error, never a crash. */
+    for (size_t cut = 0; cut < 64; cut++)
+        assert_true(codec_decode_dead_letter(C, b.data, cut, &(dead_letter){0}, err, sizeof err) < 0);
     free(big);
     free(b.data);
 }

@@ -1,4 +1,4 @@
-/* test_parse.c — cmocka tests of ingest/parse.c, the pure half of ingest.
+/* test_parse.c — cmocka tests of common/parse.c, the pure half of ingest.
  *
  * Every write route is driven from one valid body (the `writes` table); the
  * table-driven tests then take each body apart — drop each field, give it the
@@ -24,8 +24,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "../../ingest/parse.h"
-#include "../../ingest/ratelimit.c"
+#include "parse.h"
+#include "ratelimit.c" /* ingest's, by -Iingest (the Makefile) */
 
 #define ALLOW "127.0.0.1,localhost, hooks.example.com ,[::1]"
 #define NOW 1700000000000LL

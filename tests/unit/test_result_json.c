@@ -4,7 +4,8 @@
  * keys always present, each outcome field present exactly when the Result
  * carries it, nested records with explicit nulls, the ledger only when it
  * has entries, and strings that would break naive JSON (quotes, control
- * bytes, invalid UTF-8, arrays without a NUL) still giving valid JSON.
+ * bytes, invalid UTF-8, arrays without a NUL) still giving valid JSON; and
+ * the PENDING document ingest writes before a result exists.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,6 +52,30 @@ static void test_minimal_exact_text(void **state) {
                            "\"command_type\":\"IssueCoupon\",\"entity_key\":\"pol-1\",\"submitted_at\":1700000000000,"
                            "\"processed_at\":1700000000005,\"result\":{}}");
     free(s);
+}
+
+/* The PENDING document has a final status's keys in the same order, and
+ * only it is recognised as PENDING. */
+static void test_pending(void **state) {
+    (void)state;
+    promo_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    strcpy(cmd.request_id, "req-1");
+    cmd.type = CMD_ISSUE_COUPON;
+    cmd.submitted_at = 1700000000000;
+    char s[512];
+    assert_int_equal(result_json_pending(&cmd, "pol-1", s, sizeof s), 0);
+    assert_string_equal(s, "{\"request_id\":\"req-1\",\"status\":\"PENDING\",\"reason\":null,\"domain\":\"COUPON\","
+                           "\"command_type\":\"IssueCoupon\",\"entity_key\":\"pol-1\",\"submitted_at\":1700000000000,"
+                           "\"processed_at\":null,\"result\":{}}");
+    assert_true(result_json_is_pending(s));
+    assert_int_equal(result_json_pending(&cmd, "pol-1", s, 40), -1);
+    promo_result r;
+    base(&r);
+    char *final = result_json_dump(&r);
+    assert_non_null(final);
+    assert_false(result_json_is_pending(final));
+    free(final);
 }
 
 static void test_rejected_reason(void **state) {
@@ -405,6 +430,7 @@ static void test_deterministic(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal_exact_text),
+        cmocka_unit_test(test_pending),
         cmocka_unit_test(test_rejected_reason),
         cmocka_unit_test(test_each_field_alone),
         cmocka_unit_test(test_each_field_missing),

@@ -1,4 +1,4 @@
-/* topics_admin.h — creating the promo topics on a Kafka cluster (topics.c). */
+/* topics_admin.h — creating the promo topics on a Kafka cluster (topics_admin.c). */
 #ifndef PROMO_TOPICS_ADMIN_H
 #define PROMO_TOPICS_ADMIN_H
 

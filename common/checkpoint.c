@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keys.h"
+
 /* KEYS: meta, state, stage. ARGV: epoch, prev_seq, new_seq, offset, mode
  * ('0' delta, '1' full, '2' full whose entries were staged in KEYS[3]), now,
  * ndel, del keys..., k, v... */
@@ -49,8 +51,8 @@ static const char write_script[] =
 #define FIXED_ARGS 13 /* EVAL script 3 meta state stage + 7 ARGV */
 
 static void keys_of(const char *domain, int32_t partition, char *meta, char *state, size_t size) {
-    snprintf(meta, size, "promo:{%s:%d}:meta", domain, (int)partition);
-    snprintf(state, size, "promo:{%s:%d}:state", domain, (int)partition);
+    snprintf(meta, size, KEY_CKPT_META, domain, (int)partition);
+    snprintf(state, size, KEY_CKPT_STATE, domain, (int)partition);
 }
 
 /* The stage of one owner: named by its epoch, so a zombie's slices never mix

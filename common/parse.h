@@ -3,7 +3,8 @@
  * The HTTP layer (http.c) hands this module strings it read off the wire —
  * method, path, headers, body, query values — and gets back either a route, a
  * complete promo_cmd that has passed cmd_validate(), or a parse_error that says
- * which HTTP status to answer, which error code, which field and why. Nothing
+ * which HTTP status to answer, which error code, which field and why; promoctl
+ * submits commands through the same rules (hence common/). Nothing
  * here touches a socket, a clock or a random source (the caller passes "now"
  * and a fresh request id in), so tests/unit/test_parse.c drives every rule
  * directly.

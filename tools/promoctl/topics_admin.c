@@ -1,4 +1,4 @@
-/* topics.c — `promoctl topics`: creates the promo topics on a real Kafka
+/* topics_admin.c — `promoctl topics`: creates the promo topics on a real Kafka
  * cluster and waits until every partition has a leader.
  *
  * The local broker (tools/kafka/) and the production compose file both run
@@ -24,8 +24,8 @@
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "ctl.h"
 #include "topics.h"
 #include "util.h"
 
@@ -40,11 +40,6 @@ static const struct {
     {TOPIC_RESULTS, RETENTION_30D, "-1"}, {TOPIC_DLQ, RETENTION_30D, "-1"},
 };
 #define TOPIC_CNT (sizeof topic_specs / sizeof topic_specs[0])
-
-static void pause_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* One CreateTopics round for every promo topic. 0 when each exists now
  * (created or found), -1 with errstr otherwise. */
@@ -160,8 +155,39 @@ int topics_ensure(const char *bootstrap, const topics_spec *spec, int timeout_ms
         /* Anything else may be a cluster still electing leaders or
          * registering brokers: try again until the deadline. */
         if (mono_ms() >= deadline) break;
-        pause_ms(250);
+        sleep_ms(250);
     }
     rd_kafka_destroy(rk);
     return rc == 0 ? 0 : -1;
+}
+
+/* Defaults: the partition count of the local fleet (PROMO_KAFKA_PARTITIONS),
+ * one replica; production passes 3 and 2 (docker-compose.yml). */
+int topics_main(int argc, char **argv) {
+    topics_spec spec = {(int)cfg_int("PROMO_KAFKA_PARTITIONS", 12), 1, 1};
+    long long timeout_ms = 60000;
+    for (int i = 0; i < argc; i++) {
+        long long v = i + 1 < argc ? ctl_count(argv[i + 1]) : -1;
+        if (v < 1 || v > 100000) return ctl_usage();
+        if (strcmp(argv[i], "--partitions") == 0)
+            spec.partitions = (int)v;
+        else if (strcmp(argv[i], "--replication") == 0)
+            spec.replication = (int)v;
+        else if (strcmp(argv[i], "--min-isr") == 0)
+            spec.min_isr = (int)v;
+        else if (strcmp(argv[i], "--timeout-ms") == 0)
+            timeout_ms = v;
+        else
+            return ctl_usage();
+        i++;
+    }
+    char bootstrap[1024], errstr[512];
+    if (cfg_kafka_bootstrap(bootstrap, sizeof bootstrap, errstr, sizeof errstr) != 0 ||
+        topics_ensure(bootstrap, &spec, (int)timeout_ms, errstr, sizeof errstr) != 0) {
+        fprintf(stderr, "promoctl: topics: %s\n", errstr);
+        return 1;
+    }
+    fprintf(stderr, "promoctl: topics ready: %d partitions, replication %d, min.insync.replicas %d\n", spec.partitions,
+            spec.replication, spec.min_isr);
+    return 0;
 }

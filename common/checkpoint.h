@@ -1,7 +1,8 @@
 /* checkpoint.h — a partition's state and next input offset in Redis, written
- * atomically and fenced (DESIGN.md §5).
+ * atomically and fenced (DESIGN.md §5). The processors write and restore
+ * checkpoints; promoctl reads them (hence common/).
  *
- * Keys, hash-tagged so Redis Cluster keeps a partition in one slot:
+ * Keys (keys.h), hash-tagged so Redis Cluster keeps a partition in one slot:
  *   promo:{<domain>:<partition>}:meta   hash: epoch, seq, offset, at, entries
  *   promo:{<domain>:<partition>}:state  hash: entry key -> entry value
  *
@@ -19,9 +20,8 @@
 #define PROMO_CHECKPOINT_H
 
 #include <hiredis.h>
+#include <stddef.h>
 #include <stdint.h>
-
-#include "domain.h"
 
 enum {
     CKPT_OK = 0,

@@ -32,7 +32,7 @@
  * judged on what is left. Run it on a schedule (docs/operations.md); it
  * reads, and with --repair writes, while the fleet runs.
  */
-#include "reconcile.h"
+#include "ctl.h"
 
 #include <librdkafka/rdkafka.h>
 #include <mysql.h>
@@ -461,7 +461,7 @@ static rd_kafka_t *reader_new(char *errstr, size_t errstr_size) {
     return rk;
 }
 
-int reconcile_run(MYSQL *my, int repair_mode, char *errstr, size_t errstr_size) {
+static int reconcile_run(MYSQL *my, int repair_mode, char *errstr, size_t errstr_size) {
     recon rc = {.my = my};
     errstr[0] = '\0';
     int status = -1;
@@ -524,4 +524,28 @@ done:
     }
     if (rc.codec) codec_destroy(rc.codec);
     return status;
+}
+
+/* Exit status 0 agreed, 1 differences (left), 2 usage, 3 could not tell. */
+int reconcile_main(int argc, char **argv) {
+    int repair = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--repair") == 0)
+            repair = 1;
+        else
+            return ctl_usage();
+    }
+    char errstr[512];
+    MYSQL *my = ctl_mysql_new(errstr, sizeof errstr);
+    if (!my) {
+        fprintf(stderr, "promoctl: %s\n", errstr);
+        return 3;
+    }
+    int rc = reconcile_run(my, repair, errstr, sizeof errstr);
+    mysql_close(my);
+    if (rc < 0) {
+        fprintf(stderr, "promoctl: reconcile: %s\n", errstr);
+        return 3;
+    }
+    return rc;
 }
