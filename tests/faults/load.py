@@ -27,33 +27,10 @@ import threading
 import time
 
 from client import ADMIN, CLIENT, Client, now_ms
+# Kafka's murmur2, ingest's and the Java client's partitioner: the hot key's partition.
+from test_050_direct_producers import murmur2_partition
 
 RETRYABLE = (429, 500, 502, 503, 504)
-
-
-def murmur2(data):
-    """Kafka's murmur2 (the Java client's partitioner, librdkafka's
-    murmur2_random, ingest's), as in tests/e2e/test_050_direct_producers.py."""
-    m = 0x5bd1e995
-    h = (0x9747b28c ^ len(data)) & 0xffffffff
-    n4 = len(data) // 4
-    for i in range(n4):
-        k = (int.from_bytes(data[4 * i:4 * i + 4], "little") * m) & 0xffffffff
-        k = ((k ^ (k >> 24)) * m) & 0xffffffff
-        h = ((h * m) & 0xffffffff) ^ k
-    rest = data[4 * n4:]
-    if len(rest) >= 3:
-        h ^= rest[2] << 16
-    if len(rest) >= 2:
-        h ^= rest[1] << 8
-    if len(rest) >= 1:
-        h = ((h ^ rest[0]) * m) & 0xffffffff
-    h = ((h ^ (h >> 13)) * m) & 0xffffffff
-    return h ^ (h >> 15)
-
-
-def murmur2_partition(key, partitions):
-    return (murmur2(key.encode()) & 0x7fffffff) % partitions
 
 
 class Load:
