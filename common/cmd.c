@@ -16,9 +16,29 @@
 #define AMOUNT_MAX 1000000000000LL /* 10^12 */
 #define VALID_DAYS_MAX 3650
 
+/* A sale's default hold and an order's hold (DESIGN.md §4a). */
+#define HOLD_MS_MIN 1000
+#define HOLD_MS_MAX 3600000
+
 static const char *const type_names[CMD__COUNT] = {
-    "CreateCouponPolicy", "IssueCoupon",    "RedeemCoupon",   "CancelRedemption", "EarnPoints",
-    "UsePoints",          "CancelPointUse", "CreateTimeSale", "PlaceOrder",       "CancelOrder",
+    [CMD_CREATE_COUPON_POLICY] = "CreateCouponPolicy",
+    [CMD_ISSUE_COUPON] = "IssueCoupon",
+    [CMD_REDEEM_COUPON] = "RedeemCoupon",
+    [CMD_CANCEL_REDEMPTION] = "CancelRedemption",
+    [CMD_PAUSE_COUPON_POLICY] = "PauseCouponPolicy",
+    [CMD_RESUME_COUPON_POLICY] = "ResumeCouponPolicy",
+    [CMD_CLOSE_COUPON_POLICY] = "CloseCouponPolicy",
+    [CMD_UPDATE_COUPON_POLICY] = "UpdateCouponPolicy",
+    [CMD_EARN_POINTS] = "EarnPoints",
+    [CMD_USE_POINTS] = "UsePoints",
+    [CMD_CANCEL_POINT_USE] = "CancelPointUse",
+    [CMD_CREATE_TIME_SALE] = "CreateTimeSale",
+    [CMD_PLACE_ORDER] = "PlaceOrder",
+    [CMD_CANCEL_ORDER] = "CancelOrder",
+    [CMD_PAUSE_TIME_SALE] = "PauseTimeSale",
+    [CMD_RESUME_TIME_SALE] = "ResumeTimeSale",
+    [CMD_CLOSE_TIME_SALE] = "CloseTimeSale",
+    [CMD_UPDATE_TIME_SALE] = "UpdateTimeSale",
 };
 
 const char *cmd_type_name(cmd_type t) {
@@ -29,6 +49,15 @@ int cmd_type_from_name(const char *name) {
     for (int i = 0; i < CMD__COUNT; i++)
         if (strcmp(type_names[i], name) == 0) return i;
     return -1;
+}
+
+const char *campaign_state_name(campaign_state s) {
+    switch (s) {
+    case CAMPAIGN_ACTIVE: return "ACTIVE";
+    case CAMPAIGN_PAUSED: return "PAUSED";
+    case CAMPAIGN_CLOSED: return "CLOSED";
+    }
+    return "UNKNOWN";
 }
 
 const char *promo_domain_name(promo_domain d) {
@@ -51,8 +80,8 @@ const char *ledger_kind_name(ledger_kind k) {
 }
 
 promo_domain cmd_domain(cmd_type t) {
-    if (t <= CMD_CANCEL_REDEMPTION) return DOMAIN_COUPON;
-    if (t <= CMD_CANCEL_POINT_USE) return DOMAIN_POINT;
+    if (t < CMD_FIRST_POINT) return DOMAIN_COUPON;
+    if (t < CMD_FIRST_TIMESALE) return DOMAIN_POINT;
     return DOMAIN_TIMESALE;
 }
 
@@ -104,6 +133,14 @@ int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size) {
     case CMD_CREATE_TIME_SALE: k = cmd->u.create_sale.sale_id; break;
     case CMD_PLACE_ORDER: k = cmd->u.place_order.sale_id; break;
     case CMD_CANCEL_ORDER: k = cmd->u.cancel_order.sale_id; break;
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: k = cmd->u.policy_control.policy_id; break;
+    case CMD_UPDATE_COUPON_POLICY: k = cmd->u.update_policy.policy_id; break;
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: k = cmd->u.sale_control.sale_id; break;
+    case CMD_UPDATE_TIME_SALE: k = cmd->u.update_sale.sale_id; break;
     default: return -1;
     }
     if (strlen(k) + 1 > key_size) return -1;
@@ -194,6 +231,40 @@ static int validate_sale(vctx *v, const time_sale_def *s) {
     return 0;
 }
 
+/* The rules of a PATCH that do not depend on the entity's state: each field
+ * in its range, at least one field. Windows against the stored definition
+ * are the state machine's (INVALID_WINDOW). */
+static int validate_update_policy(vctx *v, const promo_cmd *cmd) {
+    const coupon_policy_update *u = &cmd->u.update_policy;
+    TRY(check_id(v, "policy_id", u->policy_id));
+    if (!u->has_total_quantity && !u->has_per_user_limit && !u->has_issue_ends_at && !u->has_valid_until)
+        return fail(v, "total_quantity",
+                    "at least one of total_quantity, per_user_limit, issue_ends_at, valid_until is required");
+    if (u->has_total_quantity) TRY(check_range(v, "total_quantity", u->total_quantity, 1, AMOUNT_MAX));
+    if (u->has_per_user_limit) TRY(check_range(v, "per_user_limit", u->per_user_limit, 1, 1000000));
+    if (u->has_issue_ends_at) TRY(check_range(v, "issue_ends_at", u->issue_ends_at, 0, INT64_MAX / 2));
+    if (u->has_valid_until) {
+        TRY(check_range(v, "valid_until", u->valid_until, 0, INT64_MAX / 2));
+        if (u->has_issue_ends_at && u->valid_until < u->issue_ends_at)
+            return fail(v, "valid_until", "must not be before issue_ends_at");
+    }
+    if (u->actor[0]) TRY(check_id(v, "actor", u->actor));
+    return 0;
+}
+
+static int validate_update_sale(vctx *v, const promo_cmd *cmd) {
+    const time_sale_update *u = &cmd->u.update_sale;
+    TRY(check_id(v, "sale_id", u->sale_id));
+    if (!u->has_stock && !u->has_per_user_limit && !u->has_ends_at && !u->has_hold_ms)
+        return fail(v, "stock", "at least one of stock, per_user_limit, ends_at, hold_ms is required");
+    if (u->has_stock) TRY(check_range(v, "stock", u->stock, 1, AMOUNT_MAX));
+    if (u->has_per_user_limit) TRY(check_range(v, "per_user_limit", u->per_user_limit, 1, 1000000));
+    if (u->has_ends_at) TRY(check_range(v, "ends_at", u->ends_at, 0, INT64_MAX / 2));
+    if (u->has_hold_ms && u->hold_ms != 0) TRY(check_range(v, "hold_ms", u->hold_ms, HOLD_MS_MIN, HOLD_MS_MAX));
+    if (u->actor[0]) TRY(check_id(v, "actor", u->actor));
+    return 0;
+}
+
 int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why, size_t why_size) {
     vctx v = {field, field_size, why, why_size};
     vctx *vp = &v;
@@ -239,6 +310,18 @@ int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why
     case CMD_CANCEL_ORDER:
         TRY(check_id(vp, "sale_id", cmd->u.cancel_order.sale_id));
         return check_id(vp, "order_id", cmd->u.cancel_order.order_id);
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY:
+        TRY(check_id(vp, "policy_id", cmd->u.policy_control.policy_id));
+        return cmd->u.policy_control.actor[0] ? check_id(vp, "actor", cmd->u.policy_control.actor) : 0;
+    case CMD_UPDATE_COUPON_POLICY: return validate_update_policy(vp, cmd);
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE:
+        TRY(check_id(vp, "sale_id", cmd->u.sale_control.sale_id));
+        return cmd->u.sale_control.actor[0] ? check_id(vp, "actor", cmd->u.sale_control.actor) : 0;
+    case CMD_UPDATE_TIME_SALE: return validate_update_sale(vp, cmd);
     default: return fail(vp, "command", "unknown command type");
     }
 }
@@ -339,6 +422,32 @@ uint64_t cmd_fingerprint(const promo_cmd *cmd) {
         fnv_str(&f, cmd->u.cancel_order.sale_id);
         fnv_str(&f, cmd->u.cancel_order.order_id);
         break;
+    /* The actor is who asked, not what was asked: like client_id, it is
+     * left out, so a retry of a control by another key is a repeat. */
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: fnv_str(&f, cmd->u.policy_control.policy_id); break;
+    case CMD_UPDATE_COUPON_POLICY: {
+        const coupon_policy_update *u = &cmd->u.update_policy;
+        fnv_str(&f, u->policy_id);
+        fnv_opt(&f, u->has_total_quantity, u->total_quantity);
+        fnv_opt(&f, u->has_per_user_limit, u->per_user_limit);
+        fnv_opt(&f, u->has_issue_ends_at, u->issue_ends_at);
+        fnv_opt(&f, u->has_valid_until, u->valid_until);
+        break;
+    }
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: fnv_str(&f, cmd->u.sale_control.sale_id); break;
+    case CMD_UPDATE_TIME_SALE: {
+        const time_sale_update *u = &cmd->u.update_sale;
+        fnv_str(&f, u->sale_id);
+        fnv_opt(&f, u->has_stock, u->stock);
+        fnv_opt(&f, u->has_per_user_limit, u->per_user_limit);
+        fnv_opt(&f, u->has_ends_at, u->ends_at);
+        fnv_opt(&f, u->has_hold_ms, u->hold_ms);
+        break;
+    }
     default: break;
     }
     return f.h;
@@ -355,6 +464,19 @@ void result_init(promo_result *res, const promo_cmd *cmd) {
     res->processed_at = cmd->submitted_at;
     strcpy(res->callback_url, cmd->callback_url);
     strcpy(res->client_id, cmd->client_id);
+    const char *actor = NULL;
+    switch (cmd->type) {
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: actor = cmd->u.policy_control.actor; break;
+    case CMD_UPDATE_COUPON_POLICY: actor = cmd->u.update_policy.actor; break;
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: actor = cmd->u.sale_control.actor; break;
+    case CMD_UPDATE_TIME_SALE: actor = cmd->u.update_sale.actor; break;
+    default: break;
+    }
+    if (actor) strcpy(res->actor, actor);
 }
 
 void result_reject(promo_result *res, const char *code) {

@@ -23,20 +23,40 @@
 
 typedef enum { DOMAIN_COUPON = 0, DOMAIN_POINT = 1, DOMAIN_TIMESALE = 2 } promo_domain;
 
-/* Order inside each domain matches the branch order of the Avro union. */
+/* Order inside each domain matches the branch order of the Avro union; the
+ * domains follow each other (coupon, point, timesale), so a branch added at
+ * the end of a union is added at the end of its domain's run here. The
+ * numbers are in-memory only: the wire names a command by its union branch
+ * and a result by its record name. */
 typedef enum {
     CMD_CREATE_COUPON_POLICY = 0,
     CMD_ISSUE_COUPON,
     CMD_REDEEM_COUPON,
     CMD_CANCEL_REDEMPTION,
+    CMD_PAUSE_COUPON_POLICY,
+    CMD_RESUME_COUPON_POLICY,
+    CMD_CLOSE_COUPON_POLICY,
+    CMD_UPDATE_COUPON_POLICY,
     CMD_EARN_POINTS,
     CMD_USE_POINTS,
     CMD_CANCEL_POINT_USE,
     CMD_CREATE_TIME_SALE,
     CMD_PLACE_ORDER,
     CMD_CANCEL_ORDER,
+    CMD_PAUSE_TIME_SALE,
+    CMD_RESUME_TIME_SALE,
+    CMD_CLOSE_TIME_SALE,
+    CMD_UPDATE_TIME_SALE,
     CMD__COUNT
 } cmd_type;
+
+/* The first command type of each domain. */
+#define CMD_FIRST_COUPON CMD_CREATE_COUPON_POLICY
+#define CMD_FIRST_POINT CMD_EARN_POINTS
+#define CMD_FIRST_TIMESALE CMD_CREATE_TIME_SALE
+
+/* A policy's or a sale's campaign state (DESIGN.md §4a). CLOSED is final. */
+typedef enum { CAMPAIGN_ACTIVE = 0, CAMPAIGN_PAUSED = 1, CAMPAIGN_CLOSED = 2 } campaign_state;
 
 typedef enum { DISCOUNT_FIXED = 0, DISCOUNT_PERCENT = 1 } discount_type;
 typedef enum { STATUS_SUCCEEDED = 0, STATUS_REJECTED = 1 } result_status;
@@ -71,6 +91,34 @@ typedef struct time_sale_def {
     int64_t starts_at;
     int64_t ends_at;
 } time_sale_def;
+
+/* PATCH of a policy or a sale: a field is changed only when its has_ flag is
+ * set. actor names the API key that sent it ("" = null). */
+typedef struct coupon_policy_update {
+    char policy_id[PROMO_ID_MAX + 1];
+    bool has_total_quantity;
+    int64_t total_quantity;
+    bool has_per_user_limit;
+    int32_t per_user_limit;
+    bool has_issue_ends_at;
+    int64_t issue_ends_at;
+    bool has_valid_until;
+    int64_t valid_until;
+    char actor[PROMO_ID_MAX + 1];
+} coupon_policy_update;
+
+typedef struct time_sale_update {
+    char sale_id[PROMO_ID_MAX + 1];
+    bool has_stock;
+    int64_t stock;
+    bool has_per_user_limit;
+    int32_t per_user_limit;
+    bool has_ends_at;
+    int64_t ends_at;
+    bool has_hold_ms;
+    int64_t hold_ms; /* 0 removes the sale's default hold */
+    char actor[PROMO_ID_MAX + 1];
+} time_sale_update;
 
 typedef struct promo_cmd {
     char request_id[PROMO_ID_MAX + 1];
@@ -121,6 +169,18 @@ typedef struct promo_cmd {
             char sale_id[PROMO_ID_MAX + 1];
             char order_id[PROMO_ID_MAX + 1];
         } cancel_order;
+        /* Pause, Resume and Close of a policy: the same record shape. actor
+         * names the API key that sent it ("" = null; see README, audit). */
+        struct {
+            char policy_id[PROMO_ID_MAX + 1];
+            char actor[PROMO_ID_MAX + 1];
+        } policy_control;
+        coupon_policy_update update_policy;
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char actor[PROMO_ID_MAX + 1];
+        } sale_control;
+        time_sale_update update_sale;
     } u;
 } promo_cmd;
 
@@ -191,10 +251,28 @@ typedef struct promo_result {
     time_sale_def sale;
     int n_ledger;
     ledger_entry ledger[PROMO_LEDGER_MAX];
+
+    /* Appended to the Result record after ledger (turn 2): a reader of an
+     * older Result finds them all null. */
+    char state[12];               /* ACTIVE | PAUSED | CLOSED, of the policy or sale */
+    char actor[PROMO_ID_MAX + 1]; /* the API key label that sent a control */
+    bool has_redeemed;
+    int64_t redeemed; /* a policy's coupons redeemed now */
+    bool has_cancelled_redemptions;
+    int64_t cancelled_redemptions;
+    bool has_discount_total;
+    int64_t discount_total; /* the discounts of the coupons redeemed now */
+    bool has_orders;
+    int64_t orders; /* a sale's orders accepted, ever */
+    bool has_cancelled_orders;
+    int64_t cancelled_orders;
+    bool has_hold_ms;
+    int64_t hold_ms; /* a sale's default hold, with its definition */
 } promo_result;
 
 /* Names as on the wire: "IssueCoupon", "COUPON", "EARN"... Static strings. */
 const char *cmd_type_name(cmd_type t);
+const char *campaign_state_name(campaign_state s); /* "ACTIVE"... */
 const char *promo_domain_name(promo_domain d);
 const char *ledger_kind_name(ledger_kind k);
 /* Name back to enum; returns -1 for an unknown name. */

@@ -179,6 +179,14 @@ static json_t *outcome_json(const promo_result *r, int *oom) {
     OPT_INT(o, "balance", r->has_balance, r->balance, oom);
     OPT_INT(o, "next_expiry_at", r->has_next_expiry, r->next_expiry_at, oom);
     OPT_INT(o, "next_expiry_amount", r->has_next_expiry, r->next_expiry_amount, oom);
+    OPT_STR(o, "state", r->state, oom);
+    OPT_STR(o, "actor", r->actor, oom);
+    OPT_INT(o, "redeemed", r->has_redeemed, r->redeemed, oom);
+    OPT_INT(o, "cancelled_redemptions", r->has_cancelled_redemptions, r->cancelled_redemptions, oom);
+    OPT_INT(o, "discount_total", r->has_discount_total, r->discount_total, oom);
+    OPT_INT(o, "orders", r->has_orders, r->orders, oom);
+    OPT_INT(o, "cancelled_orders", r->has_cancelled_orders, r->cancelled_orders, oom);
+    OPT_INT(o, "hold_ms", r->has_hold_ms, r->hold_ms, oom);
     if (r->has_policy) put(o, "policy", policy_json(&r->policy, oom), oom);
     if (r->has_sale) put(o, "sale", sale_json(&r->sale, oom), oom);
     int n = r->n_ledger;

@@ -368,9 +368,17 @@ static void observe_produce(http_server *s, int64_t us) {
     atomic_fetch_add_explicit(&s->produce_sum_us, (unsigned long long)us, memory_order_relaxed);
 }
 
-/* path: as sent, the one the route was matched on. */
+/* The label a key leaves on the commands that record their sender (the
+ * campaign controls): "key-" and the first 16 hex digits of its SHA-256, so
+ * the audit trail names a key without holding it. */
+static void key_label(const api_key *k, char out[21]) {
+    snprintf(out, 21, "key-%02x%02x%02x%02x%02x%02x%02x%02x", k->digest[0], k->digest[1], k->digest[2], k->digest[3],
+             k->digest[4], k->digest[5], k->digest[6], k->digest[7]);
+}
+
+/* path: as sent, the one the route was matched on; actor: the key's label. */
 static int handle_write(http_server *s, struct mg_connection *conn, const struct mg_request_info *ri, const char *path,
-                        const parse_route *route, char *rid_out, size_t rid_size) {
+                        const parse_route *route, const char *actor, char *rid_out, size_t rid_size) {
     char errstr[256];
     worker *w = worker_get(errstr, sizeof errstr);
     if (!w) {
@@ -394,6 +402,7 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
         .body_len = (size_t)len,
         .idempotency_key = mg_get_header(conn, "Idempotency-Key"),
         .client_id = mg_get_header(conn, "X-Client-Id"),
+        .actor = actor[0] ? actor : NULL,
         .fresh_request_id = fresh,
         .now_ms = now_ms(),
         .webhook_allow = s->cfg.webhook_allow,
@@ -720,7 +729,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     int64_t t0 = mono_us();
     atomic_fetch_add(&s->in_flight, 1);
-    char rid[PROMO_ID_MAX + 1] = "";
+    char rid[PROMO_ID_MAX + 1] = "", actor[21] = "";
     parse_route route;
     parse_error perr;
     int status;
@@ -759,6 +768,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
             status = send_error(conn, 403, "FORBIDDEN", NULL, "this operation needs an admin key", no_headers);
             goto done;
         }
+        key_label(&s->keys[key_index], actor);
     }
     switch (route.id) {
     case ROUTE_HEALTHZ: status = send_json(conn, 200, "{\"status\":\"ok\"}", no_headers); break;
@@ -770,7 +780,7 @@ static int handle(struct mg_connection *conn, void *cbdata) {
         break;
     case ROUTE_DOCS_ASSET: status = handle_docs_asset(s, conn, &route); break;
     default:
-        status = parse_route_is_write(route.id) ? handle_write(s, conn, ri, path, &route, rid, sizeof rid)
+        status = parse_route_is_write(route.id) ? handle_write(s, conn, ri, path, &route, actor, rid, sizeof rid)
                                                 : handle_read(conn, ri, &route);
     }
 done:;

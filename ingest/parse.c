@@ -42,33 +42,50 @@ typedef struct route_def {
     parse_route_id id;
     const char *name;
     parse_role role;
+    int cmd; /* the command a write makes; NO_CMD for the rest */
 } route_def;
 
+#define NO_CMD (-1)
+
 static const route_def routes[] = {
-    {"GET", "/healthz", ROUTE_HEALTHZ, "healthz", ROLE_NONE},
-    {"GET", "/readyz", ROUTE_READYZ, "readyz", ROLE_NONE},
-    {"GET", "/metrics", ROUTE_METRICS, "metrics", ROLE_NONE},
-    {"GET", "/openapi.json", ROUTE_OPENAPI, "openapi", ROLE_NONE},
-    {"GET", "/api/docs", ROUTE_DOCS, "docs", ROLE_NONE},
-    {"GET", "/api/docs/{asset}", ROUTE_DOCS_ASSET, "docs_asset", ROLE_NONE},
-    {"POST", "/v1/coupon-policies", ROUTE_POLICY_CREATE, "policy_create", ROLE_ADMIN},
-    {"POST", "/v1/coupon-policies/{policy_id}/issue", ROUTE_COUPON_ISSUE, "coupon_issue", ROLE_CLIENT},
-    {"POST", "/v1/coupons/{coupon_id}/redeem", ROUTE_COUPON_REDEEM, "coupon_redeem", ROLE_CLIENT},
-    {"POST", "/v1/coupons/{coupon_id}/cancel", ROUTE_COUPON_CANCEL, "coupon_cancel", ROLE_CLIENT},
-    {"POST", "/v1/points/{user_id}/earn", ROUTE_POINTS_EARN, "points_earn", ROLE_ADMIN},
-    {"POST", "/v1/points/{user_id}/use", ROUTE_POINTS_USE, "points_use", ROLE_CLIENT},
-    {"POST", "/v1/points/{user_id}/cancel", ROUTE_POINTS_CANCEL, "points_cancel", ROLE_CLIENT},
-    {"POST", "/v1/time-sales", ROUTE_SALE_CREATE, "sale_create", ROLE_ADMIN},
-    {"POST", "/v1/time-sales/{sale_id}/orders", ROUTE_SALE_ORDER, "sale_order", ROLE_CLIENT},
+    {"GET", "/healthz", ROUTE_HEALTHZ, "healthz", ROLE_NONE, NO_CMD},
+    {"GET", "/readyz", ROUTE_READYZ, "readyz", ROLE_NONE, NO_CMD},
+    {"GET", "/metrics", ROUTE_METRICS, "metrics", ROLE_NONE, NO_CMD},
+    {"GET", "/openapi.json", ROUTE_OPENAPI, "openapi", ROLE_NONE, NO_CMD},
+    {"GET", "/api/docs", ROUTE_DOCS, "docs", ROLE_NONE, NO_CMD},
+    {"GET", "/api/docs/{asset}", ROUTE_DOCS_ASSET, "docs_asset", ROLE_NONE, NO_CMD},
+    {"POST", "/v1/coupon-policies", ROUTE_POLICY_CREATE, "policy_create", ROLE_ADMIN, CMD_CREATE_COUPON_POLICY},
+    {"POST", "/v1/coupon-policies/{policy_id}/issue", ROUTE_COUPON_ISSUE, "coupon_issue", ROLE_CLIENT,
+     CMD_ISSUE_COUPON},
+    {"POST", "/v1/coupons/{coupon_id}/redeem", ROUTE_COUPON_REDEEM, "coupon_redeem", ROLE_CLIENT, CMD_REDEEM_COUPON},
+    {"POST", "/v1/coupons/{coupon_id}/cancel", ROUTE_COUPON_CANCEL, "coupon_cancel", ROLE_CLIENT,
+     CMD_CANCEL_REDEMPTION},
+    {"POST", "/v1/points/{user_id}/earn", ROUTE_POINTS_EARN, "points_earn", ROLE_ADMIN, CMD_EARN_POINTS},
+    {"POST", "/v1/points/{user_id}/use", ROUTE_POINTS_USE, "points_use", ROLE_CLIENT, CMD_USE_POINTS},
+    {"POST", "/v1/points/{user_id}/cancel", ROUTE_POINTS_CANCEL, "points_cancel", ROLE_CLIENT, CMD_CANCEL_POINT_USE},
+    {"POST", "/v1/time-sales", ROUTE_SALE_CREATE, "sale_create", ROLE_ADMIN, CMD_CREATE_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/orders", ROUTE_SALE_ORDER, "sale_order", ROLE_CLIENT, CMD_PLACE_ORDER},
     {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/cancel", ROUTE_SALE_ORDER_CANCEL, "sale_order_cancel",
-     ROLE_CLIENT},
-    {"GET", "/v1/coupon-policies/{policy_id}", ROUTE_POLICY_GET, "policy_get", ROLE_CLIENT},
-    {"GET", "/v1/users/{user_id}/coupons", ROUTE_USER_COUPONS, "user_coupons", ROLE_CLIENT},
-    {"GET", "/v1/points/{user_id}", ROUTE_POINTS_GET, "points_get", ROLE_CLIENT},
-    {"GET", "/v1/points/{user_id}/history", ROUTE_POINTS_HISTORY, "points_history", ROLE_CLIENT},
-    {"GET", "/v1/time-sales/{sale_id}", ROUTE_SALE_GET, "sale_get", ROLE_CLIENT},
-    {"GET", "/v1/time-sales/{sale_id}/orders/{order_id}", ROUTE_SALE_ORDER_GET, "sale_order_get", ROLE_CLIENT},
-    {"GET", "/v1/requests/{request_id}", ROUTE_REQUEST_GET, "request_get", ROLE_CLIENT},
+     ROLE_CLIENT, CMD_CANCEL_ORDER},
+    {"GET", "/v1/coupon-policies/{policy_id}", ROUTE_POLICY_GET, "policy_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/users/{user_id}/coupons", ROUTE_USER_COUPONS, "user_coupons", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/points/{user_id}", ROUTE_POINTS_GET, "points_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/points/{user_id}/history", ROUTE_POINTS_HISTORY, "points_history", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales/{sale_id}", ROUTE_SALE_GET, "sale_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales/{sale_id}/orders/{order_id}", ROUTE_SALE_ORDER_GET, "sale_order_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/requests/{request_id}", ROUTE_REQUEST_GET, "request_get", ROLE_CLIENT, NO_CMD},
+    {"POST", "/v1/coupon-policies/{policy_id}/pause", ROUTE_POLICY_PAUSE, "policy_pause", ROLE_ADMIN,
+     CMD_PAUSE_COUPON_POLICY},
+    {"POST", "/v1/coupon-policies/{policy_id}/resume", ROUTE_POLICY_RESUME, "policy_resume", ROLE_ADMIN,
+     CMD_RESUME_COUPON_POLICY},
+    {"POST", "/v1/coupon-policies/{policy_id}/close", ROUTE_POLICY_CLOSE, "policy_close", ROLE_ADMIN,
+     CMD_CLOSE_COUPON_POLICY},
+    {"PATCH", "/v1/coupon-policies/{policy_id}", ROUTE_POLICY_UPDATE, "policy_update", ROLE_ADMIN,
+     CMD_UPDATE_COUPON_POLICY},
+    {"POST", "/v1/time-sales/{sale_id}/pause", ROUTE_SALE_PAUSE, "sale_pause", ROLE_ADMIN, CMD_PAUSE_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/resume", ROUTE_SALE_RESUME, "sale_resume", ROLE_ADMIN, CMD_RESUME_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/close", ROUTE_SALE_CLOSE, "sale_close", ROLE_ADMIN, CMD_CLOSE_TIME_SALE},
+    {"PATCH", "/v1/time-sales/{sale_id}", ROUTE_SALE_UPDATE, "sale_update", ROLE_ADMIN, CMD_UPDATE_TIME_SALE},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -93,12 +110,13 @@ const char *parse_route_name(parse_route_id r) {
 }
 
 bool parse_route_is_write(parse_route_id r) {
-    return r >= ROUTE_POLICY_CREATE && r <= ROUTE_SALE_ORDER_CANCEL;
+    const route_def *d = route_def_of(r);
+    return d && d->cmd != NO_CMD;
 }
 
 cmd_type parse_route_cmd(parse_route_id r) {
-    /* The write routes are declared in command-type order. */
-    return (cmd_type)(CMD_CREATE_COUPON_POLICY + (r - ROUTE_POLICY_CREATE));
+    const route_def *d = route_def_of(r);
+    return d && d->cmd != NO_CMD ? (cmd_type)d->cmd : CMD__COUNT;
 }
 
 parse_role parse_route_role(parse_route_id r) {
@@ -265,27 +283,65 @@ static const field_spec order_fields[] = {
     OPT_ID("order_id", place_order.order_id),
 };
 
+/* PATCH: every field optional, at least one present (cmd_validate()). */
+static const field_spec update_policy_fields[] = {
+    OPT_LONG("total_quantity", update_policy.total_quantity, update_policy.has_total_quantity),
+    OPT_INT("per_user_limit", update_policy.per_user_limit, update_policy.has_per_user_limit),
+    OPT_LONG("issue_ends_at", update_policy.issue_ends_at, update_policy.has_issue_ends_at),
+    OPT_LONG("valid_until", update_policy.valid_until, update_policy.has_valid_until),
+};
+static const field_spec update_sale_fields[] = {
+    OPT_LONG("stock", update_sale.stock, update_sale.has_stock),
+    OPT_INT("per_user_limit", update_sale.per_user_limit, update_sale.has_per_user_limit),
+    OPT_LONG("ends_at", update_sale.ends_at, update_sale.has_ends_at),
+    OPT_LONG("hold_ms", update_sale.hold_ms, update_sale.has_hold_ms),
+};
+
 typedef struct cmd_spec {
     const field_spec *fields;
     size_t n;
     /* Where the path ids go (0 = not used by this command). */
     size_t id1_off, id1_size, id2_off, id2_size;
+    /* Where the sender's API key label goes (0 = not recorded). */
+    size_t actor_off, actor_size;
 } cmd_spec;
 
 #define SPEC(f) f, sizeof f / sizeof f[0]
 static const cmd_spec cmd_specs[CMD__COUNT] = {
-    [CMD_CREATE_COUPON_POLICY] = {SPEC(policy_fields), 0, 0, 0, 0},
-    [CMD_ISSUE_COUPON] = {SPEC(issue_fields), OFF(issue.policy_id), SZ(issue.policy_id), 0, 0},
-    [CMD_REDEEM_COUPON] = {SPEC(redeem_fields), OFF(redeem.coupon_id), SZ(redeem.coupon_id), 0, 0},
+    [CMD_CREATE_COUPON_POLICY] = {SPEC(policy_fields), 0, 0, 0, 0, 0, 0},
+    [CMD_ISSUE_COUPON] = {SPEC(issue_fields), OFF(issue.policy_id), SZ(issue.policy_id), 0, 0, 0, 0},
+    [CMD_REDEEM_COUPON] = {SPEC(redeem_fields), OFF(redeem.coupon_id), SZ(redeem.coupon_id), 0, 0, 0, 0},
     [CMD_CANCEL_REDEMPTION] = {SPEC(cancel_redemption_fields), OFF(cancel_redemption.coupon_id),
-                               SZ(cancel_redemption.coupon_id), 0, 0},
-    [CMD_EARN_POINTS] = {SPEC(earn_fields), OFF(earn.user_id), SZ(earn.user_id), 0, 0},
-    [CMD_USE_POINTS] = {SPEC(use_fields), OFF(use.user_id), SZ(use.user_id), 0, 0},
-    [CMD_CANCEL_POINT_USE] = {SPEC(cancel_use_fields), OFF(cancel_use.user_id), SZ(cancel_use.user_id), 0, 0},
-    [CMD_CREATE_TIME_SALE] = {SPEC(sale_fields), 0, 0, 0, 0},
-    [CMD_PLACE_ORDER] = {SPEC(order_fields), OFF(place_order.sale_id), SZ(place_order.sale_id), 0, 0},
+                               SZ(cancel_redemption.coupon_id), 0, 0, 0, 0},
+    [CMD_EARN_POINTS] = {SPEC(earn_fields), OFF(earn.user_id), SZ(earn.user_id), 0, 0, 0, 0},
+    [CMD_USE_POINTS] = {SPEC(use_fields), OFF(use.user_id), SZ(use.user_id), 0, 0, 0, 0},
+    [CMD_CANCEL_POINT_USE] = {SPEC(cancel_use_fields), OFF(cancel_use.user_id), SZ(cancel_use.user_id), 0, 0, 0, 0},
+    [CMD_CREATE_TIME_SALE] = {SPEC(sale_fields), 0, 0, 0, 0, 0, 0},
+    [CMD_PLACE_ORDER] = {SPEC(order_fields), OFF(place_order.sale_id), SZ(place_order.sale_id), 0, 0, 0, 0},
     [CMD_CANCEL_ORDER] = {NULL, 0, OFF(cancel_order.sale_id), SZ(cancel_order.sale_id), OFF(cancel_order.order_id),
-                          SZ(cancel_order.order_id)},
+                          SZ(cancel_order.order_id), 0, 0},
+#define POLICY_CONTROL                                                                                                 \
+    {                                                                                                                  \
+        NULL, 0, OFF(policy_control.policy_id), SZ(policy_control.policy_id), 0, 0, OFF(policy_control.actor),         \
+            SZ(policy_control.actor)                                                                                   \
+    }
+#define SALE_CONTROL                                                                                                   \
+    {                                                                                                                  \
+        NULL, 0, OFF(sale_control.sale_id), SZ(sale_control.sale_id), 0, 0, OFF(sale_control.actor),                   \
+            SZ(sale_control.actor)                                                                                     \
+    }
+    [CMD_PAUSE_COUPON_POLICY] = POLICY_CONTROL,
+    [CMD_RESUME_COUPON_POLICY] = POLICY_CONTROL,
+    [CMD_CLOSE_COUPON_POLICY] = POLICY_CONTROL,
+    [CMD_UPDATE_COUPON_POLICY] = {SPEC(update_policy_fields), OFF(update_policy.policy_id), SZ(update_policy.policy_id),
+                                  0, 0, OFF(update_policy.actor), SZ(update_policy.actor)},
+    [CMD_PAUSE_TIME_SALE] = SALE_CONTROL,
+    [CMD_RESUME_TIME_SALE] = SALE_CONTROL,
+    [CMD_CLOSE_TIME_SALE] = SALE_CONTROL,
+    [CMD_UPDATE_TIME_SALE] = {SPEC(update_sale_fields), OFF(update_sale.sale_id), SZ(update_sale.sale_id), 0, 0,
+                              OFF(update_sale.actor), SZ(update_sale.actor)},
+#undef POLICY_CONTROL
+#undef SALE_CONTROL
 };
 
 static const char *kind_words(field_kind k) {
@@ -472,6 +528,7 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
     }
     if (in->client_id && check_header_id(in->client_id, "X-Client-Id", cmd->client_id, sizeof cmd->client_id, err))
         goto out;
+    if (spec->actor_size && in->actor) put_path_id(cmd, spec->actor_off, spec->actor_size, in->actor);
     cmd->submitted_at = in->now_ms;
 
     char field[64], why[160];

@@ -36,7 +36,7 @@ typedef enum {
     ROUTE_OPENAPI,
     ROUTE_DOCS,
     ROUTE_DOCS_ASSET, /* /api/docs/{asset}: Swagger UI's files */
-    /* writes, one per command type */
+    /* writes: each makes a command (parse_route_cmd()) */
     ROUTE_POLICY_CREATE,
     ROUTE_COUPON_ISSUE,
     ROUTE_COUPON_REDEEM,
@@ -47,6 +47,14 @@ typedef enum {
     ROUTE_SALE_CREATE,
     ROUTE_SALE_ORDER,
     ROUTE_SALE_ORDER_CANCEL,
+    ROUTE_POLICY_PAUSE,
+    ROUTE_POLICY_RESUME,
+    ROUTE_POLICY_CLOSE,
+    ROUTE_POLICY_UPDATE,
+    ROUTE_SALE_PAUSE,
+    ROUTE_SALE_RESUME,
+    ROUTE_SALE_CLOSE,
+    ROUTE_SALE_UPDATE,
     /* reads */
     ROUTE_POLICY_GET,
     ROUTE_USER_COUPONS,
@@ -82,7 +90,7 @@ cmd_type parse_route_cmd(parse_route_id r);    /* only for writes */
 parse_role parse_route_role(parse_route_id r); /* ROLE_NONE: no key needed */
 
 /* The route table, for checking it against /openapi.json: entry i's
- * method ("GET"/"POST") and path pattern ("/v1/points/{user_id}"), static
+ * method ("GET"/"POST"/"PATCH") and path pattern ("/v1/points/{user_id}"), static
  * strings; i from 0 to parse_route_count() - 1. */
 size_t parse_route_count(void);
 void parse_route_at(size_t i, const char **method, const char **pattern);
@@ -104,6 +112,7 @@ typedef struct parse_input {
     size_t body_len;
     const char *idempotency_key;  /* becomes the request id when present */
     const char *client_id;        /* X-Client-Id */
+    const char *actor;            /* the API key's label, for the commands that record it (controls) */
     const char *fresh_request_id; /* used when there is no Idempotency-Key */
     int64_t now_ms;               /* submitted_at */
     const char *webhook_allow;    /* comma-separated callback hosts */

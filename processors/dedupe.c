@@ -36,7 +36,10 @@
  * id, which the entry already holds, so FORM_FRAMED keeps only the bytes after
  * it and get() rebuilds the frame; FORM_PACKED goes on to pack those bytes
  * field by field (see "packed results" below), about a third of their size.
- * Anything else is kept as is (FORM_RAW). get() returns exactly the bytes
+ * Anything else is kept as is (FORM_RAW). FORM_PACKED2 is FORM_PACKED with
+ * the fields appended to the Result after its ledger (pk_tail); FORM_PACKED
+ * entries, written before those existed, still load and unpack as they were
+ * put. get() returns exactly the bytes
  * put() was given: the frame is compared byte for byte, and a packed form is
  * kept only after unpacking it gave back every byte.
  *
@@ -63,7 +66,7 @@
 #define LEGACY_HEADER 17
 #define ENTRY_MAX (1 + PROMO_ID_MAX + 10 + 8 + 3 + 1) /* everything but the result's own bytes */
 
-enum { FORM_RAW = 0, FORM_FRAMED = 1, FORM_PACKED = 2 };
+enum { FORM_RAW = 0, FORM_FRAMED = 1, FORM_PACKED = 2, FORM_PACKED2 = 3 };
 
 /* The Confluent frame of a Result: magic byte 0, schema id 4 (big-endian). */
 static const uint8_t result_frame[5] = {0, 0, 0, 0, 4};
@@ -369,6 +372,7 @@ enum { S_ID, S_WORD };      /* where a string is looked for */
 
 typedef struct pk {
     bool unpack;             /* false: Avro -> packed; true: packed -> Avro */
+    bool tail;               /* FORM_PACKED2: the fields after ledger too (pk_tail) */
     const uint8_t *in, *end; /* values being read */
     uint8_t *out, *oend;     /* values being written */
     uint8_t *wbits;          /* pack: the union bits written */
@@ -527,6 +531,49 @@ static void pk_str(pk *c, int kind) {
     pk_remember(c, s, base_len + (size_t)suffix);
 }
 
+/* The Result fields appended after ledger (schemas/result.avsc), in order,
+ * each a [null, X] union: how X is packed. A Result ends after any number of
+ * them (one written before some existed), so FORM_PACKED2 stores how many
+ * the Avro held, in one byte before their values. New fields are added at
+ * the end of this table only. */
+enum { T_ID, T_WORD, T_RAW, T_TS };
+static const uint8_t pack_tail[] = {
+    T_WORD, /* state */
+    T_ID,   /* actor */
+    T_RAW,  /* redeemed */
+    T_RAW,  /* cancelled_redemptions */
+    T_RAW,  /* discount_total */
+    T_RAW,  /* orders */
+    T_RAW,  /* cancelled_orders */
+    T_RAW,  /* hold_ms */
+};
+#define PACK_NTAIL (sizeof pack_tail / sizeof pack_tail[0])
+
+static void pk_tail(pk *c) {
+    size_t n;
+    uint8_t *count = NULL;
+    if (c->unpack) {
+        n = (size_t)pk_get(c);
+        if (n > PACK_NTAIL) c->err = 1;
+    } else {
+        count = c->out;
+        pk_put(c, 0); /* a one-byte placeholder: PACK_NTAIL < 128 */
+        n = PACK_NTAIL;
+    }
+    size_t i = 0;
+    for (; i < n && !c->err; i++) {
+        if (!c->unpack && c->in == c->end) break;
+        if (!pk_union(c)) continue;
+        switch (pack_tail[i]) {
+        case T_ID: pk_str(c, S_ID); break;
+        case T_WORD: pk_str(c, S_WORD); break;
+        case T_RAW: pk_long(c, L_RAW); break;
+        case T_TS: pk_long(c, L_TS); break;
+        }
+    }
+    if (count && !c->err) *count = (uint8_t)i;
+}
+
 /* The Result schema after request_id, in field order. */
 static void pk_walk(pk *c) {
     pk_long(c, L_RAW);                  /* domain */
@@ -591,6 +638,7 @@ static void pk_walk(pk *c) {
         if (!c->unpack && pk_get(c) != 0) c->err = 1;
         if (c->unpack) pk_put(c, 0);
     }
+    if (c->tail) pk_tail(c);
 }
 
 /* Packs body (the Avro after the request id) into out (at most out_max
@@ -598,7 +646,8 @@ static void pk_walk(pk *c) {
 static size_t pack_result(const char *id, size_t id_len, int64_t at, const uint8_t *body, size_t len, uint8_t *out,
                           size_t out_max) {
     uint8_t bits[PACK_BITS] = {0};
-    pk c = {.in = body,
+    pk c = {.tail = true,
+            .in = body,
             .end = body + len,
             .out = out + 1 + PACK_BITS,
             .oend = out + out_max,
@@ -619,10 +668,11 @@ static size_t pack_result(const char *id, size_t id_len, int64_t at, const uint8
 
 /* Unpacks into out (at most out_max bytes). Returns the Avro length, or
  * SIZE_MAX if the packed bytes are malformed or do not fit. */
-static size_t unpack_result(const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
-                            size_t out_max) {
+static size_t unpack_result(bool tail, const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len,
+                            uint8_t *out, size_t out_max) {
     if (len < 1 || p[0] > PACK_BITS || (size_t)p[0] + 1 > len) return SIZE_MAX;
     pk c = {.unpack = true,
+            .tail = tail,
             .in = p + 1 + p[0],
             .end = p + len,
             .out = out,
@@ -681,12 +731,13 @@ static int ent_result(dedupe *d, const ent *e, const uint8_t **out, size_t *out_
         *out_len = n + e->body_len;
         return 0;
     }
-    case FORM_PACKED: {
+    case FORM_PACKED:
+    case FORM_PACKED2: {
         size_t pre = sizeof result_frame + 10 + id_len;
         if (scratch_reserve(d, pre + PACK_OUT_MAX) != 0) return -1;
         uint8_t *p = d->scratch;
         size_t n = put_frame_id(p, id, id_len);
-        size_t m = unpack_result(id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
+        size_t m = unpack_result(e->form == FORM_PACKED2, id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
         if (m == SIZE_MAX) return -1;
         *out = p;
         *out_len = n + m;
@@ -1000,7 +1051,7 @@ static size_t pack_try(dedupe *d, const char *id, size_t id_len, int64_t at, con
     if (scratch_reserve(d, PACK_OUT_MAX) != 0) return 0;
     size_t n = pack_result(id, id_len, at, body, len, d->pack, max);
     if (!n || n >= len) return 0;
-    size_t m = unpack_result(id, id_len, at, d->pack, n, d->scratch, PACK_OUT_MAX);
+    size_t m = unpack_result(true, id, id_len, at, d->pack, n, d->scratch, PACK_OUT_MAX);
     return m == len && memcmp(d->scratch, body, len) == 0 ? n : 0;
 }
 
@@ -1012,7 +1063,7 @@ int dedupe_put(dedupe *d, const char *request_id, uint64_t fingerprint, int64_t 
     const uint8_t *body = result + skip;
     size_t body_len = result_len - skip, packed;
     if (form == FORM_FRAMED && (packed = pack_try(d, request_id, id_len, at, body, body_len))) {
-        form = FORM_PACKED;
+        form = FORM_PACKED2;
         body = d->pack;
         body_len = packed;
     }
@@ -1144,13 +1195,13 @@ static int load_seg(dedupe *d, const char *num, size_t num_len, const uint8_t *v
     ent e;
     for (size_t off = SEG_HEADER, next; off < val_len; off = next, count++) {
         if (!(next = ent_parse(val, val_len, base_at, off, &e)) || !sid_canonical(e.id_tag, e.id) ||
-            e.form > FORM_PACKED)
+            e.form > FORM_PACKED2)
             return -1;
         char id[PROMO_ID_MAX];
         size_t id_len = sid_text(e.id_tag, e.id, id);
-        if (e.form == FORM_PACKED &&
-            (scratch_reserve(d, PACK_OUT_MAX) != 0 ||
-             unpack_result(id, id_len, e.at, e.body, e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
+        if ((e.form == FORM_PACKED || e.form == FORM_PACKED2) &&
+            (scratch_reserve(d, PACK_OUT_MAX) != 0 || unpack_result(e.form == FORM_PACKED2, id, id_len, e.at, e.body,
+                                                                    e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
             return -1;
         if (e.at > max_at) max_at = e.at;
     }

@@ -18,10 +18,17 @@
  * out-of-memory handling (an add that cannot allocate leaves the item out and
  * its hh.tbl NULL) so that no allocation failure can end the process.
  *
- * Checkpoint entries: "s:<sale_id>" (definition, sold, version) and
- * "o:<sale_id>:<order_id>" (user, quantity, status), version byte 1 then
- * bytes.h fields. load() accepts them in any order: an order read before its
- * sale hangs on a placeholder sale that the sale's entry fills in.
+ * Campaign controls (DESIGN.md §4a): a sale is ACTIVE, PAUSED or CLOSED
+ * (orders are refused while it is not ACTIVE; cancels go on), and a PATCH
+ * may change its stock (never below what is sold), per_user_limit, ends_at
+ * and default hold_ms. The counts of orders and of cancelled ones are
+ * derived from the orders, never stored.
+ *
+ * Checkpoint entries: "s:<sale_id>" (version 2: definition, sold, version,
+ * state, hold_ms; version 1, from before turn 2, ends after version and
+ * loads as ACTIVE without a hold) and "o:<sale_id>:<order_id>" (version 1:
+ * user, quantity, status), each a version byte then bytes.h fields. load() accepts them in any order: an order read
+ * before its sale hangs on a placeholder sale that the sale's entry fills in.
  */
 #include "domain.h"
 
@@ -35,6 +42,7 @@
 #include "bytes.h"
 
 #define TIMESALE_CKPT_V1 1
+#define TIMESALE_CKPT_V2 2 /* sale entries: v1 and state, hold_ms */
 #define TIMESALE_KEY_MAX (2 + PROMO_ID_MAX + 1 + PROMO_ID_MAX + 1)
 
 typedef struct timesale_user {
@@ -57,8 +65,13 @@ typedef struct timesale_sale {
     time_sale_def def;
     bool defined; /* false for a placeholder holding orders loaded before it */
     bool dirty;
+    uint8_t state;   /* campaign_state */
+    int64_t hold_ms; /* default hold of its orders; 0: none */
     int64_t sold;
     int64_t version;
+    /* Derived from the orders, never stored: */
+    int64_t n_orders;    /* orders accepted */
+    int64_t n_cancelled; /* of them, cancelled */
     timesale_order *orders;
     timesale_user *users;
 } timesale_sale;
@@ -181,13 +194,26 @@ static void timesale_touch(timesale_state *st, timesale_sale *s, timesale_order 
     st->dirty[st->ndirty++] = (timesale_dirty){s, o};
 }
 
-/* What every result on an existing sale carries. */
+/* What every result on an existing sale carries: its counts and state. */
 static void timesale_fill(promo_result *res, const timesale_sale *s) {
     res->has_sold = true;
     res->sold = s->sold;
     res->has_remaining = true;
     res->remaining = s->def.stock - s->sold;
     res->version = s->version;
+    strcpy(res->state, campaign_state_name((campaign_state)s->state));
+    res->has_orders = true;
+    res->orders = s->n_orders;
+    res->has_cancelled_orders = true;
+    res->cancelled_orders = s->n_cancelled;
+}
+
+/* The definition, as a create or a change answers with it. */
+static void timesale_fill_def(promo_result *res, const timesale_sale *s) {
+    res->has_sale = true;
+    res->sale = s->def;
+    res->has_hold_ms = s->hold_ms > 0;
+    res->hold_ms = s->hold_ms;
 }
 
 static void timesale_fill_order(promo_result *res, const timesale_order *o) {
@@ -212,11 +238,12 @@ static int timesale_create(timesale_state *st, const promo_cmd *cmd, promo_resul
     if (!s && !(s = timesale_sale_add(st, def->sale_id))) return -1;
     s->def = *def;
     s->defined = true;
+    s->state = CAMPAIGN_ACTIVE;
+    s->hold_ms = 0;
     s->sold = 0;
     s->version = 1;
     timesale_touch(st, s, NULL);
-    res->has_sale = true;
-    res->sale = s->def;
+    timesale_fill_def(res, s);
     timesale_fill(res, s);
     return 0;
 }
@@ -239,7 +266,11 @@ static int timesale_place(timesale_state *st, const promo_cmd *cmd, int64_t now,
     timesale_user *u = timesale_user_find(s, user_id);
     int64_t placed = u ? u->placed : 0;
     const char *reject = NULL;
-    if (now < s->def.starts_at)
+    if (s->state == CAMPAIGN_PAUSED)
+        reject = "PAUSED";
+    else if (s->state == CAMPAIGN_CLOSED)
+        reject = "CLOSED";
+    else if (now < s->def.starts_at)
         reject = "NOT_STARTED";
     else if (now >= s->def.ends_at)
         reject = "ENDED";
@@ -265,6 +296,7 @@ static int timesale_place(timesale_state *st, const promo_cmd *cmd, int64_t now,
         return -1;
     }
     st->norders++;
+    s->n_orders++;
     u->placed += quantity;
     s->sold += quantity;
     s->version++;
@@ -298,6 +330,7 @@ static int timesale_cancel(timesale_state *st, const promo_cmd *cmd, promo_resul
     /* Allowed after the sale has ended too: the stock comes back either way,
      * and the user's limit is freed. */
     o->cancelled = true;
+    s->n_cancelled++;
     o->user->placed -= o->quantity;
     /* Never below zero: a checkpoint whose sale entry and order entries
      * disagree (sold smaller than its PLACED orders) is accepted entry by
@@ -311,12 +344,81 @@ static int timesale_cancel(timesale_state *st, const promo_cmd *cmd, promo_resul
     return 0;
 }
 
+/* Pause, resume and close, as for coupon policies (coupon.c): a control
+ * that changes nothing succeeds without a new version; CLOSED is final.
+ * Orders already placed are not touched: they can still be cancelled. */
+static int timesale_control(timesale_state *st, const promo_cmd *cmd, promo_result *res) {
+    timesale_sale *s = timesale_sale_find(st, cmd->u.sale_control.sale_id);
+    if (!s || !s->defined) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    timesale_fill(res, s);
+    uint8_t to = cmd->type == CMD_PAUSE_TIME_SALE    ? CAMPAIGN_PAUSED
+                 : cmd->type == CMD_RESUME_TIME_SALE ? CAMPAIGN_ACTIVE
+                                                     : CAMPAIGN_CLOSED;
+    if (s->state == CAMPAIGN_CLOSED && to != CAMPAIGN_CLOSED) {
+        result_reject(res, "CLOSED");
+        return 0;
+    }
+    if (s->state != to) {
+        if (timesale_dirty_reserve(st, 1) != 0) return -1;
+        s->state = to;
+        s->version++;
+        timesale_touch(st, s, NULL);
+    }
+    timesale_fill_def(res, s);
+    timesale_fill(res, s);
+    return 0;
+}
+
+/* PATCH: stock, per_user_limit, ends_at, hold_ms. Stock never below the
+ * units taken (BELOW_SOLD); ends_at stays after starts_at (INVALID_WINDOW).
+ * A lower per_user_limit keeps the orders users have; a new hold_ms applies
+ * to orders placed from now on. */
+static int timesale_update(timesale_state *st, const promo_cmd *cmd, promo_result *res) {
+    const time_sale_update *u = &cmd->u.update_sale;
+    timesale_sale *s = timesale_sale_find(st, u->sale_id);
+    if (!s || !s->defined) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    timesale_fill(res, s);
+    time_sale_def d = s->def;
+    if (u->has_stock) d.stock = u->stock;
+    if (u->has_per_user_limit) d.per_user_limit = u->per_user_limit;
+    if (u->has_ends_at) d.ends_at = u->ends_at;
+    const char *reject = NULL;
+    if (s->state == CAMPAIGN_CLOSED)
+        reject = "CLOSED";
+    else if (d.stock < s->sold)
+        reject = "BELOW_SOLD";
+    else if (d.ends_at <= d.starts_at)
+        reject = "INVALID_WINDOW";
+    if (reject) {
+        result_reject(res, reject);
+        return 0;
+    }
+    if (timesale_dirty_reserve(st, 1) != 0) return -1;
+    s->def = d;
+    if (u->has_hold_ms) s->hold_ms = u->hold_ms;
+    s->version++;
+    timesale_touch(st, s, NULL);
+    timesale_fill_def(res, s);
+    timesale_fill(res, s);
+    return 0;
+}
+
 static int timesale_apply(void *state, const promo_cmd *cmd, int64_t now, promo_result *res) {
     timesale_state *st = state;
     switch (cmd->type) {
     case CMD_CREATE_TIME_SALE: return timesale_create(st, cmd, res);
     case CMD_PLACE_ORDER: return timesale_place(st, cmd, now, res);
     case CMD_CANCEL_ORDER: return timesale_cancel(st, cmd, res);
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: return timesale_control(st, cmd, res);
+    case CMD_UPDATE_TIME_SALE: return timesale_update(st, cmd, res);
     default: result_reject(res, "UNSUPPORTED_COMMAND"); return 0;
     }
 }
@@ -328,7 +430,7 @@ static int timesale_emit_sale(bytes_w *w, const timesale_sale *s, domain_emit_fn
     char key[TIMESALE_KEY_MAX];
     int klen = snprintf(key, sizeof key, "s:%s", s->def.sale_id);
     bytes_w_reset(w);
-    bytes_put_u8(w, TIMESALE_CKPT_V1);
+    bytes_put_u8(w, TIMESALE_CKPT_V2);
     bytes_put_str(w, s->def.product_id);
     bytes_put_str(w, s->def.name);
     bytes_put_i64(w, s->def.original_price);
@@ -339,6 +441,8 @@ static int timesale_emit_sale(bytes_w *w, const timesale_sale *s, domain_emit_fn
     bytes_put_i64(w, s->def.ends_at);
     bytes_put_i64(w, s->sold);
     bytes_put_i64(w, s->version);
+    bytes_put_u8(w, s->state); /* version 2 from here on */
+    bytes_put_i64(w, s->hold_ms);
     if (w->err) return -1;
     return emit(ctx, key, (size_t)klen, w->data, w->len);
 }
@@ -403,8 +507,16 @@ static int timesale_load_sale(timesale_state *st, const char *sale_id, const uin
     def.ends_at = bytes_get_i64(&r);
     int64_t sold = bytes_get_i64(&r);
     int64_t version = bytes_get_i64(&r);
-    if (r.err || v != TIMESALE_CKPT_V1 || r.p != r.end || def.stock < 0 || limit < 0 || limit > INT32_MAX || sold < 0 ||
-        sold > def.stock || version < 1)
+    /* Version 1 (before turn 2) ends here: an ACTIVE sale without a hold. */
+    uint8_t state = CAMPAIGN_ACTIVE;
+    int64_t hold_ms = 0;
+    if (v == TIMESALE_CKPT_V2) {
+        state = bytes_get_u8(&r);
+        hold_ms = bytes_get_i64(&r);
+    }
+    if (r.err || (v != TIMESALE_CKPT_V1 && v != TIMESALE_CKPT_V2) || r.p != r.end || def.stock < 0 || limit < 0 ||
+        limit > INT32_MAX || sold < 0 || sold > def.stock || version < 1 || state > CAMPAIGN_CLOSED || hold_ms < 0 ||
+        hold_ms > INT32_MAX)
         return -1;
     def.per_user_limit = (int32_t)limit;
     timesale_sale *s = timesale_sale_find(st, sale_id);
@@ -413,6 +525,8 @@ static int timesale_load_sale(timesale_state *st, const char *sale_id, const uin
     s->defined = true;
     s->sold = sold;
     s->version = version;
+    s->state = state;
+    s->hold_ms = hold_ms;
     return 0;
 }
 
@@ -439,17 +553,20 @@ static int timesale_load_order(timesale_state *st, const char *sale_id, const ch
         /* A newer value layered over an older one: take the old one's share
          * off before adding the new one's. */
         if (!o->cancelled) o->user->placed -= o->quantity;
+        if (o->cancelled) s->n_cancelled--;
     } else {
         if (!(o = timesale_order_add(s, order_id, u, (int32_t)quantity))) {
             if (created) timesale_user_drop(s, u);
             return -1;
         }
         st->norders++;
+        s->n_orders++;
     }
     o->user = u;
     o->quantity = (int32_t)quantity;
     o->cancelled = cancelled;
     if (!o->cancelled) u->placed += quantity;
+    if (o->cancelled) s->n_cancelled++;
     return 0;
 }
 

@@ -69,6 +69,25 @@ static promo_cmd cancel(const char *sale, const char *order, int64_t now) {
     return c;
 }
 
+static promo_cmd control(cmd_type t, const char *sale, int64_t now) {
+    promo_cmd c = cmd_base(t, now);
+    snprintf(c.u.sale_control.sale_id, sizeof c.u.sale_control.sale_id, "%s", sale);
+    snprintf(c.u.sale_control.actor, sizeof c.u.sale_control.actor, "key-test");
+    return c;
+}
+
+/* A negative value leaves a field unchanged. */
+static promo_cmd update(const char *sale, int64_t stock, int32_t limit, int64_t ends, int64_t hold_ms, int64_t now) {
+    promo_cmd c = cmd_base(CMD_UPDATE_TIME_SALE, now);
+    time_sale_update *u = &c.u.update_sale;
+    snprintf(u->sale_id, sizeof u->sale_id, "%s", sale);
+    u->has_stock = stock >= 0, u->stock = stock >= 0 ? stock : 0;
+    u->has_per_user_limit = limit >= 0, u->per_user_limit = limit >= 0 ? limit : 0;
+    u->has_ends_at = ends >= 0, u->ends_at = ends >= 0 ? ends : 0;
+    u->has_hold_ms = hold_ms >= 0, u->hold_ms = hold_ms >= 0 ? hold_ms : 0;
+    return c;
+}
+
 static void run(void *st, const promo_cmd *c, promo_result *res) {
     char field[64], why[256];
     assert_int_equal(cmd_validate(c, field, sizeof field, why, sizeof why), 0);
@@ -278,6 +297,105 @@ static void test_cancel(void **unused) {
     timesale_ops.state_destroy(st);
 }
 
+static void test_controls(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    expect(st, control(CMD_PAUSE_TIME_SALE, "s1", 1000), "NOT_FOUND");
+    promo_result r = expect(st, create("s1", 10, 3, 1000, 2000, 0), NULL);
+    assert_string_equal(r.state, "ACTIVE");
+    assert_false(r.has_hold_ms);
+    expect(st, place("s1", "u1", 2, "o1", 1100), NULL);
+    assert_int_equal(count_emits(st), 2);
+    r = expect(st, control(CMD_PAUSE_TIME_SALE, "s1", 1101), NULL);
+    assert_string_equal(r.state, "PAUSED");
+    assert_string_equal(r.actor, "key-test");
+    assert_true(r.has_sale);
+    expect_stock(&r, 2, 8, 3);
+    assert_int_equal(count_emits(st), 1);
+    r = expect(st, control(CMD_PAUSE_TIME_SALE, "s1", 1102), NULL);
+    expect_stock(&r, 2, 8, 3); /* nothing changed, no new version */
+    assert_int_equal(count_emits(st), 0);
+    /* Paused first, even before the window is checked. */
+    r = expect(st, place("s1", "u2", 1, "o2", 1103), "PAUSED");
+    assert_string_equal(r.state, "PAUSED");
+    expect(st, place("s1", "u2", 1, "o2", 5000), "PAUSED");
+    /* Orders already placed can still be cancelled. */
+    r = expect(st, cancel("s1", "o1", 1104), NULL);
+    assert_int_equal(r.orders, 1);
+    assert_int_equal(r.cancelled_orders, 1);
+    r = expect(st, control(CMD_RESUME_TIME_SALE, "s1", 1105), NULL);
+    assert_string_equal(r.state, "ACTIVE");
+    expect(st, place("s1", "u2", 1, "o2", 1106), NULL);
+    r = expect(st, control(CMD_CLOSE_TIME_SALE, "s1", 1107), NULL);
+    assert_string_equal(r.state, "CLOSED");
+    expect(st, place("s1", "u3", 1, "o3", 1108), "CLOSED");
+    expect(st, control(CMD_RESUME_TIME_SALE, "s1", 1109), "CLOSED");
+    expect(st, control(CMD_PAUSE_TIME_SALE, "s1", 1110), "CLOSED");
+    expect(st, control(CMD_CLOSE_TIME_SALE, "s1", 1111), NULL);
+    expect(st, update("s1", 20, -1, -1, -1, 1112), "CLOSED");
+    r = expect(st, cancel("s1", "o2", 1113), NULL);
+    assert_string_equal(r.state, "CLOSED");
+    expect_stock(&r, 0, 10, 8);
+    timesale_ops.state_destroy(st);
+}
+
+static void test_update(void **unused) {
+    (void)unused;
+    void *st = timesale_ops.state_new();
+    expect(st, update("s1", 5, -1, -1, -1, 1000), "NOT_FOUND");
+    expect(st, create("s1", 10, 3, 1000, 2000, 0), NULL);
+    expect(st, place("s1", "u1", 3, "o1", 1100), NULL);
+    expect(st, place("s1", "u2", 3, "o2", 1100), NULL);
+    promo_result r = expect(st, update("s1", 5, -1, -1, -1, 1200), "BELOW_SOLD");
+    expect_stock(&r, 6, 4, 3);
+    r = expect(st, update("s1", 6, -1, -1, -1, 1201), NULL);
+    assert_true(r.has_sale);
+    assert_int_equal(r.sale.stock, 6);
+    expect_stock(&r, 6, 0, 4);
+    expect(st, place("s1", "u3", 1, "o3", 1202), "SOLD_OUT");
+    expect(st, update("s1", 9, 1, -1, -1, 1203), NULL);
+    /* A lower limit: u1 keeps 3, new users get 1. */
+    expect(st, place("s1", "u3", 2, "o3", 1204), "LIMIT_EXCEEDED");
+    expect(st, place("s1", "u3", 1, "o3", 1205), NULL);
+    expect(st, update("s1", -1, -1, 1000, -1, 1206), "INVALID_WINDOW");
+    r = expect(st, update("s1", -1, -1, 1300, 60000, 1207), NULL);
+    assert_int_equal(r.sale.ends_at, 1300);
+    assert_true(r.has_hold_ms);
+    assert_int_equal(r.hold_ms, 60000);
+    expect(st, place("s1", "u4", 1, "o4", 1300), "ENDED");
+    r = expect(st, update("s1", -1, -1, 5000, 0, 1301), NULL);
+    assert_false(r.has_hold_ms);
+    expect(st, place("s1", "u4", 1, "o4", 1302), NULL);
+    timesale_ops.state_destroy(st);
+}
+
+/* A sale entry written before turn 2 (version 1) loads as an ACTIVE sale
+ * without a default hold. */
+static void test_load_v1_sale(void **unused) {
+    (void)unused;
+    bytes_w w = {0};
+    bytes_put_u8(&w, 1);
+    bytes_put_str(&w, "p-s1");
+    bytes_put_str(&w, "Sale s1");
+    bytes_put_i64(&w, 20000);
+    bytes_put_i64(&w, 9900);
+    bytes_put_i64(&w, 10);
+    bytes_put_i64(&w, 3);
+    bytes_put_i64(&w, 1000);
+    bytes_put_i64(&w, 2000);
+    bytes_put_i64(&w, 2);
+    bytes_put_i64(&w, 2);
+    void *st = timesale_ops.state_new();
+    assert_int_equal(timesale_ops.load(st, "s:s1", 4, w.data, w.len), 0);
+    promo_result r = expect(st, place("s1", "u1", 1, "o9", 1100), NULL);
+    assert_string_equal(r.state, "ACTIVE");
+    expect_stock(&r, 3, 7, 3);
+    bytes_put_u8(&w, 0);
+    assert_int_equal(timesale_ops.load(st, "s:s2", 4, w.data, w.len), -1);
+    free(w.data);
+    timesale_ops.state_destroy(st);
+}
+
 static void test_load_any_order_and_malformed(void **unused) {
     (void)unused;
     void *src = timesale_ops.state_new();
@@ -387,7 +505,13 @@ static void test_dump(void **unused) {
 typedef struct msale {
     bool exists;
     int64_t stock, limit, starts, ends, sold, version;
+    int state;
+    int64_t orders, cancelled;
 } msale;
+
+/* The highest per-user limit each sale ever had: a lowered limit leaves
+ * users above it with their orders. */
+static int64_t max_limit[SALES];
 
 typedef struct morder {
     char id[PROMO_ID_MAX + 1];
@@ -407,6 +531,9 @@ typedef struct mresult {
     bool has_stock;
     int64_t sold, remaining, version;
     const char *status; /* order_status */
+    int state;
+    int64_t orders, cancelled;
+    bool changed; /* a control or update that changed the sale */
 } mresult;
 
 static morder *m_find(model *m, int sale, const char *id) {
@@ -433,24 +560,58 @@ static mresult m_apply(model *m, const promo_cmd *c) {
             r.reason = "ALREADY_EXISTS";
         else {
             const time_sale_def *d = &c->u.create_sale;
-            *s = (msale){true, d->stock, d->per_user_limit, d->starts_at, d->ends_at, 0, 1};
+            *s = (msale){true, d->stock, d->per_user_limit, d->starts_at, d->ends_at, 0, 1, 0, 0, 0};
+            max_limit[atoi(c->u.create_sale.sale_id + 1)] = d->per_user_limit;
         }
         r.has_stock = true;
         r.sold = s->sold;
         r.remaining = s->stock - s->sold;
         r.version = s->version;
+        r.state = s->state;
+        r.orders = s->orders;
+        r.cancelled = s->cancelled;
         return r;
     }
-    int si = atoi((c->type == CMD_PLACE_ORDER ? c->u.place_order.sale_id : c->u.cancel_order.sale_id) + 1);
+    char key[PROMO_ID_MAX + 1];
+    assert_int_equal(cmd_entity_key(c, key, sizeof key), 0);
+    int si = atoi(key + 1);
     msale *s = &m->sales[si];
     if (!s->exists) {
         r.reason = "NOT_FOUND";
         return r;
     }
-    if (c->type == CMD_PLACE_ORDER) {
+    if (c->type == CMD_PAUSE_TIME_SALE || c->type == CMD_RESUME_TIME_SALE || c->type == CMD_CLOSE_TIME_SALE) {
+        int to = c->type == CMD_PAUSE_TIME_SALE    ? CAMPAIGN_PAUSED
+                 : c->type == CMD_RESUME_TIME_SALE ? CAMPAIGN_ACTIVE
+                                                   : CAMPAIGN_CLOSED;
+        if (s->state == CAMPAIGN_CLOSED && to != CAMPAIGN_CLOSED)
+            r.reason = "CLOSED";
+        else if (s->state != to)
+            s->state = to, s->version++, r.changed = true;
+    } else if (c->type == CMD_UPDATE_TIME_SALE) {
+        const time_sale_update *u = &c->u.update_sale;
+        int64_t stock = u->has_stock ? u->stock : s->stock, ends = u->has_ends_at ? u->ends_at : s->ends;
+        if (s->state == CAMPAIGN_CLOSED)
+            r.reason = "CLOSED";
+        else if (stock < s->sold)
+            r.reason = "BELOW_SOLD";
+        else if (ends <= s->starts)
+            r.reason = "INVALID_WINDOW";
+        else {
+            s->stock = stock, s->ends = ends;
+            if (u->has_per_user_limit) s->limit = u->per_user_limit;
+            if (s->limit > max_limit[si]) max_limit[si] = s->limit;
+            s->version++;
+            r.changed = true;
+        }
+    } else if (c->type == CMD_PLACE_ORDER) {
         const char *id = c->u.place_order.order_id[0] ? c->u.place_order.order_id : c->request_id;
         int user = atoi(c->u.place_order.user_id + 1), qty = c->u.place_order.quantity;
-        if (now < s->starts)
+        if (s->state == CAMPAIGN_PAUSED)
+            r.reason = "PAUSED";
+        else if (s->state == CAMPAIGN_CLOSED)
+            r.reason = "CLOSED";
+        else if (now < s->starts)
             r.reason = "NOT_STARTED";
         else if (now >= s->ends)
             r.reason = "ENDED";
@@ -466,6 +627,7 @@ static mresult m_apply(model *m, const promo_cmd *c) {
             *o = (morder){.user = user, .qty = qty};
             snprintf(o->id, sizeof o->id, "%s", id);
             s->sold += qty;
+            s->orders++;
             s->version++;
             r.status = "PLACED";
         }
@@ -478,6 +640,7 @@ static mresult m_apply(model *m, const promo_cmd *c) {
         else {
             o->cancelled = true;
             s->sold -= o->qty;
+            s->cancelled++;
             s->version++;
             r.status = "CANCELLED";
         }
@@ -486,6 +649,9 @@ static mresult m_apply(model *m, const promo_cmd *c) {
     r.sold = s->sold;
     r.remaining = s->stock - s->sold;
     r.version = s->version;
+    r.state = s->state;
+    r.orders = s->orders;
+    r.cancelled = s->cancelled;
     return r;
 }
 
@@ -503,6 +669,9 @@ static void m_check(const mresult *m, const promo_result *r) {
     if (m->has_stock) {
         assert_int_equal(r->sold, m->sold);
         assert_int_equal(r->remaining, m->remaining);
+        assert_string_equal(r->state, campaign_state_name((campaign_state)m->state));
+        assert_int_equal(r->orders, m->orders);
+        assert_int_equal(r->cancelled_orders, m->cancelled);
     }
     assert_int_equal(r->version, m->version);
 }
@@ -544,8 +713,18 @@ static promo_cmd gen_cmd(gen *g) {
         if (!named) memcpy(g->recent[rnd(g, 0, 7)], c.request_id, sizeof c.request_id);
         return c;
     }
+    if (k < 73) {
+        /* Pauses and resumes; a close now and then (final for that sale). */
+        int64_t x = rnd(g, 0, 20);
+        return control(x < 9 ? CMD_PAUSE_TIME_SALE : x < 20 ? CMD_RESUME_TIME_SALE : CMD_CLOSE_TIME_SALE, sale, now);
+    }
+    if (k < 76) {
+        int64_t x = rnd(g, 0, 2);
+        return update(sale, x == 0 ? rnd(g, 1, 150) : -1, x == 1 ? (int32_t)rnd(g, 1, 5) : -1,
+                      x == 2 ? now + rnd(g, 0, 3000) : -1, -1, now);
+    }
     const char *recent = g->recent[rnd(g, 0, 7)];
-    return cancel(sale, k < 85 && recent[0] ? recent : order, now);
+    return cancel(sale, k < 88 && recent[0] ? recent : order, now);
 }
 
 /* Reads every checkpoint entry and checks the stock invariants on the real
@@ -559,7 +738,7 @@ static void check_checkpoint(void *st) {
     for (size_t i = 0; i < s.n; i++) {
         bytes_r r;
         bytes_r_init(&r, s.items[i].val, s.items[i].len);
-        assert_int_equal(bytes_get_u8(&r), 1);
+        assert_int_equal(bytes_get_u8(&r), s.items[i].key[0] == 's' ? 2 : 1);
         int si = atoi(s.items[i].key + 3);
         char buf[PROMO_TEXT_MAX + 1];
         if (s.items[i].key[0] == 's') {
@@ -585,7 +764,8 @@ static void check_checkpoint(void *st) {
     for (int si = 0; si < SALES; si++) {
         assert_int_equal(sold[si], placed[si]);
         assert_true(sold[si] <= stock[si]);
-        for (int u = 0; u < USERS; u++) assert_true(per_user[si][u] <= limit[si]);
+        for (int u = 0; u < USERS; u++)
+            assert_true(per_user[si][u] <= (limit[si] > max_limit[si] ? limit[si] : max_limit[si]));
     }
     store_free(&s);
 }
@@ -596,9 +776,11 @@ static void test_random_against_model(void **unused) {
     model m = {0};
     gen g = {.seed = 777};
     int rejected = 0, sold_out = 0, placed = 0;
-    const char *reasons[] = {"NOT_FOUND", "NOT_STARTED",       "ENDED",         "DUPLICATE_ORDER", "LIMIT_EXCEEDED",
-                             "SOLD_OUT",  "ALREADY_CANCELLED", "ALREADY_EXISTS"};
-    int seen[8] = {0};
+    const char *reasons[] = {"NOT_FOUND",  "NOT_STARTED",       "ENDED",          "DUPLICATE_ORDER", "LIMIT_EXCEEDED",
+                             "SOLD_OUT",   "ALREADY_CANCELLED", "ALREADY_EXISTS", "PAUSED",          "CLOSED",
+                             "BELOW_SOLD", "INVALID_WINDOW"};
+    enum { NREASONS = sizeof reasons / sizeof reasons[0] };
+    int seen[NREASONS] = {0};
     for (int step = 0; step < 20000; step++) {
         promo_cmd c = gen_cmd(&g);
         promo_result r;
@@ -608,19 +790,20 @@ static void test_random_against_model(void **unused) {
         rejected += r.status == STATUS_REJECTED;
         sold_out += strcmp(r.reason, "SOLD_OUT") == 0;
         placed += strcmp(r.order_status, "PLACED") == 0;
-        for (int i = 0; i < 8; i++) seen[i] += strcmp(r.reason, reasons[i]) == 0;
+        for (int i = 0; i < NREASONS; i++) seen[i] += strcmp(r.reason, reasons[i]) == 0;
         if (r.has_sold) {
             assert_true(r.sold >= 0 && r.remaining >= 0);
             int si = atoi(r.entity_key + 1);
             assert_int_equal(r.sold + r.remaining, m.sales[si].stock);
             assert_int_equal(r.sold, m_placed(&m, si, -1));
-            if (c.type == CMD_PLACE_ORDER)
+            if (c.type == CMD_PLACE_ORDER && r.status == STATUS_SUCCEEDED)
                 assert_true(m_placed(&m, si, atoi(c.u.place_order.user_id + 1)) <= m.sales[si].limit);
         }
         /* Exactly the changed entries are dirty. */
         store s = {0};
         assert_int_equal(timesale_ops.dump(st, 0, store_emit, &s), 0);
-        size_t want = r.status == STATUS_REJECTED ? 0 : c.type == CMD_CREATE_TIME_SALE ? 1 : 2;
+        bool sale_only = c.type == CMD_CREATE_TIME_SALE || mr.changed;
+        size_t want = r.status == STATUS_REJECTED ? 0 : sale_only ? 1 : c.type >= CMD_PAUSE_TIME_SALE ? 0 : 2;
         assert_int_equal(s.n, want);
         if (want == 2) {
             char key[160];
@@ -632,7 +815,7 @@ static void test_random_against_model(void **unused) {
     }
     print_message("random: 20000 commands, %d rejected, %d placed, %d sold out\n", rejected, placed, sold_out);
     assert_true(placed > 1000 && sold_out > 100);
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < NREASONS; i++) {
         print_message("  %-18s %d\n", reasons[i], seen[i]);
         assert_true(seen[i] > 0);
     }
@@ -758,6 +941,9 @@ static void test_throughput(void **unused) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_controls),
+        cmocka_unit_test(test_update),
+        cmocka_unit_test(test_load_v1_sale),
         cmocka_unit_test(test_create),
         cmocka_unit_test(test_place),
         cmocka_unit_test(test_place_rejections_in_order),
