@@ -600,6 +600,7 @@ static const col policy_cols[] = {
     {"total_quantity", COL_INT}, {"per_user_limit", COL_INT}, {"issue_starts_at", COL_INT},
     {"issue_ends_at", COL_INT},  {"valid_until", COL_INT},    {"valid_days", COL_INT},
     {"issued", COL_INT},         {"redeemed", COL_INT},       {"created_at", COL_INT},
+    {"state", COL_STR},
 };
 
 int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size) {
@@ -612,7 +613,7 @@ int status_get_policy(const char *policy_id, char **out, char *errstr, size_t er
               * result carries no redeemed total, and a count kept by the
               * sink would have to survive replays. */
              "(SELECT COUNT(*) FROM coupons c WHERE c.policy_id = p.policy_id AND c.status = 'REDEEMED'), "
-             "created_at FROM coupon_policies p WHERE policy_id = '%s'",
+             "created_at, state FROM coupon_policies p WHERE policy_id = '%s'",
              id);
     json_t *o;
     int rc = select_one(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &o, errstr, errstr_size);
@@ -688,7 +689,8 @@ int status_list_history(const char *user_id, int64_t before_seq, int limit, char
 static const col sale_cols[] = {
     {"sale_id", COL_STR},    {"product_id", COL_STR}, {"name", COL_STR},           {"original_price", COL_INT},
     {"sale_price", COL_INT}, {"stock", COL_INT},      {"per_user_limit", COL_INT}, {"starts_at", COL_INT},
-    {"ends_at", COL_INT},    {"sold", COL_INT},       {"created_at", COL_INT},
+    {"ends_at", COL_INT},    {"sold", COL_INT},       {"created_at", COL_INT},     {"state", COL_STR},
+    {"hold_ms", COL_INT},
 };
 
 int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
@@ -696,7 +698,7 @@ int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr
     if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
     snprintf(sql, sizeof sql,
              "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, "
-             "ends_at, sold, created_at FROM time_sales WHERE sale_id = '%s'",
+             "ends_at, sold, created_at, state, hold_ms FROM time_sales WHERE sale_id = '%s'",
              id);
     json_t *o;
     int rc = select_one(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &o, errstr, errstr_size);
