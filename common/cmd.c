@@ -16,9 +16,8 @@
 #define AMOUNT_MAX 1000000000000LL /* 10^12 */
 #define VALID_DAYS_MAX 3650
 
-/* A sale's default hold and an order's hold (DESIGN.md §4a). */
-#define HOLD_MS_MIN 1000
-#define HOLD_MS_MAX 3600000
+#define HOLD_MS_MIN PROMO_HOLD_MS_MIN
+#define HOLD_MS_MAX PROMO_HOLD_MS_MAX
 
 static const char *const type_names[CMD__COUNT] = {
     [CMD_CREATE_COUPON_POLICY] = "CreateCouponPolicy",
@@ -39,6 +38,9 @@ static const char *const type_names[CMD__COUNT] = {
     [CMD_RESUME_TIME_SALE] = "ResumeTimeSale",
     [CMD_CLOSE_TIME_SALE] = "CloseTimeSale",
     [CMD_UPDATE_TIME_SALE] = "UpdateTimeSale",
+    [CMD_HOLD_ORDER] = "HoldOrder",
+    [CMD_CONFIRM_ORDER] = "ConfirmOrder",
+    [CMD_EXPIRE_HOLD] = "ExpireHold",
 };
 
 const char *cmd_type_name(cmd_type t) {
@@ -141,6 +143,9 @@ int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size) {
     case CMD_RESUME_TIME_SALE:
     case CMD_CLOSE_TIME_SALE: k = cmd->u.sale_control.sale_id; break;
     case CMD_UPDATE_TIME_SALE: k = cmd->u.update_sale.sale_id; break;
+    case CMD_HOLD_ORDER: k = cmd->u.hold_order.sale_id; break;
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD: k = cmd->u.order_ref.sale_id; break;
     default: return -1;
     }
     if (strlen(k) + 1 > key_size) return -1;
@@ -322,6 +327,16 @@ int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why
         TRY(check_id(vp, "sale_id", cmd->u.sale_control.sale_id));
         return cmd->u.sale_control.actor[0] ? check_id(vp, "actor", cmd->u.sale_control.actor) : 0;
     case CMD_UPDATE_TIME_SALE: return validate_update_sale(vp, cmd);
+    case CMD_HOLD_ORDER:
+        TRY(check_id(vp, "sale_id", cmd->u.hold_order.sale_id));
+        TRY(check_id(vp, "user_id", cmd->u.hold_order.user_id));
+        TRY(check_range(vp, "quantity", cmd->u.hold_order.quantity, 1, 1000000));
+        if (cmd->u.hold_order.order_id[0]) TRY(check_id(vp, "order_id", cmd->u.hold_order.order_id));
+        return check_range(vp, "hold_ms", cmd->u.hold_order.hold_ms, HOLD_MS_MIN, HOLD_MS_MAX);
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD:
+        TRY(check_id(vp, "sale_id", cmd->u.order_ref.sale_id));
+        return check_id(vp, "order_id", cmd->u.order_ref.order_id);
     default: return fail(vp, "command", "unknown command type");
     }
 }
@@ -448,9 +463,32 @@ uint64_t cmd_fingerprint(const promo_cmd *cmd) {
         fnv_opt(&f, u->has_hold_ms, u->hold_ms);
         break;
     }
+    case CMD_HOLD_ORDER:
+        fnv_str(&f, cmd->u.hold_order.sale_id);
+        fnv_str(&f, cmd->u.hold_order.user_id);
+        fnv_i64(&f, cmd->u.hold_order.quantity);
+        fnv_str(&f, cmd->u.hold_order.order_id);
+        fnv_i64(&f, cmd->u.hold_order.hold_ms);
+        break;
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD:
+        fnv_str(&f, cmd->u.order_ref.sale_id);
+        fnv_str(&f, cmd->u.order_ref.order_id);
+        break;
     default: break;
     }
     return f.h;
+}
+
+void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out) {
+    /* Two FNV-1a runs from different bases over "sale_id\0order_id\0": the
+     * id only has to tell the holds of one partition apart. */
+    fnv a = {14695981039346656037ULL}, b = {0x84222325cbf29ce4ULL};
+    fnv_str(&a, sale_id);
+    fnv_str(&a, order_id);
+    fnv_str(&b, order_id);
+    fnv_str(&b, sale_id);
+    snprintf(out, PROMO_ID_MAX + 1, "hold-exp-%016llx%016llx", (unsigned long long)a.h, (unsigned long long)b.h);
 }
 
 void result_init(promo_result *res, const promo_cmd *cmd) {

@@ -47,6 +47,9 @@ typedef enum {
     CMD_RESUME_TIME_SALE,
     CMD_CLOSE_TIME_SALE,
     CMD_UPDATE_TIME_SALE,
+    CMD_HOLD_ORDER,
+    CMD_CONFIRM_ORDER,
+    CMD_EXPIRE_HOLD,
     CMD__COUNT
 } cmd_type;
 
@@ -178,6 +181,18 @@ typedef struct promo_cmd {
         coupon_policy_update update_policy;
         struct {
             char sale_id[PROMO_ID_MAX + 1];
+            char user_id[PROMO_ID_MAX + 1];
+            int32_t quantity;
+            char order_id[PROMO_ID_MAX + 1]; /* "" = null: the request id is used */
+            int64_t hold_ms;
+        } hold_order;
+        /* ConfirmOrder and ExpireHold: the same record shape. */
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char order_id[PROMO_ID_MAX + 1];
+        } order_ref;
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
             char actor[PROMO_ID_MAX + 1];
         } sale_control;
         time_sale_update update_sale;
@@ -229,7 +244,7 @@ typedef struct promo_result {
     char order_id[PROMO_ID_MAX + 1];
     bool has_order_amount;
     int64_t order_amount;
-    char order_status[16]; /* PLACED | CANCELLED */
+    char order_status[16]; /* PLACED | CANCELLED | HELD | EXPIRED */
     bool has_quantity;
     int32_t quantity;
     bool has_issued;
@@ -268,6 +283,12 @@ typedef struct promo_result {
     int64_t cancelled_orders;
     bool has_hold_ms;
     int64_t hold_ms; /* a sale's default hold, with its definition */
+    bool has_held;
+    int64_t held; /* a sale's units in HELD orders */
+    bool has_expired_orders;
+    int64_t expired_orders;
+    bool has_hold_expires_at;
+    int64_t hold_expires_at; /* a HELD order's deadline */
 } promo_result;
 
 /* Names as on the wire: "IssueCoupon", "COUPON", "EARN"... Static strings. */
@@ -288,6 +309,16 @@ int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size);
 bool promo_id_valid(const char *s);
 /* Splits "<policy_id>:<serial>" (serial >= 1). Returns 0 or -1 if malformed. */
 int coupon_id_parse(const char *coupon_id, char *policy_id, size_t policy_id_size, int64_t *serial);
+
+/* A sale's default hold and an order's hold, in ms (DESIGN.md §4a). */
+#define PROMO_HOLD_MS_MIN 1000
+#define PROMO_HOLD_MS_MAX 3600000
+
+/* The request id of the ExpireHold of an order: "hold-exp-" and 32 hex
+ * digits of a 128-bit hash of sale and order id, so that the commands the
+ * processors produce for one hold are repeats of one request (the dedupe
+ * answers the first result again). out holds PROMO_ID_MAX + 1 bytes. */
+void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out);
 
 /* Checks every field of a command against the contract's rules (ids, ranges,
  * windows). Returns 0, or -1 with the offending field name (as on the wire,

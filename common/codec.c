@@ -393,6 +393,18 @@ static const field_map update_sale_map[] = {
     FM_END,
 };
 
+static const field_map hold_order_map[] = {
+    FM_STR("sale_id", promo_cmd, u.hold_order.sale_id),   FM_STR("user_id", promo_cmd, u.hold_order.user_id),
+    FM_INT("quantity", promo_cmd, u.hold_order.quantity), FM_OPT_STR("order_id", promo_cmd, u.hold_order.order_id),
+    FM_LONG("hold_ms", promo_cmd, u.hold_order.hold_ms),  FM_END,
+};
+/* ConfirmOrder and ExpireHold. */
+static const field_map order_ref_map[] = {
+    FM_STR("sale_id", promo_cmd, u.order_ref.sale_id),
+    FM_STR("order_id", promo_cmd, u.order_ref.order_id),
+    FM_END,
+};
+
 /* The command records in cmd_type order, which is the union's branch order
  * within each domain; base is where the record's map is relative to. */
 static const struct {
@@ -417,6 +429,9 @@ static const struct {
     [CMD_RESUME_TIME_SALE] = {sale_control_map, 0},
     [CMD_CLOSE_TIME_SALE] = {sale_control_map, 0},
     [CMD_UPDATE_TIME_SALE] = {update_sale_map, offsetof(promo_cmd, u.update_sale)},
+    [CMD_HOLD_ORDER] = {hold_order_map, 0},
+    [CMD_CONFIRM_ORDER] = {order_ref_map, 0},
+    [CMD_EXPIRE_HOLD] = {order_ref_map, 0},
 };
 
 /* The first command type of each domain: union branch i is first + i. */
@@ -491,6 +506,9 @@ static const field_map result_map[] = {
     FM_OPT_LONG("orders", R, orders, has_orders),
     FM_OPT_LONG("cancelled_orders", R, cancelled_orders, has_cancelled_orders),
     FM_OPT_LONG("hold_ms", R, hold_ms, has_hold_ms),
+    FM_OPT_LONG("held", R, held, has_held),
+    FM_OPT_LONG("expired_orders", R, expired_orders, has_expired_orders),
+    FM_OPT_LONG("hold_expires_at", R, hold_expires_at, has_hold_expires_at),
     FM_END,
 };
 #undef R

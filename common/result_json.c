@@ -187,6 +187,9 @@ static json_t *outcome_json(const promo_result *r, int *oom) {
     OPT_INT(o, "orders", r->has_orders, r->orders, oom);
     OPT_INT(o, "cancelled_orders", r->has_cancelled_orders, r->cancelled_orders, oom);
     OPT_INT(o, "hold_ms", r->has_hold_ms, r->hold_ms, oom);
+    OPT_INT(o, "held", r->has_held, r->held, oom);
+    OPT_INT(o, "expired_orders", r->has_expired_orders, r->expired_orders, oom);
+    OPT_INT(o, "hold_expires_at", r->has_hold_expires_at, r->hold_expires_at, oom);
     if (r->has_policy) put(o, "policy", policy_json(&r->policy, oom), oom);
     if (r->has_sale) put(o, "sale", sale_json(&r->sale, oom), oom);
     int n = r->n_ledger;

@@ -86,6 +86,8 @@ static const route_def routes[] = {
     {"POST", "/v1/time-sales/{sale_id}/resume", ROUTE_SALE_RESUME, "sale_resume", ROLE_ADMIN, CMD_RESUME_TIME_SALE},
     {"POST", "/v1/time-sales/{sale_id}/close", ROUTE_SALE_CLOSE, "sale_close", ROLE_ADMIN, CMD_CLOSE_TIME_SALE},
     {"PATCH", "/v1/time-sales/{sale_id}", ROUTE_SALE_UPDATE, "sale_update", ROLE_ADMIN, CMD_UPDATE_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/confirm", ROUTE_SALE_ORDER_CONFIRM, "sale_order_confirm",
+     ROLE_CLIENT, CMD_CONFIRM_ORDER},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -283,6 +285,14 @@ static const field_spec order_fields[] = {
     OPT_ID("order_id", place_order.order_id),
 };
 
+/* An order that carries hold_ms is a HoldOrder (parse_cmd()). */
+static const field_spec hold_order_fields[] = {
+    ID("user_id", hold_order.user_id),
+    INT("quantity", hold_order.quantity),
+    OPT_ID("order_id", hold_order.order_id),
+    LONG("hold_ms", hold_order.hold_ms),
+};
+
 /* PATCH: every field optional, at least one present (cmd_validate()). */
 static const field_spec update_policy_fields[] = {
     OPT_LONG("total_quantity", update_policy.total_quantity, update_policy.has_total_quantity),
@@ -340,6 +350,9 @@ static const cmd_spec cmd_specs[CMD__COUNT] = {
     [CMD_CLOSE_TIME_SALE] = SALE_CONTROL,
     [CMD_UPDATE_TIME_SALE] = {SPEC(update_sale_fields), OFF(update_sale.sale_id), SZ(update_sale.sale_id), 0, 0,
                               OFF(update_sale.actor), SZ(update_sale.actor)},
+    [CMD_HOLD_ORDER] = {SPEC(hold_order_fields), OFF(hold_order.sale_id), SZ(hold_order.sale_id), 0, 0, 0, 0},
+    [CMD_CONFIRM_ORDER] = {NULL, 0, OFF(order_ref.sale_id), SZ(order_ref.sale_id), OFF(order_ref.order_id),
+                           SZ(order_ref.order_id), 0, 0},
 #undef POLICY_CONTROL
 #undef SALE_CONTROL
 };
@@ -478,6 +491,8 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
     }
 
     cmd->type = parse_route_cmd(in->route->id);
+    /* An order asking for a checkout hold is another command on the wire. */
+    if (cmd->type == CMD_PLACE_ORDER && json_object_get(root, "hold_ms")) cmd->type = CMD_HOLD_ORDER;
     const cmd_spec *spec = &cmd_specs[cmd->type];
 
     const char *key;

@@ -546,6 +546,9 @@ static const uint8_t pack_tail[] = {
     T_RAW,  /* orders */
     T_RAW,  /* cancelled_orders */
     T_RAW,  /* hold_ms */
+    T_RAW,  /* held */
+    T_RAW,  /* expired_orders */
+    T_TS,   /* hold_expires_at */
 };
 #define PACK_NTAIL (sizeof pack_tail / sizeof pack_tail[0])
 

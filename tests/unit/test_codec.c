@@ -33,7 +33,7 @@ static char err[256];
 
 /* Fields appended to the Result after ledger (turn 2): a Result with all of
  * them null ends in this many zero bytes after its ledger. */
-#define RESULT_TAIL_FIELDS 8
+#define RESULT_TAIL_FIELDS 11
 
 static int setup(void **state) {
     (void)state;
@@ -182,6 +182,18 @@ static void sample_cmd(promo_cmd *c, cmd_type t, bool full) {
             strcpy(c->u.update_sale.actor, "key-0123456789abcdef");
         }
         break;
+    case CMD_HOLD_ORDER:
+        strcpy(c->u.hold_order.sale_id, "sale-9");
+        strcpy(c->u.hold_order.user_id, "user-1");
+        c->u.hold_order.quantity = 3;
+        c->u.hold_order.hold_ms = 600000;
+        if (full) strcpy(c->u.hold_order.order_id, "ord-4");
+        break;
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD:
+        strcpy(c->u.order_ref.sale_id, "sale-9");
+        strcpy(c->u.order_ref.order_id, "ord-4");
+        break;
     default: break;
     }
 }
@@ -251,6 +263,9 @@ static void sample_result_full(promo_result *r) {
     r->has_orders = true, r->orders = 15;
     r->has_cancelled_orders = true, r->cancelled_orders = 16;
     r->has_hold_ms = true, r->hold_ms = 3600000;
+    r->has_held = true, r->held = 17;
+    r->has_expired_orders = true, r->expired_orders = 18;
+    r->has_hold_expires_at = true, r->hold_expires_at = 1700000600000;
 }
 
 /* ---- Helpers ---- */

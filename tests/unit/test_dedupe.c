@@ -503,6 +503,10 @@ static void rnd_result(promo_result *r, int64_t at) {
     if ((r->has_orders = rnd() % 2)) r->orders = (int64_t)(rnd() % 1000);
     if ((r->has_cancelled_orders = rnd() % 2)) r->cancelled_orders = rnd() % 8 ? (int64_t)(rnd() % 100) : rnd_long(0);
     if ((r->has_hold_ms = rnd() % 4 == 0)) r->hold_ms = rnd() % 8 ? 60000 : rnd_long(60000);
+    if ((r->has_held = rnd() % 2)) r->held = (int64_t)(rnd() % 100);
+    if ((r->has_expired_orders = rnd() % 2)) r->expired_orders = (int64_t)(rnd() % 100);
+    if ((r->has_hold_expires_at = rnd() % 4 == 0))
+        r->hold_expires_at = rnd_long((int64_t)((uint64_t)r->submitted_at + 600000));
     r->n_ledger = (int)(rnd() % (PROMO_LEDGER_MAX + 1));
     for (int i = 0; i < r->n_ledger; i++) {
         ledger_entry *l = &r->ledger[i];
@@ -538,7 +542,7 @@ static void test_results_before_turn2(void **s) {
     strcpy(r.coupon_id, "p1:1");
     codec_buf b = {0};
     assert_int_equal(codec_encode_result(cd, &r, &b, errstr, sizeof errstr), CODEC_OK);
-    size_t old_len = b.len - 8; /* the eight appended fields, null: one zero byte each */
+    size_t old_len = b.len - 11; /* the fields appended in turn 2, null: one zero byte each */
     for (size_t i = old_len; i < b.len; i++) assert_int_equal(b.data[i], 0);
     dedupe *d = dedupe_new(24 * HOUR);
     assert_int_equal(dedupe_put(d, "legacy-1", 7, r.submitted_at, b.data, old_len), 0);

@@ -72,6 +72,11 @@ static const write_case writes[] = {
     {"/v1/time-sales/s1/close", "{}", "", CMD_CLOSE_TIME_SALE},
     {"PATCH /v1/time-sales/s1", "{\"stock\":50,\"per_user_limit\":2,\"ends_at\":1800000000000,\"hold_ms\":60000}", "",
      CMD_UPDATE_TIME_SALE},
+    /* Checkout holds: an order with hold_ms is a HoldOrder (without it, a
+     * PlaceOrder: so hold_ms is not "required" here). */
+    {"/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":2,\"order_id\":\"o9\",\"hold_ms\":60000}",
+     "user_id quantity", CMD_HOLD_ORDER},
+    {"/v1/time-sales/s1/orders/o9/confirm", "{}", "", CMD_CONFIRM_ORDER},
 };
 #define N_WRITES (sizeof writes / sizeof writes[0])
 
@@ -697,6 +702,27 @@ static void test_controls(void **state) {
     in.body_len = strlen(in.body);
     assert_int_equal(parse_cmd(&in, &c, &e), 0);
     assert_string_equal(c.client_id, "");
+    /* An order with hold_ms is held; the range is the contract's. */
+    assert_int_equal(run("/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":1,\"hold_ms\":1000}", &c, &e),
+                     0);
+    assert_int_equal(c.type, CMD_HOLD_ORDER);
+    assert_string_equal(c.u.hold_order.sale_id, "s1");
+    assert_int_equal(c.u.hold_order.hold_ms, 1000);
+    assert_string_equal(c.u.hold_order.order_id, "");
+    expect_err(run("/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":1,\"hold_ms\":999}", &c, &e), &e, 400,
+               "INVALID_FIELD", "hold_ms");
+    expect_err(run("/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":1,\"hold_ms\":3600001}", &c, &e), &e,
+               400, "INVALID_FIELD", "hold_ms");
+    expect_err(run("/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":1,\"hold_ms\":null}", &c, &e), &e, 400,
+               "MISSING_FIELD", "hold_ms");
+    expect_err(run("/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":1,\"hold_ms\":\"60s\"}", &c, &e), &e,
+               400, "INVALID_FIELD", "hold_ms");
+    assert_int_equal(run_full("POST", "/v1/time-sales/s1/orders/o7/confirm", "", 0, NULL, NULL, NULL, &c, &e), 0);
+    assert_int_equal(c.type, CMD_CONFIRM_ORDER);
+    assert_string_equal(c.u.order_ref.sale_id, "s1");
+    assert_string_equal(c.u.order_ref.order_id, "o7");
+    expect_err(run("/v1/time-sales/s1/orders/o7/confirm", "{\"hold_ms\":1000}", &c, &e), &e, 400, "UNKNOWN_FIELD",
+               "hold_ms");
     /* PATCH is only for the policy and sale themselves. */
     expect_err(run_full("PATCH", "/v1/points/u1", "{}", 2, "application/json", NULL, NULL, &c, &e), &e, 405,
                "METHOD_NOT_ALLOWED", NULL);
@@ -743,6 +769,7 @@ static void test_routes(void **state) {
         {"POST", "/v1/time-sales/s1/resume", ROUTE_SALE_RESUME, "s1", "", ROLE_ADMIN},
         {"POST", "/v1/time-sales/s1/close", ROUTE_SALE_CLOSE, "s1", "", ROLE_ADMIN},
         {"PATCH", "/v1/time-sales/s1", ROUTE_SALE_UPDATE, "s1", "", ROLE_ADMIN},
+        {"POST", "/v1/time-sales/s1/orders/o1/confirm", ROUTE_SALE_ORDER_CONFIRM, "s1", "o1", ROLE_CLIENT},
         /* Dots are id characters; only a whole "." or ".." segment is not. */
         {"GET", "/v1/coupon-policies/...", ROUTE_POLICY_GET, "...", "", ROLE_CLIENT},
         {"GET", "/v1/points/.u", ROUTE_POINTS_GET, ".u", "", ROLE_CLIENT},
@@ -766,7 +793,7 @@ static void test_routes(void **state) {
         const char *method, *path = path_method(writes[i].path, &method);
         assert_int_equal(parse_route_match(method, path, &r, &e), 0);
         assert_true(parse_route_is_write(r.id));
-        assert_int_equal(parse_route_cmd(r.id), writes[i].type);
+        assert_int_equal(parse_route_cmd(r.id), writes[i].type == CMD_HOLD_ORDER ? CMD_PLACE_ORDER : writes[i].type);
     }
     assert_false(parse_route_is_write(ROUTE_REQUEST_GET));
     assert_false(parse_route_is_write(ROUTE_HEALTHZ));
