@@ -690,7 +690,7 @@ static const col sale_cols[] = {
     {"sale_id", COL_STR},    {"product_id", COL_STR}, {"name", COL_STR},           {"original_price", COL_INT},
     {"sale_price", COL_INT}, {"stock", COL_INT},      {"per_user_limit", COL_INT}, {"starts_at", COL_INT},
     {"ends_at", COL_INT},    {"sold", COL_INT},       {"created_at", COL_INT},     {"state", COL_STR},
-    {"hold_ms", COL_INT},
+    {"hold_ms", COL_INT},    {"held", COL_INT},
 };
 
 int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
@@ -698,20 +698,20 @@ int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr
     if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
     snprintf(sql, sizeof sql,
              "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, "
-             "ends_at, sold, created_at, state, hold_ms FROM time_sales WHERE sale_id = '%s'",
+             "ends_at, sold, created_at, state, hold_ms, held FROM time_sales WHERE sale_id = '%s'",
              id);
     json_t *o;
     int rc = select_one(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &o, errstr, errstr_size);
     if (rc) return rc;
     json_int_t stock = json_integer_value(json_object_get(o, "stock"));
-    json_int_t sold = json_integer_value(json_object_get(o, "sold"));
-    json_object_set_new(o, "remaining", json_integer(stock > sold ? stock - sold : 0));
+    json_int_t taken = json_integer_value(json_object_get(o, "sold")) + json_integer_value(json_object_get(o, "held"));
+    json_object_set_new(o, "remaining", json_integer(stock > taken ? stock - taken : 0));
     return finish(o, out, errstr, errstr_size);
 }
 
 static const col order_cols[] = {
-    {"sale_id", COL_STR},  {"order_id", COL_STR}, {"user_id", COL_STR},
-    {"quantity", COL_INT}, {"status", COL_STR},   {"placed_at", COL_INT},
+    {"sale_id", COL_STR}, {"order_id", COL_STR},  {"user_id", COL_STR},         {"quantity", COL_INT},
+    {"status", COL_STR},  {"placed_at", COL_INT}, {"hold_expires_at", COL_INT},
 };
 
 int status_get_order(const char *sale_id, const char *order_id, char **out, char *errstr, size_t errstr_size) {
@@ -720,8 +720,9 @@ int status_get_order(const char *sale_id, const char *order_id, char **out, char
         mysql_esc(order_id, oid, sizeof oid, errstr, errstr_size))
         return -1;
     snprintf(sql, sizeof sql,
-             "SELECT sale_id, order_id, user_id, quantity, status, placed_at FROM sale_orders "
-             "WHERE sale_id = '%s' AND order_id = '%s'",
+             /* The deadline only while it holds. */
+             "SELECT sale_id, order_id, user_id, quantity, status, placed_at, "
+             "IF(status = 'HELD', hold_expires_at, NULL) FROM sale_orders WHERE sale_id = '%s' AND order_id = '%s'",
              sid, oid);
     json_t *o;
     int rc = select_one(sql, order_cols, sizeof order_cols / sizeof order_cols[0], &o, errstr, errstr_size);

@@ -376,13 +376,15 @@ static int collapse_one(collapsed *c, const promo_result *r) {
             counted_merge(t, r, r->has_sold, def);
             if (def && r->command_type == CMD_CREATE_TIME_SALE && !t->create) t->create = r;
         }
-        bool order_cmd = r->command_type == CMD_PLACE_ORDER || r->command_type == CMD_CANCEL_ORDER;
+        bool creates = r->command_type == CMD_PLACE_ORDER || r->command_type == CMD_HOLD_ORDER;
+        bool order_cmd = creates || r->command_type == CMD_CANCEL_ORDER || r->command_type == CMD_CONFIRM_ORDER ||
+                         r->command_type == CMD_EXPIRE_HOLD;
         if (ok && order_cmd) {
             /* A placement without an order id is known by its request id. */
             const char *order_id = r->order_id[0] ? r->order_id : r->request_id;
             entity_row *e = entity_get(&c->orders, r->entity_key, order_id);
             if (!e) return -1;
-            entity_merge(e, r, r->command_type == CMD_PLACE_ORDER);
+            entity_merge(e, r, creates);
         }
         return 0;
     }
@@ -584,6 +586,8 @@ static void counts_set(sink_mysql *s, const promo_result *r, bool policy) {
         sb_int(b, r->sold);
         if (r->has_orders) sb_add(b, ",orders="), sb_int(b, r->orders);
         if (r->has_cancelled_orders) sb_add(b, ",cancelled_orders="), sb_int(b, r->cancelled_orders);
+        if (r->has_held) sb_add(b, ",held="), sb_int(b, r->held);
+        if (r->has_expired_orders) sb_add(b, ",expired_orders="), sb_int(b, r->expired_orders);
     }
     if (r->state[0]) {
         sb_add(b, ",state=");
@@ -735,12 +739,14 @@ static int write_sales(wctx *w, counted_row *tab) {
     sink_mysql *s = w->s;
     sb *b = &s->q;
     stmt st = {"INSERT INTO time_sales (sale_id, product_id, name, original_price, sale_price, stock, "
-               "per_user_limit, starts_at, ends_at, sold, orders, cancelled_orders, state, hold_ms, created_at, "
-               "def_version, version) VALUES ",
+               "per_user_limit, starts_at, ends_at, sold, orders, cancelled_orders, held, expired_orders, state, "
+               "hold_ms, created_at, def_version, version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE sold=IF(VALUES(version)>version,VALUES(sold),sold),"
                "orders=IF(VALUES(version)>version,VALUES(orders),orders),"
                "cancelled_orders=IF(VALUES(version)>version,VALUES(cancelled_orders),cancelled_orders),"
+               "held=IF(VALUES(version)>version,VALUES(held),held),"
+               "expired_orders=IF(VALUES(version)>version,VALUES(expired_orders),expired_orders),"
                "state=IF(VALUES(version)>version,VALUES(state),state),"
                "version=GREATEST(version,VALUES(version))",
                0};
@@ -773,6 +779,10 @@ static int write_sales(wctx *w, counted_row *tab) {
         sb_int(b, l && l->has_orders ? l->orders : 0);
         sb_add(b, ",");
         sb_int(b, l && l->has_cancelled_orders ? l->cancelled_orders : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_held ? l->held : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_expired_orders ? l->expired_orders : 0);
         sb_add(b, ",");
         sb_text(s, row_state(r), strlen(row_state(r)));
         sb_add(b, ",");
@@ -957,7 +967,8 @@ static const char *order_status(const promo_result *r) {
 static int write_orders(wctx *w, entity_row *tab) {
     sink_mysql *s = w->s;
     sb *b = &s->q;
-    stmt st = {"INSERT INTO sale_orders (sale_id, order_id, user_id, quantity, status, placed_at, version) VALUES ",
+    stmt st = {"INSERT INTO sale_orders (sale_id, order_id, user_id, quantity, status, placed_at, hold_expires_at, "
+               "version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE status=IF(VALUES(version)>version,VALUES(status),status),"
                "version=GREATEST(version,VALUES(version))",
@@ -979,6 +990,8 @@ static int write_orders(wctx *w, entity_row *tab) {
         sb_text(s, status, strnlen(status, sizeof c->order_status));
         sb_add(b, ",");
         sb_int(b, c->submitted_at); /* the order's "now", as a coupon's issued_at */
+        sb_add(b, ",");
+        sb_opt_int(b, c->has_hold_expires_at, c->hold_expires_at);
         sb_add(b, ",");
         sb_int(b, r->last->version);
         sb_add(b, ")");
