@@ -480,6 +480,21 @@ uint64_t cmd_fingerprint(const promo_cmd *cmd) {
     return f.h;
 }
 
+/* The percent form is floor(amount * value / 100) without forming amount *
+ * value: with amount = 100q + r it is q * value + floor(r * value / 100),
+ * and q * value <= amount because value <= 100. */
+int64_t coupon_policy_discount(const coupon_policy_def *d, int64_t amount) {
+    int64_t x;
+    if (d->discount_type == DISCOUNT_PERCENT) {
+        x = amount / 100 * d->discount_value + amount % 100 * d->discount_value / 100;
+        if (d->has_max_discount && x > d->max_discount) x = d->max_discount;
+    } else {
+        x = d->discount_value;
+    }
+    if (x > amount) x = amount;
+    return x < 0 ? 0 : x;
+}
+
 void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out) {
     /* Two FNV-1a runs from different bases over "sale_id\0order_id\0": the
      * id only has to tell the holds of one partition apart. */

@@ -310,6 +310,12 @@ bool promo_id_valid(const char *s);
 /* Splits "<policy_id>:<serial>" (serial >= 1). Returns 0 or -1 if malformed. */
 int coupon_id_parse(const char *coupon_id, char *policy_id, size_t policy_id_size, int64_t *serial);
 
+/* The discount a policy gives an order of amount, never above the amount:
+ * the fixed value, or floor(amount * percent / 100) capped at max_discount.
+ * The redeem decides with it (coupon.c), and so does the advisory validation
+ * (ingest, POST /v1/coupons/{coupon_id}/validate). */
+int64_t coupon_policy_discount(const coupon_policy_def *d, int64_t amount);
+
 /* A sale's default hold and an order's hold, in ms (DESIGN.md §4a). */
 #define PROMO_HOLD_MS_MIN 1000
 #define PROMO_HOLD_MS_MAX 3600000

@@ -516,6 +516,26 @@ static int answer_read(struct mg_connection *conn, const parse_route *r, int rc,
     return send_unavailable(conn, "STORE_UNAVAILABLE", "the status store is unavailable");
 }
 
+/* POST /v1/coupons/{coupon_id}/validate: a body, but no command, and an
+ * answer at once from the read models (status_validate_coupon()). */
+static int handle_validate(struct mg_connection *conn, const struct mg_request_info *ri, const parse_route *r) {
+    char errstr[256] = "", user_id[PROMO_ID_MAX + 1];
+    worker *w = worker_get(errstr, sizeof errstr);
+    if (!w) {
+        log_error("worker setup: %s", errstr);
+        return send_error(conn, 500, "INTERNAL", NULL, "internal error", no_headers);
+    }
+    long len = read_body(conn, ri, w);
+    if (len == -2) return send_error(conn, 400, "INVALID_JSON", NULL, "could not read the body", no_headers);
+    parse_error perr = {413, "PAYLOAD_TOO_LARGE", "", "body too large"};
+    int64_t amount;
+    if (len == -1 || parse_validate(mg_get_header(conn, "Content-Type"), w->body, (size_t)len, user_id, &amount, &perr))
+        return send_parse_error(conn, &perr);
+    char *body = NULL;
+    int rc = status_validate_coupon(r->id1, user_id, amount, now_ms(), &body, errstr, sizeof errstr);
+    return answer_read(conn, r, rc, body, errstr, "");
+}
+
 static int handle_read(struct mg_connection *conn, const struct mg_request_info *ri, const parse_route *r) {
     char errstr[256] = "", qbuf[128], cursor[PROMO_COUPON_ID_MAX + 1];
     char *body = NULL;
@@ -552,6 +572,7 @@ static int handle_read(struct mg_connection *conn, const struct mg_request_info 
     case ROUTE_SALE_ORDER_GET:
         rc = status_get_order(r->id1, r->id2, &body, errstr, sizeof errstr);
         return answer_read(conn, r, rc, body, errstr, "no such order");
+    case ROUTE_COUPON_VALIDATE: return handle_validate(conn, ri, r);
     default: return send_error(conn, 404, "NOT_FOUND", NULL, "no such resource", no_headers);
     }
 }

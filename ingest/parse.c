@@ -88,6 +88,7 @@ static const route_def routes[] = {
     {"PATCH", "/v1/time-sales/{sale_id}", ROUTE_SALE_UPDATE, "sale_update", ROLE_ADMIN, CMD_UPDATE_TIME_SALE},
     {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/confirm", ROUTE_SALE_ORDER_CONFIRM, "sale_order_confirm",
      ROLE_CLIENT, CMD_CONFIRM_ORDER},
+    {"POST", "/v1/coupons/{coupon_id}/validate", ROUTE_COUPON_VALIDATE, "coupon_validate", ROLE_CLIENT, NO_CMD},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -551,6 +552,57 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
         fail(err, 400, "INVALID_FIELD", field, "%s %s", field, why);
         goto out;
     }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* The validation's fields, read into a redeem's (they are a redeem's). */
+static const field_spec validate_fields[] = {
+    ID("user_id", redeem.user_id),
+    LONG("order_amount", redeem.order_amount),
+};
+
+int parse_validate(const char *content_type, const char *body, size_t body_len, char *user_id, int64_t *order_amount,
+                   parse_error *err) {
+    if (body_len > PARSE_BODY_MAX)
+        return fail(err, 413, "PAYLOAD_TOO_LARGE", NULL, "body must be at most %d bytes", PARSE_BODY_MAX);
+    if (!parse_content_type_json(content_type))
+        return fail(err, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type", "Content-Type must be application/json");
+    json_error_t jerr;
+    json_t *root = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(err, 400, "INVALID_JSON", NULL, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                    jerr.text);
+    int rc = -1;
+    promo_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    if (!json_is_object(root)) {
+        fail(err, 400, "INVALID_JSON", NULL, "body must be a JSON object");
+        goto out;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "user_id") != 0 && strcmp(key, "order_amount") != 0) {
+            char shown[64];
+            size_t j = 0;
+            for (const char *k = key; *k && j < sizeof shown - 1; k++)
+                shown[j++] = (*k >= 0x20 && *k < 0x7f) ? *k : '?';
+            shown[j] = '\0';
+            fail(err, 400, "UNKNOWN_FIELD", shown, "%s is not a field of this request", shown);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < sizeof validate_fields / sizeof validate_fields[0]; i++)
+        if (set_field(&validate_fields[i], json_object_get(root, validate_fields[i].name), &cmd, err)) goto out;
+    if (cmd.u.redeem.order_amount < 1 || cmd.u.redeem.order_amount > 1000000000000LL) {
+        fail(err, 400, "INVALID_FIELD", "order_amount", "order_amount must be between 1 and 1000000000000");
+        goto out;
+    }
+    memcpy(user_id, cmd.u.redeem.user_id, sizeof cmd.u.redeem.user_id);
+    *order_amount = cmd.u.redeem.order_amount;
     rc = 0;
 out:
     json_decref(root);

@@ -64,6 +64,7 @@ typedef enum {
     ROUTE_SALE_GET,
     ROUTE_SALE_ORDER_GET,
     ROUTE_REQUEST_GET,
+    ROUTE_COUPON_VALIDATE, /* a POST that sends nothing: answered from the read models */
     ROUTE__COUNT
 } parse_route_id;
 
@@ -123,6 +124,14 @@ typedef struct parse_input {
  * filled and passing cmd_validate(), or -1 with err filled. An empty body is
  * read as {} (cancel order has no fields) and then needs no Content-Type. */
 int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err);
+
+/* The body of POST /v1/coupons/{coupon_id}/validate, {user_id,
+ * order_amount}, checked as a write's body is (size 413, Content-Type 415,
+ * JSON, unknown fields, each field 400); order_amount as a redeem's. Returns
+ * 0 with user_id (PROMO_ID_MAX + 1 bytes) and *order_amount filled, or -1
+ * with err. */
+int parse_validate(const char *content_type, const char *body, size_t body_len, char *user_id, int64_t *order_amount,
+                   parse_error *err);
 
 /* True for "application/json", any case, with optional parameters. */
 bool parse_content_type_json(const char *content_type);

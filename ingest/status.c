@@ -730,6 +730,55 @@ int status_get_order(const char *sale_id, const char *order_id, char **out, char
     return finish(o, out, errstr, errstr_size);
 }
 
+static const col validate_cols[] = {
+    {"user_id", COL_STR},        {"status", COL_STR},       {"expires_at", COL_INT},       {"discount_type", COL_STR},
+    {"discount_value", COL_INT}, {"max_discount", COL_INT}, {"min_order_amount", COL_INT},
+};
+
+int status_validate_coupon(const char *coupon_id, const char *user_id, int64_t order_amount, int64_t now, char **out,
+                           char *errstr, size_t errstr_size) {
+    char cid[2 * ID_BUF], sql[640];
+    if (mysql_esc(coupon_id, cid, sizeof cid, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT c.user_id, c.status, c.expires_at, p.discount_type, p.discount_value, p.max_discount, "
+             "p.min_order_amount FROM coupons c JOIN coupon_policies p ON p.policy_id = c.policy_id "
+             "WHERE c.coupon_id = '%s'",
+             cid);
+    json_t *o = NULL;
+    int rc = select_one(sql, validate_cols, sizeof validate_cols / sizeof validate_cols[0], &o, errstr, errstr_size);
+    if (rc < 0) return rc;
+    const char *why = NULL;
+    int64_t discount = 0;
+    if (rc == STATUS_NOT_FOUND) {
+        why = "NOT_FOUND";
+    } else {
+        json_t *exp = json_object_get(o, "expires_at"), *max = json_object_get(o, "max_discount");
+        const char *owner = json_string_value(json_object_get(o, "user_id"));
+        const char *status = json_string_value(json_object_get(o, "status"));
+        if (!owner || strcmp(owner, user_id) != 0)
+            why = "NOT_OWNER";
+        else if (status && strcmp(status, "REDEEMED") == 0)
+            why = "ALREADY_REDEEMED";
+        else if (json_is_integer(exp) && now >= json_integer_value(exp))
+            why = "EXPIRED";
+        else if (order_amount < json_integer_value(json_object_get(o, "min_order_amount")))
+            why = "MIN_ORDER_NOT_MET";
+        else {
+            coupon_policy_def d = {0};
+            const char *type = json_string_value(json_object_get(o, "discount_type"));
+            d.discount_type = type && strcmp(type, "PERCENT") == 0 ? DISCOUNT_PERCENT : DISCOUNT_FIXED;
+            d.discount_value = json_integer_value(json_object_get(o, "discount_value"));
+            d.has_max_discount = json_is_integer(max);
+            d.max_discount = json_integer_value(max);
+            discount = coupon_policy_discount(&d, order_amount);
+        }
+        json_decref(o);
+    }
+    json_t *j = json_pack("{s:s,s:b,s:o,s:o}", "coupon_id", coupon_id, "valid", why == NULL, "discount",
+                          why ? json_null() : json_integer(discount), "reason", why ? json_string(why) : json_null());
+    return finish(j, out, errstr, errstr_size);
+}
+
 /* requests.result holds the exact body, so it is returned untouched. */
 static int mysql_get_request(const char *request_id, char **out, char *errstr, size_t errstr_size) {
     char id[2 * ID_BUF], sql[320];

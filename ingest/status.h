@@ -109,6 +109,16 @@ int status_list_history(const char *user_id, int64_t before_seq, int limit, char
 int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size);
 int status_get_order(const char *sale_id, const char *order_id, char **out, char *errstr, size_t errstr_size);
 
+/* POST /v1/coupons/{coupon_id}/validate: would a redeem of this coupon by
+ * user_id for order_amount succeed now (the caller's clock), and with what
+ * discount? Answered from the read models with the redeem's rules, in their
+ * order (NOT_FOUND, NOT_OWNER, ALREADY_REDEEMED, EXPIRED, MIN_ORDER_NOT_MET):
+ * {"coupon_id", "valid", "discount", "reason"}, never STATUS_NOT_FOUND (an
+ * unknown coupon is valid: false). Advisory: the read models trail the log,
+ * and the redeem decides. */
+int status_validate_coupon(const char *coupon_id, const char *user_id, int64_t order_amount, int64_t now,
+                           char **out, char *errstr, size_t errstr_size);
+
 /* Round trips for /readyz. Return 0 or -1 with errstr. */
 int status_ping_redis(char *errstr, size_t errstr_size);
 int status_ping_mysql(char *errstr, size_t errstr_size);

@@ -362,21 +362,6 @@ static int64_t coupon_expiry_of(const coupon_policy *p, int64_t serial, int64_t 
     return coupon_expiry(&p->def, issued_at);
 }
 
-/* The discount for an order, never above the order amount. The percent form
- * is floor(amount * value / 100) without forming amount * value: with
- * amount = 100q + r it is q * value + floor(r * value / 100), and q * value
- * <= amount because value <= 100. */
-static int64_t coupon_discount(const coupon_policy_def *d, int64_t amount) {
-    int64_t x;
-    if (d->discount_type == DISCOUNT_PERCENT) {
-        x = amount / 100 * d->discount_value + amount % 100 * d->discount_value / 100;
-        if (d->has_max_discount && x > d->max_discount) x = d->max_discount;
-    } else {
-        x = d->discount_value;
-    }
-    if (x > amount) x = amount;
-    return x < 0 ? 0 : x;
-}
 
 /* Writes "<policy_id>:<serial>" into out (PROMO_COUPON_ID_MAX + 1 bytes):
  * by hand, because it runs once per issued coupon. */
@@ -556,7 +541,7 @@ static int coupon_redeem(coupon_state *s, const promo_cmd *cmd, int64_t now, pro
         return 0;
     }
 
-    int64_t discount = coupon_discount(&p->def, cmd->u.redeem.order_amount);
+    int64_t discount = coupon_policy_discount(&p->def, cmd->u.redeem.order_amount);
     if (coupon_reserve_dirty(s, p) != 0) return -1;
     if (!(c->redemption = coupon_redemption_new(cmd->u.redeem.order_id, discount))) return -1;
     p->redeemed++;

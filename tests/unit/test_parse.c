@@ -728,6 +728,42 @@ static void test_controls(void **state) {
                "METHOD_NOT_ALLOWED", NULL);
 }
 
+static void test_validate_body(void **state) {
+    (void)state;
+    char user[PROMO_ID_MAX + 1];
+    int64_t amount;
+    parse_error e;
+    const char *ct = "application/json";
+#define V(body) parse_validate(ct, body, strlen(body), user, &amount, &e)
+    assert_int_equal(V("{\"user_id\":\"u1\",\"order_amount\":20000}"), 0);
+    assert_string_equal(user, "u1");
+    assert_int_equal(amount, 20000);
+    expect_err(V("{\"order_amount\":20000}"), &e, 400, "MISSING_FIELD", "user_id");
+    expect_err(V("{\"user_id\":\"u1\"}"), &e, 400, "MISSING_FIELD", "order_amount");
+    expect_err(V("{\"user_id\":\"u 1\",\"order_amount\":1}"), &e, 400, "INVALID_FIELD", "user_id");
+    expect_err(V("{\"user_id\":\"u1\",\"order_amount\":0}"), &e, 400, "INVALID_FIELD", "order_amount");
+    expect_err(V("{\"user_id\":\"u1\",\"order_amount\":1000000000001}"), &e, 400, "INVALID_FIELD", "order_amount");
+    expect_err(V("{\"user_id\":\"u1\",\"order_amount\":\"5\"}"), &e, 400, "INVALID_FIELD", "order_amount");
+    expect_err(V("{\"user_id\":\"u1\",\"order_amount\":5,\"order_id\":\"o\"}"), &e, 400, "UNKNOWN_FIELD", "order_id");
+    expect_err(V("[1]"), &e, 400, "INVALID_JSON", NULL);
+    expect_err(V("{\"user_id\":\"u1\",\"user_id\":\"u2\",\"order_amount\":5}"), &e, 400, "INVALID_JSON", NULL);
+    expect_err(V(""), &e, 400, "INVALID_JSON", NULL);
+    ct = "text/plain";
+    expect_err(V("{}"), &e, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type");
+    ct = NULL;
+    expect_err(V("{}"), &e, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type");
+    ct = "application/json";
+    expect_err(parse_validate(ct, "{}", PARSE_BODY_MAX + 1, user, &amount, &e), &e, 413, "PAYLOAD_TOO_LARGE", NULL);
+#undef V
+    /* A POST that is not a write. */
+    parse_route r;
+    assert_int_equal(parse_route_match("POST", "/v1/coupons/p1:3/validate", &r, &e), 0);
+    assert_int_equal(r.id, ROUTE_COUPON_VALIDATE);
+    assert_false(parse_route_is_write(r.id));
+    assert_int_equal(parse_route_role(r.id), ROLE_CLIENT);
+    expect_err(parse_route_match("POST", "/v1/coupons/p1/validate", &r, &e), &e, 400, "INVALID_FIELD", "coupon_id");
+}
+
 /* ---- routes ---- */
 
 static void test_routes(void **state) {
@@ -1122,6 +1158,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_field_each_route),
         cmocka_unit_test(test_bad_ids_in_body),
         cmocka_unit_test(test_controls),
+        cmocka_unit_test(test_validate_body),
         cmocka_unit_test(test_oversized_text),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_invalid_json),
