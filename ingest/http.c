@@ -573,6 +573,23 @@ static int handle_read(struct mg_connection *conn, const struct mg_request_info 
         rc = status_get_order(r->id1, r->id2, &body, errstr, sizeof errstr);
         return answer_read(conn, r, rc, body, errstr, "no such order");
     case ROUTE_COUPON_VALIDATE: return handle_validate(conn, ri, r);
+    case ROUTE_POLICY_LIST:
+    case ROUTE_SALE_LIST: {
+        char state[8], after[PROMO_ID_MAX + 1];
+        if (parse_limit(query_get(ri, "limit", qbuf, sizeof qbuf), &limit, &perr) ||
+            parse_state(query_get(ri, "state", qbuf, sizeof qbuf), state, &perr) ||
+            parse_id_cursor(query_get(ri, "cursor", qbuf, sizeof qbuf), after, &perr))
+            return send_parse_error(conn, &perr);
+        rc = r->id == ROUTE_POLICY_LIST ? status_list_policies(state, after, limit, &body, errstr, sizeof errstr)
+                                        : status_list_sales(state, after, limit, &body, errstr, sizeof errstr);
+        return answer_read(conn, r, rc, body, errstr, "");
+    }
+    case ROUTE_POLICY_STATS:
+        rc = status_policy_stats(r->id1, now_ms(), &body, errstr, sizeof errstr);
+        return answer_read(conn, r, rc, body, errstr, "no such coupon policy");
+    case ROUTE_SALE_STATS:
+        rc = status_sale_stats(r->id1, &body, errstr, sizeof errstr);
+        return answer_read(conn, r, rc, body, errstr, "no such time sale");
     default: return send_error(conn, 404, "NOT_FOUND", NULL, "no such resource", no_headers);
     }
 }

@@ -89,6 +89,10 @@ static const route_def routes[] = {
     {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/confirm", ROUTE_SALE_ORDER_CONFIRM, "sale_order_confirm",
      ROLE_CLIENT, CMD_CONFIRM_ORDER},
     {"POST", "/v1/coupons/{coupon_id}/validate", ROUTE_COUPON_VALIDATE, "coupon_validate", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/coupon-policies", ROUTE_POLICY_LIST, "policy_list", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales", ROUTE_SALE_LIST, "sale_list", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/coupon-policies/{policy_id}/stats", ROUTE_POLICY_STATS, "policy_stats", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales/{sale_id}/stats", ROUTE_SALE_STATS, "sale_stats", ROLE_CLIENT, NO_CMD},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -658,5 +662,23 @@ int parse_seq_cursor(const char *s, int64_t *seq, parse_error *err) {
     long long v = parse_decimal(s);
     if (v < 1) return fail(err, 400, "INVALID_FIELD", "cursor", "cursor is not one this API returned");
     *seq = v;
+    return 0;
+}
+
+int parse_id_cursor(const char *s, char *out, parse_error *err) {
+    out[0] = '\0';
+    if (!s) return 0;
+    if (strlen(s) > PROMO_ID_MAX || !promo_id_valid(s))
+        return fail(err, 400, "INVALID_FIELD", "cursor", "cursor is not one this API returned");
+    snprintf(out, PROMO_ID_MAX + 1, "%s", s);
+    return 0;
+}
+
+int parse_state(const char *s, char *out, parse_error *err) {
+    out[0] = '\0';
+    if (!s) return 0;
+    if (strcmp(s, "ACTIVE") != 0 && strcmp(s, "PAUSED") != 0 && strcmp(s, "CLOSED") != 0)
+        return fail(err, 400, "INVALID_FIELD", "state", "state must be ACTIVE, PAUSED or CLOSED");
+    snprintf(out, 8, "%s", s);
     return 0;
 }

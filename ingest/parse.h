@@ -65,6 +65,10 @@ typedef enum {
     ROUTE_SALE_ORDER_GET,
     ROUTE_REQUEST_GET,
     ROUTE_COUPON_VALIDATE, /* a POST that sends nothing: answered from the read models */
+    ROUTE_POLICY_LIST,
+    ROUTE_SALE_LIST,
+    ROUTE_POLICY_STATS,
+    ROUTE_SALE_STATS,
     ROUTE__COUNT
 } parse_route_id;
 
@@ -147,5 +151,9 @@ int parse_limit(const char *s, int *limit, parse_error *err);     /* default 50,
 int parse_wait_ms(const char *s, int *wait_ms, parse_error *err); /* default 0, above 30000 means 30000 */
 int parse_coupon_cursor(const char *s, char *out, size_t out_size, parse_error *err); /* a coupon id; "" if absent */
 int parse_seq_cursor(const char *s, int64_t *seq, parse_error *err); /* a positive integer; 0 if absent */
+/* An id cursor (a policy or sale id); "" if absent. out holds PROMO_ID_MAX + 1 bytes. */
+int parse_id_cursor(const char *s, char *out, parse_error *err);
+/* ?state=: ACTIVE, PAUSED or CLOSED (exactly); "" if absent. out holds 8 bytes. */
+int parse_state(const char *s, char *out, parse_error *err);
 
 #endif

@@ -603,24 +603,88 @@ static const col policy_cols[] = {
     {"state", COL_STR},
 };
 
-int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size) {
-    char id[2 * ID_BUF], sql[768];
-    if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
-    snprintf(sql, sizeof sql,
-             "SELECT policy_id, name, discount_type, discount_value, max_discount, min_order_amount, "
-             "total_quantity, per_user_limit, issue_starts_at, issue_ends_at, valid_until, valid_days, issued, "
-             /* Counted from the coupons (index coupons_policy_status): a
-              * result carries no redeemed total, and a count kept by the
-              * sink would have to survive replays. */
-             "(SELECT COUNT(*) FROM coupons c WHERE c.policy_id = p.policy_id AND c.status = 'REDEEMED'), "
-             "created_at, state FROM coupon_policies p WHERE policy_id = '%s'",
-             id);
-    json_t *o;
-    int rc = select_one(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &o, errstr, errstr_size);
-    if (rc) return rc;
+/* The policy columns every answer about a policy shows, in policy_cols'
+ * order. redeemed is the count every result of the policy carries (and
+ * migration 007 counted once for policies older than that). */
+#define POLICY_SELECT                                                                                                  \
+    "SELECT policy_id, name, discount_type, discount_value, max_discount, min_order_amount, total_quantity, "          \
+    "per_user_limit, issue_starts_at, issue_ends_at, valid_until, valid_days, issued, redeemed, created_at, state "    \
+    "FROM coupon_policies"
+
+/* remaining, from total_quantity and issued. */
+static void policy_remaining(json_t *o) {
     json_int_t total = json_integer_value(json_object_get(o, "total_quantity"));
     json_int_t issued = json_integer_value(json_object_get(o, "issued"));
     json_object_set_new(o, "remaining", json_integer(total > issued ? total - issued : 0));
+}
+
+int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[768];
+    if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, POLICY_SELECT " WHERE policy_id = '%s'", id);
+    json_t *o;
+    int rc = select_one(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
+    policy_remaining(o);
+    return finish(o, out, errstr, errstr_size);
+}
+
+/* " WHERE [state = 's' AND] id > 'after'" for a page of a list. */
+static int page_where(const char *id_col, const char *state, const char *after, char *out, size_t out_size,
+                      char *errstr, size_t errstr_size) {
+    char st[32], aft[2 * ID_BUF];
+    if (mysql_esc(state, st, sizeof st, errstr, errstr_size) || mysql_esc(after, aft, sizeof aft, errstr, errstr_size))
+        return -1;
+    snprintf(out, out_size, " WHERE %s%s%s%s > '%s' ORDER BY %s", state[0] ? "state = '" : "", st,
+             state[0] ? "' AND " : "", id_col, aft, id_col);
+    return 0;
+}
+
+int status_list_policies(const char *state, const char *after, int limit, char **out, char *errstr,
+                         size_t errstr_size) {
+    char where[320], sql[1024];
+    if (page_where("policy_id", state, after, where, sizeof where, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, POLICY_SELECT "%s LIMIT %d", where, limit + 1);
+    json_t *rows;
+    if (select_rows(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &rows, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < json_array_size(rows); i++) policy_remaining(json_array_get(rows, i));
+    return finish_page(rows, limit, "policy_id", out, errstr, errstr_size);
+}
+
+static const col policy_stats_cols[] = {
+    {"policy_id", COL_STR},      {"state", COL_STR},      {"total_quantity", COL_INT},
+    {"issued", COL_INT},         {"redeemed", COL_INT},   {"cancelled_redemptions", COL_INT},
+    {"discount_total", COL_INT}, {"created_at", COL_INT},
+};
+static const col minute_cols[] = {{"minute", COL_INT}, {"issued", COL_INT}};
+
+int status_policy_stats(const char *policy_id, int64_t now, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[640];
+    if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT policy_id, state, total_quantity, issued, redeemed, cancelled_redemptions, discount_total, "
+             "created_at FROM coupon_policies WHERE policy_id = '%s'",
+             id);
+    json_t *o;
+    int rc = select_one(sql, policy_stats_cols, sizeof policy_stats_cols / sizeof policy_stats_cols[0], &o, errstr,
+                        errstr_size);
+    if (rc) return rc;
+    policy_remaining(o);
+    /* Issues per minute of the last hour, by issued_at (the log's time of
+     * each issue), oldest first, minutes without issues left out: a range of
+     * index coupons_policy_issued. */
+    int64_t from = (now / 60000 - 59) * 60000;
+    snprintf(sql, sizeof sql,
+             "SELECT issued_at DIV 60000 * 60000 AS minute, COUNT(*) FROM coupons WHERE policy_id = '%s' AND "
+             "issued_at >= %lld GROUP BY minute ORDER BY minute",
+             id, (long long)from);
+    json_t *minutes;
+    if (select_rows(sql, minute_cols, 2, &minutes, errstr, errstr_size)) {
+        json_decref(o);
+        return -1;
+    }
+    json_object_set_new(o, "issued_per_minute", minutes);
     return finish(o, out, errstr, errstr_size);
 }
 
@@ -693,19 +757,56 @@ static const col sale_cols[] = {
     {"hold_ms", COL_INT},    {"held", COL_INT},
 };
 
-int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
-    char id[2 * ID_BUF], sql[512];
-    if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
-    snprintf(sql, sizeof sql,
-             "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, "
-             "ends_at, sold, created_at, state, hold_ms, held FROM time_sales WHERE sale_id = '%s'",
-             id);
-    json_t *o;
-    int rc = select_one(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &o, errstr, errstr_size);
-    if (rc) return rc;
+#define SALE_SELECT                                                                                                    \
+    "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, ends_at, sold, "  \
+    "created_at, state, hold_ms, held FROM time_sales"
+
+/* remaining, from stock, sold and held. */
+static void sale_remaining(json_t *o) {
     json_int_t stock = json_integer_value(json_object_get(o, "stock"));
     json_int_t taken = json_integer_value(json_object_get(o, "sold")) + json_integer_value(json_object_get(o, "held"));
     json_object_set_new(o, "remaining", json_integer(stock > taken ? stock - taken : 0));
+}
+
+int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[512];
+    if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, SALE_SELECT " WHERE sale_id = '%s'", id);
+    json_t *o;
+    int rc = select_one(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
+    sale_remaining(o);
+    return finish(o, out, errstr, errstr_size);
+}
+
+int status_list_sales(const char *state, const char *after, int limit, char **out, char *errstr, size_t errstr_size) {
+    char where[320], sql[1024];
+    if (page_where("sale_id", state, after, where, sizeof where, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, SALE_SELECT "%s LIMIT %d", where, limit + 1);
+    json_t *rows;
+    if (select_rows(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &rows, errstr, errstr_size)) return -1;
+    for (size_t i = 0; i < json_array_size(rows); i++) sale_remaining(json_array_get(rows, i));
+    return finish_page(rows, limit, "sale_id", out, errstr, errstr_size);
+}
+
+static const col sale_stats_cols[] = {
+    {"sale_id", COL_STR},    {"state", COL_STR},      {"stock", COL_INT},   {"orders", COL_INT},
+    {"units_sold", COL_INT}, {"units_held", COL_INT}, {"expired", COL_INT}, {"cancelled", COL_INT},
+    {"revenue", COL_INT},    {"remaining", COL_INT},
+};
+
+int status_sale_stats(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[640];
+    if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
+    /* revenue: the units sold (placed, not cancelled) at the sale price. */
+    snprintf(sql, sizeof sql,
+             "SELECT sale_id, state, stock, orders, sold, held, expired_orders, cancelled_orders, sold * sale_price, "
+             "GREATEST(stock - sold - held, 0) FROM time_sales WHERE sale_id = '%s'",
+             id);
+    json_t *o;
+    int rc =
+        select_one(sql, sale_stats_cols, sizeof sale_stats_cols / sizeof sale_stats_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
     return finish(o, out, errstr, errstr_size);
 }
 

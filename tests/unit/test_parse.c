@@ -764,6 +764,30 @@ static void test_validate_body(void **state) {
     expect_err(parse_route_match("POST", "/v1/coupons/p1/validate", &r, &e), &e, 400, "INVALID_FIELD", "coupon_id");
 }
 
+static void test_list_queries(void **state) {
+    (void)state;
+    char st[8], cur[PROMO_ID_MAX + 1];
+    parse_error e;
+    assert_int_equal(parse_state(NULL, st, &e), 0);
+    assert_string_equal(st, "");
+    assert_int_equal(parse_state("PAUSED", st, &e), 0);
+    assert_string_equal(st, "PAUSED");
+    expect_err(parse_state("paused", st, &e), &e, 400, "INVALID_FIELD", "state");
+    expect_err(parse_state("", st, &e), &e, 400, "INVALID_FIELD", "state");
+    expect_err(parse_state("ACTIVE'--", st, &e), &e, 400, "INVALID_FIELD", "state");
+    assert_int_equal(parse_id_cursor(NULL, cur, &e), 0);
+    assert_string_equal(cur, "");
+    assert_int_equal(parse_id_cursor("spring-10", cur, &e), 0);
+    assert_string_equal(cur, "spring-10");
+    expect_err(parse_id_cursor("a b", cur, &e), &e, 400, "INVALID_FIELD", "cursor");
+    expect_err(parse_id_cursor("", cur, &e), &e, 400, "INVALID_FIELD", "cursor");
+    expect_err(parse_id_cursor("x'", cur, &e), &e, 400, "INVALID_FIELD", "cursor");
+    char big[80];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    expect_err(parse_id_cursor(big, cur, &e), &e, 400, "INVALID_FIELD", "cursor");
+}
+
 /* ---- routes ---- */
 
 static void test_routes(void **state) {
@@ -806,6 +830,12 @@ static void test_routes(void **state) {
         {"POST", "/v1/time-sales/s1/close", ROUTE_SALE_CLOSE, "s1", "", ROLE_ADMIN},
         {"PATCH", "/v1/time-sales/s1", ROUTE_SALE_UPDATE, "s1", "", ROLE_ADMIN},
         {"POST", "/v1/time-sales/s1/orders/o1/confirm", ROUTE_SALE_ORDER_CONFIRM, "s1", "o1", ROLE_CLIENT},
+        {"GET", "/v1/coupon-policies", ROUTE_POLICY_LIST, "", "", ROLE_CLIENT},
+        {"GET", "/v1/time-sales", ROUTE_SALE_LIST, "", "", ROLE_CLIENT},
+        {"GET", "/v1/coupon-policies/p1/stats", ROUTE_POLICY_STATS, "p1", "", ROLE_CLIENT},
+        {"GET", "/v1/time-sales/s1/stats", ROUTE_SALE_STATS, "s1", "", ROLE_CLIENT},
+        /* "stats" as an id is the entity itself. */
+        {"GET", "/v1/time-sales/stats", ROUTE_SALE_GET, "stats", "", ROLE_CLIENT},
         /* Dots are id characters; only a whole "." or ".." segment is not. */
         {"GET", "/v1/coupon-policies/...", ROUTE_POLICY_GET, "...", "", ROLE_CLIENT},
         {"GET", "/v1/points/.u", ROUTE_POINTS_GET, ".u", "", ROLE_CLIENT},
@@ -846,7 +876,7 @@ static void test_routes(void **state) {
         {"GET", "/v1/points//history", 404, "NOT_FOUND", ""},
         {"GET", "/healthz/", 404, "NOT_FOUND", ""},
         {"GET", "/v1/coupon-policies/p1/issue/x", 404, "NOT_FOUND", ""},
-        {"GET", "/v1/coupon-policies", 405, "METHOD_NOT_ALLOWED", ""},
+        {"PATCH", "/v1/coupon-policies", 405, "METHOD_NOT_ALLOWED", ""},
         {"DELETE", "/v1/points/u1", 405, "METHOD_NOT_ALLOWED", ""},
         {"POST", "/healthz", 405, "METHOD_NOT_ALLOWED", ""},
         {"GET", "/v1/coupons/p1:1/redeem", 405, "METHOD_NOT_ALLOWED", ""},
@@ -1159,6 +1189,7 @@ int main(void) {
         cmocka_unit_test(test_bad_ids_in_body),
         cmocka_unit_test(test_controls),
         cmocka_unit_test(test_validate_body),
+        cmocka_unit_test(test_list_queries),
         cmocka_unit_test(test_oversized_text),
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_invalid_json),
