@@ -31,6 +31,9 @@ static const char *const type_names[CMD__COUNT] = {
     [CMD_EARN_POINTS] = "EarnPoints",
     [CMD_USE_POINTS] = "UsePoints",
     [CMD_CANCEL_POINT_USE] = "CancelPointUse",
+    [CMD_EARN_PENDING_POINTS] = "EarnPendingPoints",
+    [CMD_ADJUST_POINTS] = "AdjustPoints",
+    [CMD_RELEASE_POINTS] = "ReleasePoints",
     [CMD_CREATE_TIME_SALE] = "CreateTimeSale",
     [CMD_PLACE_ORDER] = "PlaceOrder",
     [CMD_CANCEL_ORDER] = "CancelOrder",
@@ -77,6 +80,7 @@ const char *ledger_kind_name(ledger_kind k) {
     case LEDGER_USE: return "USE";
     case LEDGER_CANCEL_USE: return "CANCEL_USE";
     case LEDGER_EXPIRE: return "EXPIRE";
+    case LEDGER_ADJUST: return "ADJUST";
     }
     return "UNKNOWN";
 }
@@ -132,6 +136,9 @@ int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size) {
     case CMD_EARN_POINTS: k = cmd->u.earn.user_id; break;
     case CMD_USE_POINTS: k = cmd->u.use.user_id; break;
     case CMD_CANCEL_POINT_USE: k = cmd->u.cancel_use.user_id; break;
+    case CMD_EARN_PENDING_POINTS: k = cmd->u.earn_pending.user_id; break;
+    case CMD_ADJUST_POINTS: k = cmd->u.adjust.user_id; break;
+    case CMD_RELEASE_POINTS: k = cmd->u.release.user_id; break;
     case CMD_CREATE_TIME_SALE: k = cmd->u.create_sale.sale_id; break;
     case CMD_PLACE_ORDER: k = cmd->u.place_order.sale_id; break;
     case CMD_CANCEL_ORDER: k = cmd->u.cancel_order.sale_id; break;
@@ -305,6 +312,24 @@ int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why
     case CMD_CANCEL_POINT_USE:
         TRY(check_id(vp, "user_id", cmd->u.cancel_use.user_id));
         return check_id(vp, "order_id", cmd->u.cancel_use.order_id);
+    case CMD_EARN_PENDING_POINTS:
+        TRY(check_id(vp, "user_id", cmd->u.earn_pending.user_id));
+        TRY(check_range(vp, "amount", cmd->u.earn_pending.amount, 1, AMOUNT_MAX));
+        TRY(check_text(vp, "reason", cmd->u.earn_pending.reason));
+        if (cmd->u.earn_pending.has_expires_at)
+            TRY(check_range(vp, "expires_at", cmd->u.earn_pending.expires_at, 0, INT64_MAX / 2));
+        TRY(check_range(vp, "available_at", cmd->u.earn_pending.available_at, 0, INT64_MAX / 2));
+        /* Points that would expire before they could be used. */
+        if (cmd->u.earn_pending.has_expires_at && cmd->u.earn_pending.expires_at <= cmd->u.earn_pending.available_at)
+            return fail(vp, "expires_at", "must be after available_at");
+        return 0;
+    case CMD_ADJUST_POINTS:
+        TRY(check_id(vp, "user_id", cmd->u.adjust.user_id));
+        if (cmd->u.adjust.amount == 0) return fail(vp, "amount", "must not be zero");
+        TRY(check_range(vp, "amount", cmd->u.adjust.amount, -AMOUNT_MAX, AMOUNT_MAX));
+        TRY(check_text(vp, "reason", cmd->u.adjust.reason));
+        return cmd->u.adjust.actor[0] ? check_id(vp, "actor", cmd->u.adjust.actor) : 0;
+    case CMD_RELEASE_POINTS: return check_id(vp, "user_id", cmd->u.release.user_id);
     case CMD_CREATE_TIME_SALE: return validate_sale(vp, &cmd->u.create_sale);
     case CMD_PLACE_ORDER:
         TRY(check_id(vp, "sale_id", cmd->u.place_order.sale_id));
@@ -414,6 +439,19 @@ uint64_t cmd_fingerprint(const promo_cmd *cmd) {
         fnv_str(&f, cmd->u.cancel_use.user_id);
         fnv_str(&f, cmd->u.cancel_use.order_id);
         break;
+    case CMD_EARN_PENDING_POINTS:
+        fnv_str(&f, cmd->u.earn_pending.user_id);
+        fnv_i64(&f, cmd->u.earn_pending.amount);
+        fnv_str(&f, cmd->u.earn_pending.reason);
+        fnv_opt(&f, cmd->u.earn_pending.has_expires_at, cmd->u.earn_pending.expires_at);
+        fnv_i64(&f, cmd->u.earn_pending.available_at);
+        break;
+    case CMD_ADJUST_POINTS:
+        fnv_str(&f, cmd->u.adjust.user_id);
+        fnv_i64(&f, cmd->u.adjust.amount);
+        fnv_str(&f, cmd->u.adjust.reason);
+        break;
+    case CMD_RELEASE_POINTS: fnv_str(&f, cmd->u.release.user_id); break;
     case CMD_CREATE_TIME_SALE: {
         const time_sale_def *s = &cmd->u.create_sale;
         fnv_str(&f, s->sale_id);
@@ -506,6 +544,15 @@ void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out) {
     snprintf(out, PROMO_ID_MAX + 1, "hold-exp-%016llx%016llx", (unsigned long long)a.h, (unsigned long long)b.h);
 }
 
+void cmd_release_points_id(const char *user_id, int64_t available_at, char *out) {
+    fnv a = {14695981039346656037ULL}, b = {0x84222325cbf29ce4ULL};
+    fnv_str(&a, user_id);
+    fnv_i64(&a, available_at);
+    fnv_i64(&b, available_at);
+    fnv_str(&b, user_id);
+    snprintf(out, PROMO_ID_MAX + 1, "points-rel-%016llx%016llx", (unsigned long long)a.h, (unsigned long long)b.h);
+}
+
 void result_init(promo_result *res, const promo_cmd *cmd) {
     memset(res, 0, sizeof *res);
     strcpy(res->request_id, cmd->request_id);
@@ -527,6 +574,7 @@ void result_init(promo_result *res, const promo_cmd *cmd) {
     case CMD_RESUME_TIME_SALE:
     case CMD_CLOSE_TIME_SALE: actor = cmd->u.sale_control.actor; break;
     case CMD_UPDATE_TIME_SALE: actor = cmd->u.update_sale.actor; break;
+    case CMD_ADJUST_POINTS: actor = cmd->u.adjust.actor; break;
     default: break;
     }
     if (actor) strcpy(res->actor, actor);

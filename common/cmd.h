@@ -40,6 +40,9 @@ typedef enum {
     CMD_EARN_POINTS,
     CMD_USE_POINTS,
     CMD_CANCEL_POINT_USE,
+    CMD_EARN_PENDING_POINTS,
+    CMD_ADJUST_POINTS,
+    CMD_RELEASE_POINTS,
     CMD_CREATE_TIME_SALE,
     CMD_PLACE_ORDER,
     CMD_CANCEL_ORDER,
@@ -63,7 +66,7 @@ typedef enum { CAMPAIGN_ACTIVE = 0, CAMPAIGN_PAUSED = 1, CAMPAIGN_CLOSED = 2 } c
 
 typedef enum { DISCOUNT_FIXED = 0, DISCOUNT_PERCENT = 1 } discount_type;
 typedef enum { STATUS_SUCCEEDED = 0, STATUS_REJECTED = 1 } result_status;
-typedef enum { LEDGER_EARN = 0, LEDGER_USE, LEDGER_CANCEL_USE, LEDGER_EXPIRE } ledger_kind;
+typedef enum { LEDGER_EARN = 0, LEDGER_USE, LEDGER_CANCEL_USE, LEDGER_EXPIRE, LEDGER_ADJUST } ledger_kind;
 
 typedef struct coupon_policy_def {
     char policy_id[PROMO_ID_MAX + 1];
@@ -161,6 +164,23 @@ typedef struct promo_cmd {
             char user_id[PROMO_ID_MAX + 1];
             char order_id[PROMO_ID_MAX + 1];
         } cancel_use;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            int64_t amount;
+            char reason[PROMO_TEXT_MAX + 1];
+            bool has_expires_at;
+            int64_t expires_at;
+            int64_t available_at;
+        } earn_pending;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            int64_t amount; /* signed, not zero */
+            char reason[PROMO_TEXT_MAX + 1];
+            char actor[PROMO_ID_MAX + 1];
+        } adjust;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+        } release;
         time_sale_def create_sale;
         struct {
             char sale_id[PROMO_ID_MAX + 1];
@@ -211,9 +231,10 @@ typedef struct ledger_entry {
     int64_t at;
 } ledger_entry;
 
-/* At most two ledger entries per command: the expiry of lots due at command
- * time (summed into one entry) and the command's own change. */
-#define PROMO_LEDGER_MAX 2
+/* At most three ledger entries per command: pending points that became
+ * available by command time (one EARN entry), the expiry of lots due at
+ * command time (summed into one entry) and the command's own change. */
+#define PROMO_LEDGER_MAX 3
 
 /* Optional numeric outcome fields have a has_ flag; optional strings are "". */
 typedef struct promo_result {
@@ -289,6 +310,11 @@ typedef struct promo_result {
     int64_t expired_orders;
     bool has_hold_expires_at;
     int64_t hold_expires_at; /* a HELD order's deadline */
+    bool has_pending;
+    int64_t pending; /* a user's points not available yet */
+    bool has_next_available;
+    int64_t next_available_at;
+    int64_t next_available_amount;
 } promo_result;
 
 /* Names as on the wire: "IssueCoupon", "COUPON", "EARN"... Static strings. */
@@ -325,6 +351,9 @@ int64_t coupon_policy_discount(const coupon_policy_def *d, int64_t amount);
  * processors produce for one hold are repeats of one request (the dedupe
  * answers the first result again). out holds PROMO_ID_MAX + 1 bytes. */
 void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out);
+/* The request id of the ReleasePoints of a user's points available at
+ * available_at: "points-rel-" and 32 hex digits, as cmd_expire_hold_id(). */
+void cmd_release_points_id(const char *user_id, int64_t available_at, char *out);
 
 /* Checks every field of a command against the contract's rules (ids, ranges,
  * windows). Returns 0, or -1 with the offending field name (as on the wire,

@@ -350,6 +350,25 @@ static const field_map cancel_use_map[] = {
     FM_STR("order_id", promo_cmd, u.cancel_use.order_id),
     FM_END,
 };
+static const field_map earn_pending_map[] = {
+    FM_STR("user_id", promo_cmd, u.earn_pending.user_id),
+    FM_LONG("amount", promo_cmd, u.earn_pending.amount),
+    FM_STR("reason", promo_cmd, u.earn_pending.reason),
+    FM_OPT_LONG("expires_at", promo_cmd, u.earn_pending.expires_at, u.earn_pending.has_expires_at),
+    FM_LONG("available_at", promo_cmd, u.earn_pending.available_at),
+    FM_END,
+};
+static const field_map adjust_map[] = {
+    FM_STR("user_id", promo_cmd, u.adjust.user_id),
+    FM_LONG("amount", promo_cmd, u.adjust.amount),
+    FM_STR("reason", promo_cmd, u.adjust.reason),
+    FM_OPT_STR("actor", promo_cmd, u.adjust.actor),
+    FM_END,
+};
+static const field_map release_map[] = {
+    FM_STR("user_id", promo_cmd, u.release.user_id),
+    FM_END,
+};
 static const field_map place_order_map[] = {
     FM_STR("sale_id", promo_cmd, u.place_order.sale_id),
     FM_STR("user_id", promo_cmd, u.place_order.user_id),
@@ -418,6 +437,9 @@ static const struct {
     [CMD_EARN_POINTS] = {earn_map, 0},
     [CMD_USE_POINTS] = {use_map, 0},
     [CMD_CANCEL_POINT_USE] = {cancel_use_map, 0},
+    [CMD_EARN_PENDING_POINTS] = {earn_pending_map, 0},
+    [CMD_ADJUST_POINTS] = {adjust_map, 0},
+    [CMD_RELEASE_POINTS] = {release_map, 0},
     [CMD_CREATE_TIME_SALE] = {sale_map, offsetof(promo_cmd, u.create_sale)},
     [CMD_PLACE_ORDER] = {place_order_map, 0},
     [CMD_CANCEL_ORDER] = {cancel_order_map, 0},
@@ -449,7 +471,7 @@ static const field_map envelope_map[] = {
 
 static const field_map ledger_map[] = {
     FM_LONG("seq", ledger_entry, seq),
-    FM_ENUM("kind", ledger_entry, kind, 4),
+    FM_ENUM("kind", ledger_entry, kind, 5),
     FM_LONG("delta", ledger_entry, delta),
     FM_LONG("balance_after", ledger_entry, balance_after),
     FM_OPT_STR("order_id", ledger_entry, order_id),
@@ -509,6 +531,10 @@ static const field_map result_map[] = {
     FM_OPT_LONG("held", R, held, has_held),
     FM_OPT_LONG("expired_orders", R, expired_orders, has_expired_orders),
     FM_OPT_LONG("hold_expires_at", R, hold_expires_at, has_hold_expires_at),
+    FM_OPT_LONG("pending", R, pending, has_pending),
+    FM_OPT_LONG("next_available_at", R, next_available_at, has_next_available),
+    {"next_available_amount", F_OPT_LONG_2ND, offsetof(R, next_available_amount), 0, offsetof(R, has_next_available),
+     NULL, 0},
     FM_END,
 };
 #undef R

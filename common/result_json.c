@@ -190,6 +190,9 @@ static json_t *outcome_json(const promo_result *r, int *oom) {
     OPT_INT(o, "held", r->has_held, r->held, oom);
     OPT_INT(o, "expired_orders", r->has_expired_orders, r->expired_orders, oom);
     OPT_INT(o, "hold_expires_at", r->has_hold_expires_at, r->hold_expires_at, oom);
+    OPT_INT(o, "pending", r->has_pending, r->pending, oom);
+    OPT_INT(o, "next_available_at", r->has_next_available, r->next_available_at, oom);
+    OPT_INT(o, "next_available_amount", r->has_next_available, r->next_available_amount, oom);
     if (r->has_policy) put(o, "policy", policy_json(&r->policy, oom), oom);
     if (r->has_sale) put(o, "sale", sale_json(&r->sale, oom), oom);
     int n = r->n_ledger;

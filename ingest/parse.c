@@ -88,6 +88,7 @@ static const route_def routes[] = {
     {"PATCH", "/v1/time-sales/{sale_id}", ROUTE_SALE_UPDATE, "sale_update", ROLE_ADMIN, CMD_UPDATE_TIME_SALE},
     {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/confirm", ROUTE_SALE_ORDER_CONFIRM, "sale_order_confirm",
      ROLE_CLIENT, CMD_CONFIRM_ORDER},
+    {"POST", "/v1/points/{user_id}/adjust", ROUTE_POINTS_ADJUST, "points_adjust", ROLE_ADMIN, CMD_ADJUST_POINTS},
     {"POST", "/v1/coupons/{coupon_id}/validate", ROUTE_COUPON_VALIDATE, "coupon_validate", ROLE_CLIENT, NO_CMD},
     {"GET", "/v1/coupon-policies", ROUTE_POLICY_LIST, "policy_list", ROLE_CLIENT, NO_CMD},
     {"GET", "/v1/time-sales", ROUTE_SALE_LIST, "sale_list", ROLE_CLIENT, NO_CMD},
@@ -290,6 +291,19 @@ static const field_spec order_fields[] = {
     OPT_ID("order_id", place_order.order_id),
 };
 
+/* An earn that carries available_at is an EarnPendingPoints (parse_cmd()). */
+static const field_spec earn_pending_fields[] = {
+    LONG("amount", earn_pending.amount),
+    TEXT("reason", earn_pending.reason),
+    OPT_LONG("expires_at", earn_pending.expires_at, earn_pending.has_expires_at),
+    LONG("available_at", earn_pending.available_at),
+};
+/* A signed amount, not zero (cmd_validate()). */
+static const field_spec adjust_fields[] = {
+    LONG("amount", adjust.amount),
+    TEXT("reason", adjust.reason),
+};
+
 /* An order that carries hold_ms is a HoldOrder (parse_cmd()). */
 static const field_spec hold_order_fields[] = {
     ID("user_id", hold_order.user_id),
@@ -356,6 +370,10 @@ static const cmd_spec cmd_specs[CMD__COUNT] = {
     [CMD_UPDATE_TIME_SALE] = {SPEC(update_sale_fields), OFF(update_sale.sale_id), SZ(update_sale.sale_id), 0, 0,
                               OFF(update_sale.actor), SZ(update_sale.actor)},
     [CMD_HOLD_ORDER] = {SPEC(hold_order_fields), OFF(hold_order.sale_id), SZ(hold_order.sale_id), 0, 0, 0, 0},
+    [CMD_EARN_PENDING_POINTS] = {SPEC(earn_pending_fields), OFF(earn_pending.user_id), SZ(earn_pending.user_id), 0, 0,
+                                 0, 0},
+    [CMD_ADJUST_POINTS] = {SPEC(adjust_fields), OFF(adjust.user_id), SZ(adjust.user_id), 0, 0, OFF(adjust.actor),
+                           SZ(adjust.actor)},
     [CMD_CONFIRM_ORDER] = {NULL, 0, OFF(order_ref.sale_id), SZ(order_ref.sale_id), OFF(order_ref.order_id),
                            SZ(order_ref.order_id), 0, 0},
 #undef POLICY_CONTROL
@@ -498,6 +516,8 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
     cmd->type = parse_route_cmd(in->route->id);
     /* An order asking for a checkout hold is another command on the wire. */
     if (cmd->type == CMD_PLACE_ORDER && json_object_get(root, "hold_ms")) cmd->type = CMD_HOLD_ORDER;
+    /* So is an earn of points for later. */
+    if (cmd->type == CMD_EARN_POINTS && json_object_get(root, "available_at")) cmd->type = CMD_EARN_PENDING_POINTS;
     const cmd_spec *spec = &cmd_specs[cmd->type];
 
     const char *key;

@@ -56,6 +56,7 @@ typedef enum {
     ROUTE_SALE_CLOSE,
     ROUTE_SALE_UPDATE,
     ROUTE_SALE_ORDER_CONFIRM,
+    ROUTE_POINTS_ADJUST,
     /* reads */
     ROUTE_POLICY_GET,
     ROUTE_USER_COUPONS,
@@ -92,7 +93,9 @@ typedef struct parse_error {
 /* Static facts about routes. The name is the Prometheus label. */
 const char *parse_route_name(parse_route_id r);
 bool parse_route_is_write(parse_route_id r);
-cmd_type parse_route_cmd(parse_route_id r);    /* only for writes; an order with hold_ms is HoldOrder */
+/* Only for writes. An order with hold_ms is a HoldOrder, an earn with
+ * available_at an EarnPendingPoints. */
+cmd_type parse_route_cmd(parse_route_id r);
 parse_role parse_route_role(parse_route_id r); /* ROLE_NONE: no key needed */
 
 /* The route table, for checking it against /openapi.json: entry i's

@@ -549,6 +549,9 @@ static const uint8_t pack_tail[] = {
     T_RAW,  /* held */
     T_RAW,  /* expired_orders */
     T_TS,   /* hold_expires_at */
+    T_RAW,  /* pending */
+    T_TS,   /* next_available_at */
+    T_RAW,  /* next_available_amount */
 };
 #define PACK_NTAIL (sizeof pack_tail / sizeof pack_tail[0])
 

@@ -507,11 +507,16 @@ static void rnd_result(promo_result *r, int64_t at) {
     if ((r->has_expired_orders = rnd() % 2)) r->expired_orders = (int64_t)(rnd() % 100);
     if ((r->has_hold_expires_at = rnd() % 4 == 0))
         r->hold_expires_at = rnd_long((int64_t)((uint64_t)r->submitted_at + 600000));
+    if ((r->has_pending = rnd() % 2)) r->pending = (int64_t)(rnd() % 1000);
+    if ((r->has_next_available = rnd() % 4 == 0)) {
+        r->next_available_at = rnd_long(r->submitted_at);
+        r->next_available_amount = (int64_t)(rnd() % 1000);
+    }
     r->n_ledger = (int)(rnd() % (PROMO_LEDGER_MAX + 1));
     for (int i = 0; i < r->n_ledger; i++) {
         ledger_entry *l = &r->ledger[i];
         l->seq = rnd_long(3);
-        l->kind = (ledger_kind)(rnd() % 4);
+        l->kind = (ledger_kind)(rnd() % 5);
         l->delta = rnd_long(0);
         l->balance_after = rnd_long(0);
         if (rnd() % 2) strcpy(l->order_id, rnd() % 2 ? r->request_id : "o-9");
@@ -542,7 +547,7 @@ static void test_results_before_turn2(void **s) {
     strcpy(r.coupon_id, "p1:1");
     codec_buf b = {0};
     assert_int_equal(codec_encode_result(cd, &r, &b, errstr, sizeof errstr), CODEC_OK);
-    size_t old_len = b.len - 11; /* the fields appended in turn 2, null: one zero byte each */
+    size_t old_len = b.len - 14; /* the fields appended in turn 2, null: one zero byte each */
     for (size_t i = old_len; i < b.len; i++) assert_int_equal(b.data[i], 0);
     dedupe *d = dedupe_new(24 * HOUR);
     assert_int_equal(dedupe_put(d, "legacy-1", 7, r.submitted_at, b.data, old_len), 0);

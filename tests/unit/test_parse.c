@@ -77,6 +77,11 @@ static const write_case writes[] = {
     {"/v1/time-sales/s1/orders", "{\"user_id\":\"u1\",\"quantity\":2,\"order_id\":\"o9\",\"hold_ms\":60000}",
      "user_id quantity", CMD_HOLD_ORDER},
     {"/v1/time-sales/s1/orders/o9/confirm", "{}", "", CMD_CONFIRM_ORDER},
+    /* Pending points (an earn with available_at) and adjustments. */
+    {"/v1/points/u1/earn",
+     "{\"amount\":500,\"reason\":\"signup\",\"expires_at\":1900000000000,\"available_at\":1800000000000}",
+     "amount reason", CMD_EARN_PENDING_POINTS},
+    {"/v1/points/u1/adjust", "{\"amount\":-300,\"reason\":\"support\"}", "amount reason", CMD_ADJUST_POINTS},
 };
 #define N_WRITES (sizeof writes / sizeof writes[0])
 
@@ -723,6 +728,32 @@ static void test_controls(void **state) {
     assert_string_equal(c.u.order_ref.order_id, "o7");
     expect_err(run("/v1/time-sales/s1/orders/o7/confirm", "{\"hold_ms\":1000}", &c, &e), &e, 400, "UNKNOWN_FIELD",
                "hold_ms");
+    /* An earn with available_at is for later; expiry after it. */
+    assert_int_equal(run("/v1/points/u1/earn", "{\"amount\":5,\"reason\":\"r\",\"available_at\":2000}", &c, &e), 0);
+    assert_int_equal(c.type, CMD_EARN_PENDING_POINTS);
+    assert_string_equal(c.u.earn_pending.user_id, "u1");
+    assert_int_equal(c.u.earn_pending.available_at, 2000);
+    assert_false(c.u.earn_pending.has_expires_at);
+    expect_err(
+        run("/v1/points/u1/earn", "{\"amount\":5,\"reason\":\"r\",\"available_at\":2000,\"expires_at\":2000}", &c, &e),
+        &e, 400, "INVALID_FIELD", "expires_at");
+    expect_err(run("/v1/points/u1/earn", "{\"amount\":5,\"reason\":\"r\",\"available_at\":-1}", &c, &e), &e, 400,
+               "INVALID_FIELD", "available_at");
+    /* An adjustment is signed, never zero, and records its sender. */
+    expect_err(run("/v1/points/u1/adjust", "{\"amount\":0,\"reason\":\"r\"}", &c, &e), &e, 400, "INVALID_FIELD",
+               "amount");
+    expect_err(run("/v1/points/u1/adjust", "{\"amount\":-1000000000001,\"reason\":\"r\"}", &c, &e), &e, 400,
+               "INVALID_FIELD", "amount");
+    expect_err(run("/v1/points/u1/adjust", "{\"amount\":5}", &c, &e), &e, 400, "MISSING_FIELD", "reason");
+    expect_err(run("/v1/points/u1/adjust", "{\"amount\":5,\"reason\":\"\"}", &c, &e), &e, 400, "INVALID_FIELD",
+               "reason");
+    assert_int_equal(parse_route_match("POST", "/v1/points/u1/adjust", &route, &e), 0);
+    assert_int_equal(parse_route_role(route.id), ROLE_ADMIN);
+    in.body = "{\"amount\":-7,\"reason\":\"fix\"}";
+    in.body_len = strlen(in.body);
+    assert_int_equal(parse_cmd(&in, &c, &e), 0);
+    assert_int_equal(c.u.adjust.amount, -7);
+    assert_string_equal(c.u.adjust.actor, "key-0011223344556677");
     /* PATCH is only for the policy and sale themselves. */
     expect_err(run_full("PATCH", "/v1/points/u1", "{}", 2, "application/json", NULL, NULL, &c, &e), &e, 405,
                "METHOD_NOT_ALLOWED", NULL);
@@ -859,7 +890,10 @@ static void test_routes(void **state) {
         const char *method, *path = path_method(writes[i].path, &method);
         assert_int_equal(parse_route_match(method, path, &r, &e), 0);
         assert_true(parse_route_is_write(r.id));
-        assert_int_equal(parse_route_cmd(r.id), writes[i].type == CMD_HOLD_ORDER ? CMD_PLACE_ORDER : writes[i].type);
+        cmd_type want = writes[i].type == CMD_HOLD_ORDER            ? CMD_PLACE_ORDER
+                        : writes[i].type == CMD_EARN_PENDING_POINTS ? CMD_EARN_POINTS
+                                                                    : writes[i].type;
+        assert_int_equal(parse_route_cmd(r.id), want);
     }
     assert_false(parse_route_is_write(ROUTE_REQUEST_GET));
     assert_false(parse_route_is_write(ROUTE_HEALTHZ));
