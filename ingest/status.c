@@ -710,20 +710,23 @@ int status_list_coupons(const char *user_id, const char *after_coupon_id, int li
 }
 
 static const col points_cols[] = {
-    {"balance", COL_INT}, {"next_expiry_at", COL_INT}, {"next_expiry_amount", COL_INT}, {"version", COL_INT}};
+    {"balance", COL_INT}, {"next_expiry_at", COL_INT},    {"next_expiry_amount", COL_INT},
+    {"pending", COL_INT}, {"next_available_at", COL_INT}, {"next_available_amount", COL_INT},
+    {"version", COL_INT}};
 
 int status_get_points(const char *user_id, char **out, char *errstr, size_t errstr_size) {
-    char uid[2 * ID_BUF], sql[320];
+    char uid[2 * ID_BUF], sql[512];
     if (mysql_esc(user_id, uid, sizeof uid, errstr, errstr_size)) return -1;
     snprintf(sql, sizeof sql,
-             "SELECT balance, next_expiry_at, next_expiry_amount, version FROM point_accounts WHERE user_id = '%s'",
+             "SELECT balance, next_expiry_at, next_expiry_amount, pending, next_available_at, next_available_amount, "
+             "version FROM point_accounts WHERE user_id = '%s'",
              uid);
     json_t *o;
     int rc = select_one(sql, points_cols, sizeof points_cols / sizeof points_cols[0], &o, errstr, errstr_size);
     if (rc < 0) return rc;
     if (rc == STATUS_NOT_FOUND)
-        o = json_pack("{s:I,s:n,s:n,s:I}", "balance", (json_int_t)0, "next_expiry_at", "next_expiry_amount", "version",
-                      (json_int_t)0);
+        o = json_pack("{s:I,s:n,s:n,s:I,s:n,s:n,s:I}", "balance", (json_int_t)0, "next_expiry_at", "next_expiry_amount",
+                      "pending", (json_int_t)0, "next_available_at", "next_available_amount", "version", (json_int_t)0);
     json_t *all = json_pack("{s:s}", "user_id", user_id);
     if (all && o) json_object_update(all, o);
     json_decref(o);

@@ -891,11 +891,15 @@ static int write_coupons(wctx *w, entity_row *tab) {
 static int write_accounts(wctx *w, entity_row *tab) {
     sink_mysql *s = w->s;
     sb *b = &s->q;
-    stmt st = {"INSERT INTO point_accounts (user_id, balance, next_expiry_at, next_expiry_amount, version) VALUES ",
+    stmt st = {"INSERT INTO point_accounts (user_id, balance, next_expiry_at, next_expiry_amount, pending, "
+               "next_available_at, next_available_amount, version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE balance=IF(VALUES(version)>version,VALUES(balance),balance),"
                "next_expiry_at=IF(VALUES(version)>version,VALUES(next_expiry_at),next_expiry_at),"
                "next_expiry_amount=IF(VALUES(version)>version,VALUES(next_expiry_amount),next_expiry_amount),"
+               "pending=IF(VALUES(version)>version,VALUES(pending),pending),"
+               "next_available_at=IF(VALUES(version)>version,VALUES(next_available_at),next_available_at),"
+               "next_available_amount=IF(VALUES(version)>version,VALUES(next_available_amount),next_available_amount),"
                "version=GREATEST(version,VALUES(version))",
                0};
     for (entity_row *r = tab; r; r = r->hh.next) {
@@ -909,6 +913,12 @@ static int write_accounts(wctx *w, entity_row *tab) {
         sb_opt_int(b, l->has_next_expiry, l->next_expiry_at);
         sb_add(b, ",");
         sb_opt_int(b, l->has_next_expiry, l->next_expiry_amount);
+        sb_add(b, ",");
+        sb_int(b, l->has_pending ? l->pending : 0);
+        sb_add(b, ",");
+        sb_opt_int(b, l->has_next_available, l->next_available_at);
+        sb_add(b, ",");
+        sb_opt_int(b, l->has_next_available, l->next_available_amount);
         sb_add(b, ",");
         sb_int(b, l->version);
         sb_add(b, ")");
