@@ -14,6 +14,7 @@ naming the admin key on every control. Ids carry the prefix "t90".
 """
 
 import hashlib
+import json
 import threading
 import time
 
@@ -240,3 +241,20 @@ def test_time_sale_controls(fleet):
     assert [a[0] for a in audit] == ["PauseTimeSale", "ResumeTimeSale", "UpdateTimeSale", "UpdateTimeSale",
                                      "CloseTimeSale", "ResumeTimeSale"], audit
     assert all(a[1] == ACTOR for a in audit)
+
+
+def test_promoctl_sends_controls(fleet):
+    """promoctl submit speaks the new commands too: a pause, a PATCH and a
+    HoldOrder straight to Kafka (its actor is whatever the operator gives)."""
+    from test_080_promoctl import create_policy, ctl_ok
+    pid = "t90-ctl"
+    create_policy(fleet, pid)
+    out, _ = ctl_ok(fleet, "submit", "--follow", "coupon",
+                    '{"type": "PauseCouponPolicy", "policy_id": "%s"}' % pid)
+    doc = json.loads(out.splitlines()[1])
+    assert doc["status"] == "SUCCEEDED" and doc["result"]["state"] == "PAUSED", doc
+    out, _ = ctl_ok(fleet, "submit", "--follow", "coupon",
+                    '{"type": "UpdateCouponPolicy", "policy_id": "%s", "total_quantity": 50}' % pid)
+    doc = json.loads(out.splitlines()[1])
+    assert doc["status"] == "SUCCEEDED" and doc["result"]["policy"]["total_quantity"] == 50, doc
+
