@@ -244,8 +244,8 @@ def test_time_sale_controls(fleet):
 
 
 def test_promoctl_sends_controls(fleet):
-    """promoctl submit speaks the new commands too: a pause, a PATCH and a
-    HoldOrder straight to Kafka (its actor is whatever the operator gives)."""
+    """promoctl submit speaks the new commands too: a pause and a PATCH,
+    straight to Kafka."""
     from test_080_promoctl import create_policy, ctl_ok
     pid = "t90-ctl"
     create_policy(fleet, pid)
