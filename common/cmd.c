@@ -16,9 +16,34 @@
 #define AMOUNT_MAX 1000000000000LL /* 10^12 */
 #define VALID_DAYS_MAX 3650
 
+#define HOLD_MS_MIN PROMO_HOLD_MS_MIN
+#define HOLD_MS_MAX PROMO_HOLD_MS_MAX
+
 static const char *const type_names[CMD__COUNT] = {
-    "CreateCouponPolicy", "IssueCoupon",    "RedeemCoupon",   "CancelRedemption", "EarnPoints",
-    "UsePoints",          "CancelPointUse", "CreateTimeSale", "PlaceOrder",       "CancelOrder",
+    [CMD_CREATE_COUPON_POLICY] = "CreateCouponPolicy",
+    [CMD_ISSUE_COUPON] = "IssueCoupon",
+    [CMD_REDEEM_COUPON] = "RedeemCoupon",
+    [CMD_CANCEL_REDEMPTION] = "CancelRedemption",
+    [CMD_PAUSE_COUPON_POLICY] = "PauseCouponPolicy",
+    [CMD_RESUME_COUPON_POLICY] = "ResumeCouponPolicy",
+    [CMD_CLOSE_COUPON_POLICY] = "CloseCouponPolicy",
+    [CMD_UPDATE_COUPON_POLICY] = "UpdateCouponPolicy",
+    [CMD_EARN_POINTS] = "EarnPoints",
+    [CMD_USE_POINTS] = "UsePoints",
+    [CMD_CANCEL_POINT_USE] = "CancelPointUse",
+    [CMD_EARN_PENDING_POINTS] = "EarnPendingPoints",
+    [CMD_ADJUST_POINTS] = "AdjustPoints",
+    [CMD_RELEASE_POINTS] = "ReleasePoints",
+    [CMD_CREATE_TIME_SALE] = "CreateTimeSale",
+    [CMD_PLACE_ORDER] = "PlaceOrder",
+    [CMD_CANCEL_ORDER] = "CancelOrder",
+    [CMD_PAUSE_TIME_SALE] = "PauseTimeSale",
+    [CMD_RESUME_TIME_SALE] = "ResumeTimeSale",
+    [CMD_CLOSE_TIME_SALE] = "CloseTimeSale",
+    [CMD_UPDATE_TIME_SALE] = "UpdateTimeSale",
+    [CMD_HOLD_ORDER] = "HoldOrder",
+    [CMD_CONFIRM_ORDER] = "ConfirmOrder",
+    [CMD_EXPIRE_HOLD] = "ExpireHold",
 };
 
 const char *cmd_type_name(cmd_type t) {
@@ -29,6 +54,15 @@ int cmd_type_from_name(const char *name) {
     for (int i = 0; i < CMD__COUNT; i++)
         if (strcmp(type_names[i], name) == 0) return i;
     return -1;
+}
+
+const char *campaign_state_name(campaign_state s) {
+    switch (s) {
+    case CAMPAIGN_ACTIVE: return "ACTIVE";
+    case CAMPAIGN_PAUSED: return "PAUSED";
+    case CAMPAIGN_CLOSED: return "CLOSED";
+    }
+    return "UNKNOWN";
 }
 
 const char *promo_domain_name(promo_domain d) {
@@ -46,13 +80,14 @@ const char *ledger_kind_name(ledger_kind k) {
     case LEDGER_USE: return "USE";
     case LEDGER_CANCEL_USE: return "CANCEL_USE";
     case LEDGER_EXPIRE: return "EXPIRE";
+    case LEDGER_ADJUST: return "ADJUST";
     }
     return "UNKNOWN";
 }
 
 promo_domain cmd_domain(cmd_type t) {
-    if (t <= CMD_CANCEL_REDEMPTION) return DOMAIN_COUPON;
-    if (t <= CMD_CANCEL_POINT_USE) return DOMAIN_POINT;
+    if (t < CMD_FIRST_POINT) return DOMAIN_COUPON;
+    if (t < CMD_FIRST_TIMESALE) return DOMAIN_POINT;
     return DOMAIN_TIMESALE;
 }
 
@@ -101,9 +136,23 @@ int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size) {
     case CMD_EARN_POINTS: k = cmd->u.earn.user_id; break;
     case CMD_USE_POINTS: k = cmd->u.use.user_id; break;
     case CMD_CANCEL_POINT_USE: k = cmd->u.cancel_use.user_id; break;
+    case CMD_EARN_PENDING_POINTS: k = cmd->u.earn_pending.user_id; break;
+    case CMD_ADJUST_POINTS: k = cmd->u.adjust.user_id; break;
+    case CMD_RELEASE_POINTS: k = cmd->u.release.user_id; break;
     case CMD_CREATE_TIME_SALE: k = cmd->u.create_sale.sale_id; break;
     case CMD_PLACE_ORDER: k = cmd->u.place_order.sale_id; break;
     case CMD_CANCEL_ORDER: k = cmd->u.cancel_order.sale_id; break;
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: k = cmd->u.policy_control.policy_id; break;
+    case CMD_UPDATE_COUPON_POLICY: k = cmd->u.update_policy.policy_id; break;
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: k = cmd->u.sale_control.sale_id; break;
+    case CMD_UPDATE_TIME_SALE: k = cmd->u.update_sale.sale_id; break;
+    case CMD_HOLD_ORDER: k = cmd->u.hold_order.sale_id; break;
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD: k = cmd->u.order_ref.sale_id; break;
     default: return -1;
     }
     if (strlen(k) + 1 > key_size) return -1;
@@ -194,6 +243,40 @@ static int validate_sale(vctx *v, const time_sale_def *s) {
     return 0;
 }
 
+/* The rules of a PATCH that do not depend on the entity's state: each field
+ * in its range, at least one field. Windows against the stored definition
+ * are the state machine's (INVALID_WINDOW). */
+static int validate_update_policy(vctx *v, const promo_cmd *cmd) {
+    const coupon_policy_update *u = &cmd->u.update_policy;
+    TRY(check_id(v, "policy_id", u->policy_id));
+    if (!u->has_total_quantity && !u->has_per_user_limit && !u->has_issue_ends_at && !u->has_valid_until)
+        return fail(v, "total_quantity",
+                    "at least one of total_quantity, per_user_limit, issue_ends_at, valid_until is required");
+    if (u->has_total_quantity) TRY(check_range(v, "total_quantity", u->total_quantity, 1, AMOUNT_MAX));
+    if (u->has_per_user_limit) TRY(check_range(v, "per_user_limit", u->per_user_limit, 1, 1000000));
+    if (u->has_issue_ends_at) TRY(check_range(v, "issue_ends_at", u->issue_ends_at, 0, INT64_MAX / 2));
+    if (u->has_valid_until) {
+        TRY(check_range(v, "valid_until", u->valid_until, 0, INT64_MAX / 2));
+        if (u->has_issue_ends_at && u->valid_until < u->issue_ends_at)
+            return fail(v, "valid_until", "must not be before issue_ends_at");
+    }
+    if (u->actor[0]) TRY(check_id(v, "actor", u->actor));
+    return 0;
+}
+
+static int validate_update_sale(vctx *v, const promo_cmd *cmd) {
+    const time_sale_update *u = &cmd->u.update_sale;
+    TRY(check_id(v, "sale_id", u->sale_id));
+    if (!u->has_stock && !u->has_per_user_limit && !u->has_ends_at && !u->has_hold_ms)
+        return fail(v, "stock", "at least one of stock, per_user_limit, ends_at, hold_ms is required");
+    if (u->has_stock) TRY(check_range(v, "stock", u->stock, 1, AMOUNT_MAX));
+    if (u->has_per_user_limit) TRY(check_range(v, "per_user_limit", u->per_user_limit, 1, 1000000));
+    if (u->has_ends_at) TRY(check_range(v, "ends_at", u->ends_at, 0, INT64_MAX / 2));
+    if (u->has_hold_ms && u->hold_ms != 0) TRY(check_range(v, "hold_ms", u->hold_ms, HOLD_MS_MIN, HOLD_MS_MAX));
+    if (u->actor[0]) TRY(check_id(v, "actor", u->actor));
+    return 0;
+}
+
 int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why, size_t why_size) {
     vctx v = {field, field_size, why, why_size};
     vctx *vp = &v;
@@ -229,6 +312,24 @@ int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why
     case CMD_CANCEL_POINT_USE:
         TRY(check_id(vp, "user_id", cmd->u.cancel_use.user_id));
         return check_id(vp, "order_id", cmd->u.cancel_use.order_id);
+    case CMD_EARN_PENDING_POINTS:
+        TRY(check_id(vp, "user_id", cmd->u.earn_pending.user_id));
+        TRY(check_range(vp, "amount", cmd->u.earn_pending.amount, 1, AMOUNT_MAX));
+        TRY(check_text(vp, "reason", cmd->u.earn_pending.reason));
+        if (cmd->u.earn_pending.has_expires_at)
+            TRY(check_range(vp, "expires_at", cmd->u.earn_pending.expires_at, 0, INT64_MAX / 2));
+        TRY(check_range(vp, "available_at", cmd->u.earn_pending.available_at, 0, INT64_MAX / 2));
+        /* Points that would expire before they could be used. */
+        if (cmd->u.earn_pending.has_expires_at && cmd->u.earn_pending.expires_at <= cmd->u.earn_pending.available_at)
+            return fail(vp, "expires_at", "must be after available_at");
+        return 0;
+    case CMD_ADJUST_POINTS:
+        TRY(check_id(vp, "user_id", cmd->u.adjust.user_id));
+        if (cmd->u.adjust.amount == 0) return fail(vp, "amount", "must not be zero");
+        TRY(check_range(vp, "amount", cmd->u.adjust.amount, -AMOUNT_MAX, AMOUNT_MAX));
+        TRY(check_text(vp, "reason", cmd->u.adjust.reason));
+        return cmd->u.adjust.actor[0] ? check_id(vp, "actor", cmd->u.adjust.actor) : 0;
+    case CMD_RELEASE_POINTS: return check_id(vp, "user_id", cmd->u.release.user_id);
     case CMD_CREATE_TIME_SALE: return validate_sale(vp, &cmd->u.create_sale);
     case CMD_PLACE_ORDER:
         TRY(check_id(vp, "sale_id", cmd->u.place_order.sale_id));
@@ -239,6 +340,28 @@ int cmd_validate(const promo_cmd *cmd, char *field, size_t field_size, char *why
     case CMD_CANCEL_ORDER:
         TRY(check_id(vp, "sale_id", cmd->u.cancel_order.sale_id));
         return check_id(vp, "order_id", cmd->u.cancel_order.order_id);
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY:
+        TRY(check_id(vp, "policy_id", cmd->u.policy_control.policy_id));
+        return cmd->u.policy_control.actor[0] ? check_id(vp, "actor", cmd->u.policy_control.actor) : 0;
+    case CMD_UPDATE_COUPON_POLICY: return validate_update_policy(vp, cmd);
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE:
+        TRY(check_id(vp, "sale_id", cmd->u.sale_control.sale_id));
+        return cmd->u.sale_control.actor[0] ? check_id(vp, "actor", cmd->u.sale_control.actor) : 0;
+    case CMD_UPDATE_TIME_SALE: return validate_update_sale(vp, cmd);
+    case CMD_HOLD_ORDER:
+        TRY(check_id(vp, "sale_id", cmd->u.hold_order.sale_id));
+        TRY(check_id(vp, "user_id", cmd->u.hold_order.user_id));
+        TRY(check_range(vp, "quantity", cmd->u.hold_order.quantity, 1, 1000000));
+        if (cmd->u.hold_order.order_id[0]) TRY(check_id(vp, "order_id", cmd->u.hold_order.order_id));
+        return check_range(vp, "hold_ms", cmd->u.hold_order.hold_ms, HOLD_MS_MIN, HOLD_MS_MAX);
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD:
+        TRY(check_id(vp, "sale_id", cmd->u.order_ref.sale_id));
+        return check_id(vp, "order_id", cmd->u.order_ref.order_id);
     default: return fail(vp, "command", "unknown command type");
     }
 }
@@ -316,6 +439,19 @@ uint64_t cmd_fingerprint(const promo_cmd *cmd) {
         fnv_str(&f, cmd->u.cancel_use.user_id);
         fnv_str(&f, cmd->u.cancel_use.order_id);
         break;
+    case CMD_EARN_PENDING_POINTS:
+        fnv_str(&f, cmd->u.earn_pending.user_id);
+        fnv_i64(&f, cmd->u.earn_pending.amount);
+        fnv_str(&f, cmd->u.earn_pending.reason);
+        fnv_opt(&f, cmd->u.earn_pending.has_expires_at, cmd->u.earn_pending.expires_at);
+        fnv_i64(&f, cmd->u.earn_pending.available_at);
+        break;
+    case CMD_ADJUST_POINTS:
+        fnv_str(&f, cmd->u.adjust.user_id);
+        fnv_i64(&f, cmd->u.adjust.amount);
+        fnv_str(&f, cmd->u.adjust.reason);
+        break;
+    case CMD_RELEASE_POINTS: fnv_str(&f, cmd->u.release.user_id); break;
     case CMD_CREATE_TIME_SALE: {
         const time_sale_def *s = &cmd->u.create_sale;
         fnv_str(&f, s->sale_id);
@@ -339,9 +475,82 @@ uint64_t cmd_fingerprint(const promo_cmd *cmd) {
         fnv_str(&f, cmd->u.cancel_order.sale_id);
         fnv_str(&f, cmd->u.cancel_order.order_id);
         break;
+    /* The actor is who asked, not what was asked: like client_id, it is
+     * left out, so a retry of a control by another key is a repeat. */
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: fnv_str(&f, cmd->u.policy_control.policy_id); break;
+    case CMD_UPDATE_COUPON_POLICY: {
+        const coupon_policy_update *u = &cmd->u.update_policy;
+        fnv_str(&f, u->policy_id);
+        fnv_opt(&f, u->has_total_quantity, u->total_quantity);
+        fnv_opt(&f, u->has_per_user_limit, u->per_user_limit);
+        fnv_opt(&f, u->has_issue_ends_at, u->issue_ends_at);
+        fnv_opt(&f, u->has_valid_until, u->valid_until);
+        break;
+    }
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: fnv_str(&f, cmd->u.sale_control.sale_id); break;
+    case CMD_UPDATE_TIME_SALE: {
+        const time_sale_update *u = &cmd->u.update_sale;
+        fnv_str(&f, u->sale_id);
+        fnv_opt(&f, u->has_stock, u->stock);
+        fnv_opt(&f, u->has_per_user_limit, u->per_user_limit);
+        fnv_opt(&f, u->has_ends_at, u->ends_at);
+        fnv_opt(&f, u->has_hold_ms, u->hold_ms);
+        break;
+    }
+    case CMD_HOLD_ORDER:
+        fnv_str(&f, cmd->u.hold_order.sale_id);
+        fnv_str(&f, cmd->u.hold_order.user_id);
+        fnv_i64(&f, cmd->u.hold_order.quantity);
+        fnv_str(&f, cmd->u.hold_order.order_id);
+        fnv_i64(&f, cmd->u.hold_order.hold_ms);
+        break;
+    case CMD_CONFIRM_ORDER:
+    case CMD_EXPIRE_HOLD:
+        fnv_str(&f, cmd->u.order_ref.sale_id);
+        fnv_str(&f, cmd->u.order_ref.order_id);
+        break;
     default: break;
     }
     return f.h;
+}
+
+/* The percent form is floor(amount * value / 100) without forming amount *
+ * value: with amount = 100q + r it is q * value + floor(r * value / 100),
+ * and q * value <= amount because value <= 100. */
+int64_t coupon_policy_discount(const coupon_policy_def *d, int64_t amount) {
+    int64_t x;
+    if (d->discount_type == DISCOUNT_PERCENT) {
+        x = amount / 100 * d->discount_value + amount % 100 * d->discount_value / 100;
+        if (d->has_max_discount && x > d->max_discount) x = d->max_discount;
+    } else {
+        x = d->discount_value;
+    }
+    if (x > amount) x = amount;
+    return x < 0 ? 0 : x;
+}
+
+void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out) {
+    /* Two FNV-1a runs from different bases over "sale_id\0order_id\0": the
+     * id only has to tell the holds of one partition apart. */
+    fnv a = {14695981039346656037ULL}, b = {0x84222325cbf29ce4ULL};
+    fnv_str(&a, sale_id);
+    fnv_str(&a, order_id);
+    fnv_str(&b, order_id);
+    fnv_str(&b, sale_id);
+    snprintf(out, PROMO_ID_MAX + 1, "hold-exp-%016llx%016llx", (unsigned long long)a.h, (unsigned long long)b.h);
+}
+
+void cmd_release_points_id(const char *user_id, int64_t available_at, char *out) {
+    fnv a = {14695981039346656037ULL}, b = {0x84222325cbf29ce4ULL};
+    fnv_str(&a, user_id);
+    fnv_i64(&a, available_at);
+    fnv_i64(&b, available_at);
+    fnv_str(&b, user_id);
+    snprintf(out, PROMO_ID_MAX + 1, "points-rel-%016llx%016llx", (unsigned long long)a.h, (unsigned long long)b.h);
 }
 
 void result_init(promo_result *res, const promo_cmd *cmd) {
@@ -355,6 +564,20 @@ void result_init(promo_result *res, const promo_cmd *cmd) {
     res->processed_at = cmd->submitted_at;
     strcpy(res->callback_url, cmd->callback_url);
     strcpy(res->client_id, cmd->client_id);
+    const char *actor = NULL;
+    switch (cmd->type) {
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: actor = cmd->u.policy_control.actor; break;
+    case CMD_UPDATE_COUPON_POLICY: actor = cmd->u.update_policy.actor; break;
+    case CMD_PAUSE_TIME_SALE:
+    case CMD_RESUME_TIME_SALE:
+    case CMD_CLOSE_TIME_SALE: actor = cmd->u.sale_control.actor; break;
+    case CMD_UPDATE_TIME_SALE: actor = cmd->u.update_sale.actor; break;
+    case CMD_ADJUST_POINTS: actor = cmd->u.adjust.actor; break;
+    default: break;
+    }
+    if (actor) strcpy(res->actor, actor);
 }
 
 void result_reject(promo_result *res, const char *code) {

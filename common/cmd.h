@@ -23,24 +23,50 @@
 
 typedef enum { DOMAIN_COUPON = 0, DOMAIN_POINT = 1, DOMAIN_TIMESALE = 2 } promo_domain;
 
-/* Order inside each domain matches the branch order of the Avro union. */
+/* Order inside each domain matches the branch order of the Avro union; the
+ * domains follow each other (coupon, point, timesale), so a branch added at
+ * the end of a union is added at the end of its domain's run here. The
+ * numbers are in-memory only: the wire names a command by its union branch
+ * and a result by its record name. */
 typedef enum {
     CMD_CREATE_COUPON_POLICY = 0,
     CMD_ISSUE_COUPON,
     CMD_REDEEM_COUPON,
     CMD_CANCEL_REDEMPTION,
+    CMD_PAUSE_COUPON_POLICY,
+    CMD_RESUME_COUPON_POLICY,
+    CMD_CLOSE_COUPON_POLICY,
+    CMD_UPDATE_COUPON_POLICY,
     CMD_EARN_POINTS,
     CMD_USE_POINTS,
     CMD_CANCEL_POINT_USE,
+    CMD_EARN_PENDING_POINTS,
+    CMD_ADJUST_POINTS,
+    CMD_RELEASE_POINTS,
     CMD_CREATE_TIME_SALE,
     CMD_PLACE_ORDER,
     CMD_CANCEL_ORDER,
+    CMD_PAUSE_TIME_SALE,
+    CMD_RESUME_TIME_SALE,
+    CMD_CLOSE_TIME_SALE,
+    CMD_UPDATE_TIME_SALE,
+    CMD_HOLD_ORDER,
+    CMD_CONFIRM_ORDER,
+    CMD_EXPIRE_HOLD,
     CMD__COUNT
 } cmd_type;
 
+/* The first command type of each domain. */
+#define CMD_FIRST_COUPON CMD_CREATE_COUPON_POLICY
+#define CMD_FIRST_POINT CMD_EARN_POINTS
+#define CMD_FIRST_TIMESALE CMD_CREATE_TIME_SALE
+
+/* A policy's or a sale's campaign state (DESIGN.md §4a). CLOSED is final. */
+typedef enum { CAMPAIGN_ACTIVE = 0, CAMPAIGN_PAUSED = 1, CAMPAIGN_CLOSED = 2 } campaign_state;
+
 typedef enum { DISCOUNT_FIXED = 0, DISCOUNT_PERCENT = 1 } discount_type;
 typedef enum { STATUS_SUCCEEDED = 0, STATUS_REJECTED = 1 } result_status;
-typedef enum { LEDGER_EARN = 0, LEDGER_USE, LEDGER_CANCEL_USE, LEDGER_EXPIRE } ledger_kind;
+typedef enum { LEDGER_EARN = 0, LEDGER_USE, LEDGER_CANCEL_USE, LEDGER_EXPIRE, LEDGER_ADJUST } ledger_kind;
 
 typedef struct coupon_policy_def {
     char policy_id[PROMO_ID_MAX + 1];
@@ -71,6 +97,34 @@ typedef struct time_sale_def {
     int64_t starts_at;
     int64_t ends_at;
 } time_sale_def;
+
+/* PATCH of a policy or a sale: a field is changed only when its has_ flag is
+ * set. actor names the API key that sent it ("" = null). */
+typedef struct coupon_policy_update {
+    char policy_id[PROMO_ID_MAX + 1];
+    bool has_total_quantity;
+    int64_t total_quantity;
+    bool has_per_user_limit;
+    int32_t per_user_limit;
+    bool has_issue_ends_at;
+    int64_t issue_ends_at;
+    bool has_valid_until;
+    int64_t valid_until;
+    char actor[PROMO_ID_MAX + 1];
+} coupon_policy_update;
+
+typedef struct time_sale_update {
+    char sale_id[PROMO_ID_MAX + 1];
+    bool has_stock;
+    int64_t stock;
+    bool has_per_user_limit;
+    int32_t per_user_limit;
+    bool has_ends_at;
+    int64_t ends_at;
+    bool has_hold_ms;
+    int64_t hold_ms; /* 0 removes the sale's default hold */
+    char actor[PROMO_ID_MAX + 1];
+} time_sale_update;
 
 typedef struct promo_cmd {
     char request_id[PROMO_ID_MAX + 1];
@@ -110,6 +164,23 @@ typedef struct promo_cmd {
             char user_id[PROMO_ID_MAX + 1];
             char order_id[PROMO_ID_MAX + 1];
         } cancel_use;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            int64_t amount;
+            char reason[PROMO_TEXT_MAX + 1];
+            bool has_expires_at;
+            int64_t expires_at;
+            int64_t available_at;
+        } earn_pending;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+            int64_t amount; /* signed, not zero */
+            char reason[PROMO_TEXT_MAX + 1];
+            char actor[PROMO_ID_MAX + 1];
+        } adjust;
+        struct {
+            char user_id[PROMO_ID_MAX + 1];
+        } release;
         time_sale_def create_sale;
         struct {
             char sale_id[PROMO_ID_MAX + 1];
@@ -121,6 +192,30 @@ typedef struct promo_cmd {
             char sale_id[PROMO_ID_MAX + 1];
             char order_id[PROMO_ID_MAX + 1];
         } cancel_order;
+        /* Pause, Resume and Close of a policy: the same record shape. actor
+         * names the API key that sent it ("" = null; see README, audit). */
+        struct {
+            char policy_id[PROMO_ID_MAX + 1];
+            char actor[PROMO_ID_MAX + 1];
+        } policy_control;
+        coupon_policy_update update_policy;
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char user_id[PROMO_ID_MAX + 1];
+            int32_t quantity;
+            char order_id[PROMO_ID_MAX + 1]; /* "" = null: the request id is used */
+            int64_t hold_ms;
+        } hold_order;
+        /* ConfirmOrder and ExpireHold: the same record shape. */
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char order_id[PROMO_ID_MAX + 1];
+        } order_ref;
+        struct {
+            char sale_id[PROMO_ID_MAX + 1];
+            char actor[PROMO_ID_MAX + 1];
+        } sale_control;
+        time_sale_update update_sale;
     } u;
 } promo_cmd;
 
@@ -136,9 +231,10 @@ typedef struct ledger_entry {
     int64_t at;
 } ledger_entry;
 
-/* At most two ledger entries per command: the expiry of lots due at command
- * time (summed into one entry) and the command's own change. */
-#define PROMO_LEDGER_MAX 2
+/* At most three ledger entries per command: pending points that became
+ * available by command time (one EARN entry), the expiry of lots due at
+ * command time (summed into one entry) and the command's own change. */
+#define PROMO_LEDGER_MAX 3
 
 /* Optional numeric outcome fields have a has_ flag; optional strings are "". */
 typedef struct promo_result {
@@ -169,7 +265,7 @@ typedef struct promo_result {
     char order_id[PROMO_ID_MAX + 1];
     bool has_order_amount;
     int64_t order_amount;
-    char order_status[16]; /* PLACED | CANCELLED */
+    char order_status[16]; /* PLACED | CANCELLED | HELD | EXPIRED */
     bool has_quantity;
     int32_t quantity;
     bool has_issued;
@@ -191,10 +287,39 @@ typedef struct promo_result {
     time_sale_def sale;
     int n_ledger;
     ledger_entry ledger[PROMO_LEDGER_MAX];
+
+    /* Appended to the Result record after ledger (turn 2): a reader of an
+     * older Result finds them all null. */
+    char state[12];               /* ACTIVE | PAUSED | CLOSED, of the policy or sale */
+    char actor[PROMO_ID_MAX + 1]; /* the API key label that sent a control */
+    bool has_redeemed;
+    int64_t redeemed; /* a policy's coupons redeemed now */
+    bool has_cancelled_redemptions;
+    int64_t cancelled_redemptions;
+    bool has_discount_total;
+    int64_t discount_total; /* the discounts of the coupons redeemed now */
+    bool has_orders;
+    int64_t orders; /* a sale's orders accepted, ever */
+    bool has_cancelled_orders;
+    int64_t cancelled_orders;
+    bool has_hold_ms;
+    int64_t hold_ms; /* a sale's default hold, with its definition */
+    bool has_held;
+    int64_t held; /* a sale's units in HELD orders */
+    bool has_expired_orders;
+    int64_t expired_orders;
+    bool has_hold_expires_at;
+    int64_t hold_expires_at; /* a HELD order's deadline */
+    bool has_pending;
+    int64_t pending; /* a user's points not available yet */
+    bool has_next_available;
+    int64_t next_available_at;
+    int64_t next_available_amount;
 } promo_result;
 
 /* Names as on the wire: "IssueCoupon", "COUPON", "EARN"... Static strings. */
 const char *cmd_type_name(cmd_type t);
+const char *campaign_state_name(campaign_state s); /* "ACTIVE"... */
 const char *promo_domain_name(promo_domain d);
 const char *ledger_kind_name(ledger_kind k);
 /* Name back to enum; returns -1 for an unknown name. */
@@ -210,6 +335,25 @@ int cmd_entity_key(const promo_cmd *cmd, char *key, size_t key_size);
 bool promo_id_valid(const char *s);
 /* Splits "<policy_id>:<serial>" (serial >= 1). Returns 0 or -1 if malformed. */
 int coupon_id_parse(const char *coupon_id, char *policy_id, size_t policy_id_size, int64_t *serial);
+
+/* The discount a policy gives an order of amount, never above the amount:
+ * the fixed value, or floor(amount * percent / 100) capped at max_discount.
+ * The redeem decides with it (coupon.c), and so does the advisory validation
+ * (ingest, POST /v1/coupons/{coupon_id}/validate). */
+int64_t coupon_policy_discount(const coupon_policy_def *d, int64_t amount);
+
+/* A sale's default hold and an order's hold, in ms (DESIGN.md §4a). */
+#define PROMO_HOLD_MS_MIN 1000
+#define PROMO_HOLD_MS_MAX 3600000
+
+/* The request id of the ExpireHold of an order: "hold-exp-" and 32 hex
+ * digits of a 128-bit hash of sale and order id, so that the commands the
+ * processors produce for one hold are repeats of one request (the dedupe
+ * answers the first result again). out holds PROMO_ID_MAX + 1 bytes. */
+void cmd_expire_hold_id(const char *sale_id, const char *order_id, char *out);
+/* The request id of the ReleasePoints of a user's points available at
+ * available_at: "points-rel-" and 32 hex digits, as cmd_expire_hold_id(). */
+void cmd_release_points_id(const char *user_id, int64_t available_at, char *out);
 
 /* Checks every field of a command against the contract's rules (ids, ranges,
  * windows). Returns 0, or -1 with the offending field name (as on the wire,

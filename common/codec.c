@@ -350,6 +350,25 @@ static const field_map cancel_use_map[] = {
     FM_STR("order_id", promo_cmd, u.cancel_use.order_id),
     FM_END,
 };
+static const field_map earn_pending_map[] = {
+    FM_STR("user_id", promo_cmd, u.earn_pending.user_id),
+    FM_LONG("amount", promo_cmd, u.earn_pending.amount),
+    FM_STR("reason", promo_cmd, u.earn_pending.reason),
+    FM_OPT_LONG("expires_at", promo_cmd, u.earn_pending.expires_at, u.earn_pending.has_expires_at),
+    FM_LONG("available_at", promo_cmd, u.earn_pending.available_at),
+    FM_END,
+};
+static const field_map adjust_map[] = {
+    FM_STR("user_id", promo_cmd, u.adjust.user_id),
+    FM_LONG("amount", promo_cmd, u.adjust.amount),
+    FM_STR("reason", promo_cmd, u.adjust.reason),
+    FM_OPT_STR("actor", promo_cmd, u.adjust.actor),
+    FM_END,
+};
+static const field_map release_map[] = {
+    FM_STR("user_id", promo_cmd, u.release.user_id),
+    FM_END,
+};
 static const field_map place_order_map[] = {
     FM_STR("sale_id", promo_cmd, u.place_order.sale_id),
     FM_STR("user_id", promo_cmd, u.place_order.user_id),
@@ -360,6 +379,48 @@ static const field_map place_order_map[] = {
 static const field_map cancel_order_map[] = {
     FM_STR("sale_id", promo_cmd, u.cancel_order.sale_id),
     FM_STR("order_id", promo_cmd, u.cancel_order.order_id),
+    FM_END,
+};
+
+/* Pause, Resume and Close share one shape per domain. */
+static const field_map policy_control_map[] = {
+    FM_STR("policy_id", promo_cmd, u.policy_control.policy_id),
+    FM_OPT_STR("actor", promo_cmd, u.policy_control.actor),
+    FM_END,
+};
+static const field_map update_policy_map[] = {
+    FM_STR("policy_id", coupon_policy_update, policy_id),
+    FM_OPT_LONG("total_quantity", coupon_policy_update, total_quantity, has_total_quantity),
+    FM_OPT_INT("per_user_limit", coupon_policy_update, per_user_limit, has_per_user_limit),
+    FM_OPT_LONG("issue_ends_at", coupon_policy_update, issue_ends_at, has_issue_ends_at),
+    FM_OPT_LONG("valid_until", coupon_policy_update, valid_until, has_valid_until),
+    FM_OPT_STR("actor", coupon_policy_update, actor),
+    FM_END,
+};
+static const field_map sale_control_map[] = {
+    FM_STR("sale_id", promo_cmd, u.sale_control.sale_id),
+    FM_OPT_STR("actor", promo_cmd, u.sale_control.actor),
+    FM_END,
+};
+static const field_map update_sale_map[] = {
+    FM_STR("sale_id", time_sale_update, sale_id),
+    FM_OPT_LONG("stock", time_sale_update, stock, has_stock),
+    FM_OPT_INT("per_user_limit", time_sale_update, per_user_limit, has_per_user_limit),
+    FM_OPT_LONG("ends_at", time_sale_update, ends_at, has_ends_at),
+    FM_OPT_LONG("hold_ms", time_sale_update, hold_ms, has_hold_ms),
+    FM_OPT_STR("actor", time_sale_update, actor),
+    FM_END,
+};
+
+static const field_map hold_order_map[] = {
+    FM_STR("sale_id", promo_cmd, u.hold_order.sale_id),   FM_STR("user_id", promo_cmd, u.hold_order.user_id),
+    FM_INT("quantity", promo_cmd, u.hold_order.quantity), FM_OPT_STR("order_id", promo_cmd, u.hold_order.order_id),
+    FM_LONG("hold_ms", promo_cmd, u.hold_order.hold_ms),  FM_END,
+};
+/* ConfirmOrder and ExpireHold. */
+static const field_map order_ref_map[] = {
+    FM_STR("sale_id", promo_cmd, u.order_ref.sale_id),
+    FM_STR("order_id", promo_cmd, u.order_ref.order_id),
     FM_END,
 };
 
@@ -376,14 +437,28 @@ static const struct {
     [CMD_EARN_POINTS] = {earn_map, 0},
     [CMD_USE_POINTS] = {use_map, 0},
     [CMD_CANCEL_POINT_USE] = {cancel_use_map, 0},
+    [CMD_EARN_PENDING_POINTS] = {earn_pending_map, 0},
+    [CMD_ADJUST_POINTS] = {adjust_map, 0},
+    [CMD_RELEASE_POINTS] = {release_map, 0},
     [CMD_CREATE_TIME_SALE] = {sale_map, offsetof(promo_cmd, u.create_sale)},
     [CMD_PLACE_ORDER] = {place_order_map, 0},
     [CMD_CANCEL_ORDER] = {cancel_order_map, 0},
+    [CMD_PAUSE_COUPON_POLICY] = {policy_control_map, 0},
+    [CMD_RESUME_COUPON_POLICY] = {policy_control_map, 0},
+    [CMD_CLOSE_COUPON_POLICY] = {policy_control_map, 0},
+    [CMD_UPDATE_COUPON_POLICY] = {update_policy_map, offsetof(promo_cmd, u.update_policy)},
+    [CMD_PAUSE_TIME_SALE] = {sale_control_map, 0},
+    [CMD_RESUME_TIME_SALE] = {sale_control_map, 0},
+    [CMD_CLOSE_TIME_SALE] = {sale_control_map, 0},
+    [CMD_UPDATE_TIME_SALE] = {update_sale_map, offsetof(promo_cmd, u.update_sale)},
+    [CMD_HOLD_ORDER] = {hold_order_map, 0},
+    [CMD_CONFIRM_ORDER] = {order_ref_map, 0},
+    [CMD_EXPIRE_HOLD] = {order_ref_map, 0},
 };
 
 /* The first command type of each domain: union branch i is first + i. */
-static const cmd_type domain_first[3] = {CMD_CREATE_COUPON_POLICY, CMD_EARN_POINTS, CMD_CREATE_TIME_SALE};
-static const cmd_type domain_end[3] = {CMD_EARN_POINTS, CMD_CREATE_TIME_SALE, CMD__COUNT};
+static const cmd_type domain_first[3] = {CMD_FIRST_COUPON, CMD_FIRST_POINT, CMD_FIRST_TIMESALE};
+static const cmd_type domain_end[3] = {CMD_FIRST_POINT, CMD_FIRST_TIMESALE, CMD__COUNT};
 
 static const field_map envelope_map[] = {
     FM_STR("request_id", promo_cmd, request_id),
@@ -396,7 +471,7 @@ static const field_map envelope_map[] = {
 
 static const field_map ledger_map[] = {
     FM_LONG("seq", ledger_entry, seq),
-    FM_ENUM("kind", ledger_entry, kind, 4),
+    FM_ENUM("kind", ledger_entry, kind, 5),
     FM_LONG("delta", ledger_entry, delta),
     FM_LONG("balance_after", ledger_entry, balance_after),
     FM_OPT_STR("order_id", ledger_entry, order_id),
@@ -442,9 +517,29 @@ static const field_map result_map[] = {
     {"policy", F_OPT_RECORD, offsetof(R, policy), 0, offsetof(R, has_policy), policy_map, 0},
     {"sale", F_OPT_RECORD, offsetof(R, sale), 0, offsetof(R, has_sale), sale_map, 0},
     {"ledger", F_ARRAY, offsetof(R, ledger), sizeof(ledger_entry), offsetof(R, n_ledger), ledger_map, PROMO_LEDGER_MAX},
+    /* Appended in turn 2, from RESULT_TAIL_FIRST on: each encodes as one
+     * zero byte when null, which is how decode_framed() completes a Result
+     * written before they existed. */
+    FM_OPT_STR("state", R, state),
+    FM_OPT_STR("actor", R, actor),
+    FM_OPT_LONG("redeemed", R, redeemed, has_redeemed),
+    FM_OPT_LONG("cancelled_redemptions", R, cancelled_redemptions, has_cancelled_redemptions),
+    FM_OPT_LONG("discount_total", R, discount_total, has_discount_total),
+    FM_OPT_LONG("orders", R, orders, has_orders),
+    FM_OPT_LONG("cancelled_orders", R, cancelled_orders, has_cancelled_orders),
+    FM_OPT_LONG("hold_ms", R, hold_ms, has_hold_ms),
+    FM_OPT_LONG("held", R, held, has_held),
+    FM_OPT_LONG("expired_orders", R, expired_orders, has_expired_orders),
+    FM_OPT_LONG("hold_expires_at", R, hold_expires_at, has_hold_expires_at),
+    FM_OPT_LONG("pending", R, pending, has_pending),
+    FM_OPT_LONG("next_available_at", R, next_available_at, has_next_available),
+    {"next_available_amount", F_OPT_LONG_2ND, offsetof(R, next_available_amount), 0, offsetof(R, has_next_available),
+     NULL, 0},
     FM_END,
 };
 #undef R
+/* The first field a Result written before turn 2 lacks. */
+#define RESULT_TAIL_FIRST "state"
 
 static const field_map dead_letter_map[] = {
     {"source_topic", F_CSTR, offsetof(dead_letter, source_topic), 0, 0, NULL, 0},
@@ -468,12 +563,15 @@ typedef struct codec_schema {
     bool has_value;
     plan *plan;
     const field_map *map;
+    size_t tail_from; /* top-level fields from here on may be missing at the end; 0: none may */
 } codec_schema;
 
 struct codec {
     codec_schema s[CODEC_N_SCHEMAS];
     avro_reader_t reader;
     avro_writer_t writer;
+    uint8_t *pad; /* a Result completed with its missing tail (decode_framed) */
+    size_t pad_cap;
 };
 
 /* What a conversion needs besides the value: where errors go, the command
@@ -601,6 +699,12 @@ codec *codec_new(char *errstr, size_t errstr_size) {
         schema_load(&c->s[SCHEMA_ID_RESULT], schema_result, result_map, errstr, errstr_size) != 0 ||
         schema_load(&c->s[SCHEMA_ID_DEAD_LETTER], schema_dead_letter, dead_letter_map, errstr, errstr_size) != 0)
         goto fail;
+    for (size_t i = 0; result_map[i].name; i++)
+        if (strcmp(result_map[i].name, RESULT_TAIL_FIRST) == 0) c->s[SCHEMA_ID_RESULT].tail_from = i;
+    if (!c->s[SCHEMA_ID_RESULT].tail_from) {
+        fail(errstr, errstr_size, 0, "Result has no field %s", RESULT_TAIL_FIRST);
+        goto fail;
+    }
     if (!(c->reader = avro_reader_memory(empty, 0)) || !(c->writer = avro_writer_memory(empty, 0))) {
         fail(errstr, errstr_size, 0, "avro: %s", avro_strerror());
         goto fail;
@@ -622,6 +726,7 @@ void codec_destroy(codec *c) {
     }
     if (c->reader) avro_reader_free(c->reader);
     if (c->writer) avro_writer_free(c->writer);
+    free(c->pad);
     free(c);
 }
 
@@ -997,12 +1102,37 @@ static int decode_framed(codec *c, const uint8_t *data, size_t len, int lo, int 
         return fail(errstr, errstr_size, CODEC_ERR_SCHEMA, "schema id %u is not expected here", (unsigned)id);
     codec_schema *cs = &c->s[id];
     cursor cur = {data + CODEC_HEADER, data + len, errstr, errstr_size};
-    int rc = plan_check(cs->plan, &cur);
-    if (rc != 0) return rc;
+    /* The top record field by field: a record whose schema grew at its end
+     * (tail_from) may end before the new fields, as its writer's did. */
+    size_t missing = 0;
+    for (size_t i = 0; i < cs->plan->n; i++) {
+        if (cs->tail_from && i >= cs->tail_from && cur.p == cur.end) {
+            missing = cs->plan->n - i;
+            break;
+        }
+        int rc = plan_check(cs->plan->child[i], &cur);
+        if (rc != 0) return rc;
+    }
     if (cur.p != cur.end)
         return fail(errstr, errstr_size, CODEC_ERR_AVRO, "%zu trailing bytes after the record",
                     (size_t)(cur.end - cur.p));
-    avro_reader_memory_set_source(c->reader, (const char *)data + CODEC_HEADER, (int64_t)(len - CODEC_HEADER));
+    const uint8_t *body = data + CODEC_HEADER;
+    size_t body_len = len - CODEC_HEADER;
+    if (missing) {
+        /* Each missing field is a null union or an empty array: one zero
+         * byte, the encoding of its default. */
+        if (c->pad_cap < body_len + missing) {
+            uint8_t *p = realloc(c->pad, body_len + missing);
+            if (!p) return fail(errstr, errstr_size, CODEC_ERR_INTERNAL, "out of memory");
+            c->pad = p;
+            c->pad_cap = body_len + missing;
+        }
+        memcpy(c->pad, body, body_len);
+        memset(c->pad + body_len, 0, missing);
+        body = c->pad;
+        body_len += missing;
+    }
+    avro_reader_memory_set_source(c->reader, (const char *)body, (int64_t)body_len);
     /* After plan_check this can fail only for lack of memory. */
     if (avro_value_read(c->reader, &cs->value) != 0)
         return fail(errstr, errstr_size, CODEC_ERR_AVRO, "avro: %s", avro_strerror());

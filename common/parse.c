@@ -42,33 +42,58 @@ typedef struct route_def {
     parse_route_id id;
     const char *name;
     parse_role role;
+    int cmd; /* the command a write makes; NO_CMD for the rest */
 } route_def;
 
+#define NO_CMD (-1)
+
 static const route_def routes[] = {
-    {"GET", "/healthz", ROUTE_HEALTHZ, "healthz", ROLE_NONE},
-    {"GET", "/readyz", ROUTE_READYZ, "readyz", ROLE_NONE},
-    {"GET", "/metrics", ROUTE_METRICS, "metrics", ROLE_NONE},
-    {"GET", "/openapi.json", ROUTE_OPENAPI, "openapi", ROLE_NONE},
-    {"GET", "/api/docs", ROUTE_DOCS, "docs", ROLE_NONE},
-    {"GET", "/api/docs/{asset}", ROUTE_DOCS_ASSET, "docs_asset", ROLE_NONE},
-    {"POST", "/v1/coupon-policies", ROUTE_POLICY_CREATE, "policy_create", ROLE_ADMIN},
-    {"POST", "/v1/coupon-policies/{policy_id}/issue", ROUTE_COUPON_ISSUE, "coupon_issue", ROLE_CLIENT},
-    {"POST", "/v1/coupons/{coupon_id}/redeem", ROUTE_COUPON_REDEEM, "coupon_redeem", ROLE_CLIENT},
-    {"POST", "/v1/coupons/{coupon_id}/cancel", ROUTE_COUPON_CANCEL, "coupon_cancel", ROLE_CLIENT},
-    {"POST", "/v1/points/{user_id}/earn", ROUTE_POINTS_EARN, "points_earn", ROLE_ADMIN},
-    {"POST", "/v1/points/{user_id}/use", ROUTE_POINTS_USE, "points_use", ROLE_CLIENT},
-    {"POST", "/v1/points/{user_id}/cancel", ROUTE_POINTS_CANCEL, "points_cancel", ROLE_CLIENT},
-    {"POST", "/v1/time-sales", ROUTE_SALE_CREATE, "sale_create", ROLE_ADMIN},
-    {"POST", "/v1/time-sales/{sale_id}/orders", ROUTE_SALE_ORDER, "sale_order", ROLE_CLIENT},
+    {"GET", "/healthz", ROUTE_HEALTHZ, "healthz", ROLE_NONE, NO_CMD},
+    {"GET", "/readyz", ROUTE_READYZ, "readyz", ROLE_NONE, NO_CMD},
+    {"GET", "/metrics", ROUTE_METRICS, "metrics", ROLE_NONE, NO_CMD},
+    {"GET", "/openapi.json", ROUTE_OPENAPI, "openapi", ROLE_NONE, NO_CMD},
+    {"GET", "/api/docs", ROUTE_DOCS, "docs", ROLE_NONE, NO_CMD},
+    {"GET", "/api/docs/{asset}", ROUTE_DOCS_ASSET, "docs_asset", ROLE_NONE, NO_CMD},
+    {"POST", "/v1/coupon-policies", ROUTE_POLICY_CREATE, "policy_create", ROLE_ADMIN, CMD_CREATE_COUPON_POLICY},
+    {"POST", "/v1/coupon-policies/{policy_id}/issue", ROUTE_COUPON_ISSUE, "coupon_issue", ROLE_CLIENT,
+     CMD_ISSUE_COUPON},
+    {"POST", "/v1/coupons/{coupon_id}/redeem", ROUTE_COUPON_REDEEM, "coupon_redeem", ROLE_CLIENT, CMD_REDEEM_COUPON},
+    {"POST", "/v1/coupons/{coupon_id}/cancel", ROUTE_COUPON_CANCEL, "coupon_cancel", ROLE_CLIENT,
+     CMD_CANCEL_REDEMPTION},
+    {"POST", "/v1/points/{user_id}/earn", ROUTE_POINTS_EARN, "points_earn", ROLE_ADMIN, CMD_EARN_POINTS},
+    {"POST", "/v1/points/{user_id}/use", ROUTE_POINTS_USE, "points_use", ROLE_CLIENT, CMD_USE_POINTS},
+    {"POST", "/v1/points/{user_id}/cancel", ROUTE_POINTS_CANCEL, "points_cancel", ROLE_CLIENT, CMD_CANCEL_POINT_USE},
+    {"POST", "/v1/time-sales", ROUTE_SALE_CREATE, "sale_create", ROLE_ADMIN, CMD_CREATE_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/orders", ROUTE_SALE_ORDER, "sale_order", ROLE_CLIENT, CMD_PLACE_ORDER},
     {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/cancel", ROUTE_SALE_ORDER_CANCEL, "sale_order_cancel",
-     ROLE_CLIENT},
-    {"GET", "/v1/coupon-policies/{policy_id}", ROUTE_POLICY_GET, "policy_get", ROLE_CLIENT},
-    {"GET", "/v1/users/{user_id}/coupons", ROUTE_USER_COUPONS, "user_coupons", ROLE_CLIENT},
-    {"GET", "/v1/points/{user_id}", ROUTE_POINTS_GET, "points_get", ROLE_CLIENT},
-    {"GET", "/v1/points/{user_id}/history", ROUTE_POINTS_HISTORY, "points_history", ROLE_CLIENT},
-    {"GET", "/v1/time-sales/{sale_id}", ROUTE_SALE_GET, "sale_get", ROLE_CLIENT},
-    {"GET", "/v1/time-sales/{sale_id}/orders/{order_id}", ROUTE_SALE_ORDER_GET, "sale_order_get", ROLE_CLIENT},
-    {"GET", "/v1/requests/{request_id}", ROUTE_REQUEST_GET, "request_get", ROLE_CLIENT},
+     ROLE_CLIENT, CMD_CANCEL_ORDER},
+    {"GET", "/v1/coupon-policies/{policy_id}", ROUTE_POLICY_GET, "policy_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/users/{user_id}/coupons", ROUTE_USER_COUPONS, "user_coupons", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/points/{user_id}", ROUTE_POINTS_GET, "points_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/points/{user_id}/history", ROUTE_POINTS_HISTORY, "points_history", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales/{sale_id}", ROUTE_SALE_GET, "sale_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales/{sale_id}/orders/{order_id}", ROUTE_SALE_ORDER_GET, "sale_order_get", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/requests/{request_id}", ROUTE_REQUEST_GET, "request_get", ROLE_CLIENT, NO_CMD},
+    {"POST", "/v1/coupon-policies/{policy_id}/pause", ROUTE_POLICY_PAUSE, "policy_pause", ROLE_ADMIN,
+     CMD_PAUSE_COUPON_POLICY},
+    {"POST", "/v1/coupon-policies/{policy_id}/resume", ROUTE_POLICY_RESUME, "policy_resume", ROLE_ADMIN,
+     CMD_RESUME_COUPON_POLICY},
+    {"POST", "/v1/coupon-policies/{policy_id}/close", ROUTE_POLICY_CLOSE, "policy_close", ROLE_ADMIN,
+     CMD_CLOSE_COUPON_POLICY},
+    {"PATCH", "/v1/coupon-policies/{policy_id}", ROUTE_POLICY_UPDATE, "policy_update", ROLE_ADMIN,
+     CMD_UPDATE_COUPON_POLICY},
+    {"POST", "/v1/time-sales/{sale_id}/pause", ROUTE_SALE_PAUSE, "sale_pause", ROLE_ADMIN, CMD_PAUSE_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/resume", ROUTE_SALE_RESUME, "sale_resume", ROLE_ADMIN, CMD_RESUME_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/close", ROUTE_SALE_CLOSE, "sale_close", ROLE_ADMIN, CMD_CLOSE_TIME_SALE},
+    {"PATCH", "/v1/time-sales/{sale_id}", ROUTE_SALE_UPDATE, "sale_update", ROLE_ADMIN, CMD_UPDATE_TIME_SALE},
+    {"POST", "/v1/time-sales/{sale_id}/orders/{order_id}/confirm", ROUTE_SALE_ORDER_CONFIRM, "sale_order_confirm",
+     ROLE_CLIENT, CMD_CONFIRM_ORDER},
+    {"POST", "/v1/points/{user_id}/adjust", ROUTE_POINTS_ADJUST, "points_adjust", ROLE_ADMIN, CMD_ADJUST_POINTS},
+    {"POST", "/v1/coupons/{coupon_id}/validate", ROUTE_COUPON_VALIDATE, "coupon_validate", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/coupon-policies", ROUTE_POLICY_LIST, "policy_list", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales", ROUTE_SALE_LIST, "sale_list", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/coupon-policies/{policy_id}/stats", ROUTE_POLICY_STATS, "policy_stats", ROLE_CLIENT, NO_CMD},
+    {"GET", "/v1/time-sales/{sale_id}/stats", ROUTE_SALE_STATS, "sale_stats", ROLE_CLIENT, NO_CMD},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
@@ -93,12 +118,13 @@ const char *parse_route_name(parse_route_id r) {
 }
 
 bool parse_route_is_write(parse_route_id r) {
-    return r >= ROUTE_POLICY_CREATE && r <= ROUTE_SALE_ORDER_CANCEL;
+    const route_def *d = route_def_of(r);
+    return d && d->cmd != NO_CMD;
 }
 
 cmd_type parse_route_cmd(parse_route_id r) {
-    /* The write routes are declared in command-type order. */
-    return (cmd_type)(CMD_CREATE_COUPON_POLICY + (r - ROUTE_POLICY_CREATE));
+    const route_def *d = route_def_of(r);
+    return d && d->cmd != NO_CMD ? (cmd_type)d->cmd : CMD__COUNT;
 }
 
 parse_role parse_route_role(parse_route_id r) {
@@ -265,27 +291,93 @@ static const field_spec order_fields[] = {
     OPT_ID("order_id", place_order.order_id),
 };
 
+/* An earn that carries available_at is an EarnPendingPoints (parse_cmd()). */
+static const field_spec earn_pending_fields[] = {
+    LONG("amount", earn_pending.amount),
+    TEXT("reason", earn_pending.reason),
+    OPT_LONG("expires_at", earn_pending.expires_at, earn_pending.has_expires_at),
+    LONG("available_at", earn_pending.available_at),
+};
+/* A signed amount, not zero (cmd_validate()). */
+static const field_spec adjust_fields[] = {
+    LONG("amount", adjust.amount),
+    TEXT("reason", adjust.reason),
+};
+
+/* An order that carries hold_ms is a HoldOrder (parse_cmd()). */
+static const field_spec hold_order_fields[] = {
+    ID("user_id", hold_order.user_id),
+    INT("quantity", hold_order.quantity),
+    OPT_ID("order_id", hold_order.order_id),
+    LONG("hold_ms", hold_order.hold_ms),
+};
+
+/* PATCH: every field optional, at least one present (cmd_validate()). */
+static const field_spec update_policy_fields[] = {
+    OPT_LONG("total_quantity", update_policy.total_quantity, update_policy.has_total_quantity),
+    OPT_INT("per_user_limit", update_policy.per_user_limit, update_policy.has_per_user_limit),
+    OPT_LONG("issue_ends_at", update_policy.issue_ends_at, update_policy.has_issue_ends_at),
+    OPT_LONG("valid_until", update_policy.valid_until, update_policy.has_valid_until),
+};
+static const field_spec update_sale_fields[] = {
+    OPT_LONG("stock", update_sale.stock, update_sale.has_stock),
+    OPT_INT("per_user_limit", update_sale.per_user_limit, update_sale.has_per_user_limit),
+    OPT_LONG("ends_at", update_sale.ends_at, update_sale.has_ends_at),
+    OPT_LONG("hold_ms", update_sale.hold_ms, update_sale.has_hold_ms),
+};
+
 typedef struct cmd_spec {
     const field_spec *fields;
     size_t n;
     /* Where the path ids go (0 = not used by this command). */
     size_t id1_off, id1_size, id2_off, id2_size;
+    /* Where the sender's API key label goes (0 = not recorded). */
+    size_t actor_off, actor_size;
 } cmd_spec;
 
 #define SPEC(f) f, sizeof f / sizeof f[0]
 static const cmd_spec cmd_specs[CMD__COUNT] = {
-    [CMD_CREATE_COUPON_POLICY] = {SPEC(policy_fields), 0, 0, 0, 0},
-    [CMD_ISSUE_COUPON] = {SPEC(issue_fields), OFF(issue.policy_id), SZ(issue.policy_id), 0, 0},
-    [CMD_REDEEM_COUPON] = {SPEC(redeem_fields), OFF(redeem.coupon_id), SZ(redeem.coupon_id), 0, 0},
+    [CMD_CREATE_COUPON_POLICY] = {SPEC(policy_fields), 0, 0, 0, 0, 0, 0},
+    [CMD_ISSUE_COUPON] = {SPEC(issue_fields), OFF(issue.policy_id), SZ(issue.policy_id), 0, 0, 0, 0},
+    [CMD_REDEEM_COUPON] = {SPEC(redeem_fields), OFF(redeem.coupon_id), SZ(redeem.coupon_id), 0, 0, 0, 0},
     [CMD_CANCEL_REDEMPTION] = {SPEC(cancel_redemption_fields), OFF(cancel_redemption.coupon_id),
-                               SZ(cancel_redemption.coupon_id), 0, 0},
-    [CMD_EARN_POINTS] = {SPEC(earn_fields), OFF(earn.user_id), SZ(earn.user_id), 0, 0},
-    [CMD_USE_POINTS] = {SPEC(use_fields), OFF(use.user_id), SZ(use.user_id), 0, 0},
-    [CMD_CANCEL_POINT_USE] = {SPEC(cancel_use_fields), OFF(cancel_use.user_id), SZ(cancel_use.user_id), 0, 0},
-    [CMD_CREATE_TIME_SALE] = {SPEC(sale_fields), 0, 0, 0, 0},
-    [CMD_PLACE_ORDER] = {SPEC(order_fields), OFF(place_order.sale_id), SZ(place_order.sale_id), 0, 0},
+                               SZ(cancel_redemption.coupon_id), 0, 0, 0, 0},
+    [CMD_EARN_POINTS] = {SPEC(earn_fields), OFF(earn.user_id), SZ(earn.user_id), 0, 0, 0, 0},
+    [CMD_USE_POINTS] = {SPEC(use_fields), OFF(use.user_id), SZ(use.user_id), 0, 0, 0, 0},
+    [CMD_CANCEL_POINT_USE] = {SPEC(cancel_use_fields), OFF(cancel_use.user_id), SZ(cancel_use.user_id), 0, 0, 0, 0},
+    [CMD_CREATE_TIME_SALE] = {SPEC(sale_fields), 0, 0, 0, 0, 0, 0},
+    [CMD_PLACE_ORDER] = {SPEC(order_fields), OFF(place_order.sale_id), SZ(place_order.sale_id), 0, 0, 0, 0},
     [CMD_CANCEL_ORDER] = {NULL, 0, OFF(cancel_order.sale_id), SZ(cancel_order.sale_id), OFF(cancel_order.order_id),
-                          SZ(cancel_order.order_id)},
+                          SZ(cancel_order.order_id), 0, 0},
+#define POLICY_CONTROL                                                                                                 \
+    {                                                                                                                  \
+        NULL, 0, OFF(policy_control.policy_id), SZ(policy_control.policy_id), 0, 0, OFF(policy_control.actor),         \
+            SZ(policy_control.actor)                                                                                   \
+    }
+#define SALE_CONTROL                                                                                                   \
+    {                                                                                                                  \
+        NULL, 0, OFF(sale_control.sale_id), SZ(sale_control.sale_id), 0, 0, OFF(sale_control.actor),                   \
+            SZ(sale_control.actor)                                                                                     \
+    }
+    [CMD_PAUSE_COUPON_POLICY] = POLICY_CONTROL,
+    [CMD_RESUME_COUPON_POLICY] = POLICY_CONTROL,
+    [CMD_CLOSE_COUPON_POLICY] = POLICY_CONTROL,
+    [CMD_UPDATE_COUPON_POLICY] = {SPEC(update_policy_fields), OFF(update_policy.policy_id), SZ(update_policy.policy_id),
+                                  0, 0, OFF(update_policy.actor), SZ(update_policy.actor)},
+    [CMD_PAUSE_TIME_SALE] = SALE_CONTROL,
+    [CMD_RESUME_TIME_SALE] = SALE_CONTROL,
+    [CMD_CLOSE_TIME_SALE] = SALE_CONTROL,
+    [CMD_UPDATE_TIME_SALE] = {SPEC(update_sale_fields), OFF(update_sale.sale_id), SZ(update_sale.sale_id), 0, 0,
+                              OFF(update_sale.actor), SZ(update_sale.actor)},
+    [CMD_HOLD_ORDER] = {SPEC(hold_order_fields), OFF(hold_order.sale_id), SZ(hold_order.sale_id), 0, 0, 0, 0},
+    [CMD_EARN_PENDING_POINTS] = {SPEC(earn_pending_fields), OFF(earn_pending.user_id), SZ(earn_pending.user_id), 0, 0,
+                                 0, 0},
+    [CMD_ADJUST_POINTS] = {SPEC(adjust_fields), OFF(adjust.user_id), SZ(adjust.user_id), 0, 0, OFF(adjust.actor),
+                           SZ(adjust.actor)},
+    [CMD_CONFIRM_ORDER] = {NULL, 0, OFF(order_ref.sale_id), SZ(order_ref.sale_id), OFF(order_ref.order_id),
+                           SZ(order_ref.order_id), 0, 0},
+#undef POLICY_CONTROL
+#undef SALE_CONTROL
 };
 
 static const char *kind_words(field_kind k) {
@@ -422,6 +514,10 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
     }
 
     cmd->type = parse_route_cmd(in->route->id);
+    /* An order asking for a checkout hold is another command on the wire. */
+    if (cmd->type == CMD_PLACE_ORDER && json_object_get(root, "hold_ms")) cmd->type = CMD_HOLD_ORDER;
+    /* So is an earn of points for later. */
+    if (cmd->type == CMD_EARN_POINTS && json_object_get(root, "available_at")) cmd->type = CMD_EARN_PENDING_POINTS;
     const cmd_spec *spec = &cmd_specs[cmd->type];
 
     const char *key;
@@ -472,6 +568,7 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
     }
     if (in->client_id && check_header_id(in->client_id, "X-Client-Id", cmd->client_id, sizeof cmd->client_id, err))
         goto out;
+    if (spec->actor_size && in->actor) put_path_id(cmd, spec->actor_off, spec->actor_size, in->actor);
     cmd->submitted_at = in->now_ms;
 
     char field[64], why[160];
@@ -479,6 +576,57 @@ int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err) {
         fail(err, 400, "INVALID_FIELD", field, "%s %s", field, why);
         goto out;
     }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* The validation's fields, read into a redeem's (they are a redeem's). */
+static const field_spec validate_fields[] = {
+    ID("user_id", redeem.user_id),
+    LONG("order_amount", redeem.order_amount),
+};
+
+int parse_validate(const char *content_type, const char *body, size_t body_len, char *user_id, int64_t *order_amount,
+                   parse_error *err) {
+    if (body_len > PARSE_BODY_MAX)
+        return fail(err, 413, "PAYLOAD_TOO_LARGE", NULL, "body must be at most %d bytes", PARSE_BODY_MAX);
+    if (!parse_content_type_json(content_type))
+        return fail(err, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type", "Content-Type must be application/json");
+    json_error_t jerr;
+    json_t *root = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(err, 400, "INVALID_JSON", NULL, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                    jerr.text);
+    int rc = -1;
+    promo_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    if (!json_is_object(root)) {
+        fail(err, 400, "INVALID_JSON", NULL, "body must be a JSON object");
+        goto out;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "user_id") != 0 && strcmp(key, "order_amount") != 0) {
+            char shown[64];
+            size_t j = 0;
+            for (const char *k = key; *k && j < sizeof shown - 1; k++)
+                shown[j++] = (*k >= 0x20 && *k < 0x7f) ? *k : '?';
+            shown[j] = '\0';
+            fail(err, 400, "UNKNOWN_FIELD", shown, "%s is not a field of this request", shown);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < sizeof validate_fields / sizeof validate_fields[0]; i++)
+        if (set_field(&validate_fields[i], json_object_get(root, validate_fields[i].name), &cmd, err)) goto out;
+    if (cmd.u.redeem.order_amount < 1 || cmd.u.redeem.order_amount > 1000000000000LL) {
+        fail(err, 400, "INVALID_FIELD", "order_amount", "order_amount must be between 1 and 1000000000000");
+        goto out;
+    }
+    memcpy(user_id, cmd.u.redeem.user_id, sizeof cmd.u.redeem.user_id);
+    *order_amount = cmd.u.redeem.order_amount;
     rc = 0;
 out:
     json_decref(root);
@@ -534,5 +682,23 @@ int parse_seq_cursor(const char *s, int64_t *seq, parse_error *err) {
     long long v = parse_decimal(s);
     if (v < 1) return fail(err, 400, "INVALID_FIELD", "cursor", "cursor is not one this API returned");
     *seq = v;
+    return 0;
+}
+
+int parse_id_cursor(const char *s, char *out, parse_error *err) {
+    out[0] = '\0';
+    if (!s) return 0;
+    if (strlen(s) > PROMO_ID_MAX || !promo_id_valid(s))
+        return fail(err, 400, "INVALID_FIELD", "cursor", "cursor is not one this API returned");
+    snprintf(out, PROMO_ID_MAX + 1, "%s", s);
+    return 0;
+}
+
+int parse_state(const char *s, char *out, parse_error *err) {
+    out[0] = '\0';
+    if (!s) return 0;
+    if (strcmp(s, "ACTIVE") != 0 && strcmp(s, "PAUSED") != 0 && strcmp(s, "CLOSED") != 0)
+        return fail(err, 400, "INVALID_FIELD", "state", "state must be ACTIVE, PAUSED or CLOSED");
+    snprintf(out, 8, "%s", s);
     return 0;
 }

@@ -37,7 +37,7 @@ typedef enum {
     ROUTE_OPENAPI,
     ROUTE_DOCS,
     ROUTE_DOCS_ASSET, /* /api/docs/{asset}: Swagger UI's files */
-    /* writes, one per command type */
+    /* writes: each makes a command (parse_route_cmd()) */
     ROUTE_POLICY_CREATE,
     ROUTE_COUPON_ISSUE,
     ROUTE_COUPON_REDEEM,
@@ -48,6 +48,16 @@ typedef enum {
     ROUTE_SALE_CREATE,
     ROUTE_SALE_ORDER,
     ROUTE_SALE_ORDER_CANCEL,
+    ROUTE_POLICY_PAUSE,
+    ROUTE_POLICY_RESUME,
+    ROUTE_POLICY_CLOSE,
+    ROUTE_POLICY_UPDATE,
+    ROUTE_SALE_PAUSE,
+    ROUTE_SALE_RESUME,
+    ROUTE_SALE_CLOSE,
+    ROUTE_SALE_UPDATE,
+    ROUTE_SALE_ORDER_CONFIRM,
+    ROUTE_POINTS_ADJUST,
     /* reads */
     ROUTE_POLICY_GET,
     ROUTE_USER_COUPONS,
@@ -56,6 +66,11 @@ typedef enum {
     ROUTE_SALE_GET,
     ROUTE_SALE_ORDER_GET,
     ROUTE_REQUEST_GET,
+    ROUTE_COUPON_VALIDATE, /* a POST that sends nothing: answered from the read models */
+    ROUTE_POLICY_LIST,
+    ROUTE_SALE_LIST,
+    ROUTE_POLICY_STATS,
+    ROUTE_SALE_STATS,
     ROUTE__COUNT
 } parse_route_id;
 
@@ -79,11 +94,13 @@ typedef struct parse_error {
 /* Static facts about routes. The name is the Prometheus label. */
 const char *parse_route_name(parse_route_id r);
 bool parse_route_is_write(parse_route_id r);
-cmd_type parse_route_cmd(parse_route_id r);    /* only for writes */
+/* Only for writes. An order with hold_ms is a HoldOrder, an earn with
+ * available_at an EarnPendingPoints. */
+cmd_type parse_route_cmd(parse_route_id r);
 parse_role parse_route_role(parse_route_id r); /* ROLE_NONE: no key needed */
 
 /* The route table, for checking it against /openapi.json: entry i's
- * method ("GET"/"POST") and path pattern ("/v1/points/{user_id}"), static
+ * method ("GET"/"POST"/"PATCH") and path pattern ("/v1/points/{user_id}"), static
  * strings; i from 0 to parse_route_count() - 1. */
 size_t parse_route_count(void);
 void parse_route_at(size_t i, const char **method, const char **pattern);
@@ -105,6 +122,7 @@ typedef struct parse_input {
     size_t body_len;
     const char *idempotency_key;  /* becomes the request id when present */
     const char *client_id;        /* X-Client-Id */
+    const char *actor;            /* the API key's label, for the commands that record it (controls) */
     const char *fresh_request_id; /* used when there is no Idempotency-Key */
     int64_t now_ms;               /* submitted_at */
     const char *webhook_allow;    /* comma-separated callback hosts */
@@ -114,6 +132,14 @@ typedef struct parse_input {
  * filled and passing cmd_validate(), or -1 with err filled. An empty body is
  * read as {} (cancel order has no fields) and then needs no Content-Type. */
 int parse_cmd(const parse_input *in, promo_cmd *cmd, parse_error *err);
+
+/* The body of POST /v1/coupons/{coupon_id}/validate, {user_id,
+ * order_amount}, checked as a write's body is (size 413, Content-Type 415,
+ * JSON, unknown fields, each field 400); order_amount as a redeem's. Returns
+ * 0 with user_id (PROMO_ID_MAX + 1 bytes) and *order_amount filled, or -1
+ * with err. */
+int parse_validate(const char *content_type, const char *body, size_t body_len, char *user_id, int64_t *order_amount,
+                   parse_error *err);
 
 /* True for "application/json", any case, with optional parameters. */
 bool parse_content_type_json(const char *content_type);
@@ -129,5 +155,9 @@ int parse_limit(const char *s, int *limit, parse_error *err);     /* default 50,
 int parse_wait_ms(const char *s, int *wait_ms, parse_error *err); /* default 0, above 30000 means 30000 */
 int parse_coupon_cursor(const char *s, char *out, size_t out_size, parse_error *err); /* a coupon id; "" if absent */
 int parse_seq_cursor(const char *s, int64_t *seq, parse_error *err); /* a positive integer; 0 if absent */
+/* An id cursor (a policy or sale id); "" if absent. out holds PROMO_ID_MAX + 1 bytes. */
+int parse_id_cursor(const char *s, char *out, parse_error *err);
+/* ?state=: ACTIVE, PAUSED or CLOSED (exactly); "" if absent. out holds 8 bytes. */
+int parse_state(const char *s, char *out, parse_error *err);
 
 #endif

@@ -231,8 +231,9 @@ static int hexval(int c) {
  *   sha256:<64 hex digits>:<role>[:<name>] the SHA-256 of a key (production)
  *
  * with role admin or client, and a name ([A-Za-z0-9_.-]{1,32}, by default
- * "key<n>", n its place in the list) that the logs and the audit name
- * instead of the key. Only digests are kept either way, and every request
+ * "key-" and the first 16 hex digits of the key's SHA-256) that the logs and
+ * the audit (the actor of campaign controls and adjustments) name instead
+ * of the key. Only digests are kept either way, and every request
  * compares against all of them in constant time, so several keys per role
  * rotate without downtime: add the new one, move the clients, drop the old. */
 static int keys_parse(http_server *s, const char *list, char *errstr, size_t errstr_size) {
@@ -298,7 +299,10 @@ static int keys_parse(http_server *s, const char *list, char *errstr, size_t err
             memcpy(k->name, colon + 1, name_len);
             k->name[name_len] = '\0';
         } else {
-            snprintf(k->name, sizeof k->name, "key%d", idx);
+            /* No name given: the first 16 hex digits of the key's SHA-256,
+             * so the audit names a key without holding it. */
+            snprintf(k->name, sizeof k->name, "key-%02x%02x%02x%02x%02x%02x%02x%02x", k->digest[0], k->digest[1],
+                     k->digest[2], k->digest[3], k->digest[4], k->digest[5], k->digest[6], k->digest[7]);
         }
         s->n_keys++;
         p = end;
@@ -412,9 +416,10 @@ static int request_fingerprint(const char *method, const char *path, const char 
     return 0;
 }
 
-/* path: as sent, the one the route was matched on. */
+/* path: as sent, the one the route was matched on; actor: the caller's key, by its name
+ * (the audit the campaign controls keep). */
 static int handle_write(http_server *s, struct mg_connection *conn, const struct mg_request_info *ri, const char *path,
-                        const parse_route *route, char *rid_out, size_t rid_size) {
+                        const parse_route *route, const char *actor, char *rid_out, size_t rid_size) {
     char errstr[256];
     worker *w = worker_get(errstr, sizeof errstr);
     if (!w) {
@@ -438,6 +443,7 @@ static int handle_write(http_server *s, struct mg_connection *conn, const struct
         .body_len = (size_t)len,
         .idempotency_key = mg_get_header(conn, "Idempotency-Key"),
         .client_id = mg_get_header(conn, "X-Client-Id"),
+        .actor = actor[0] ? actor : NULL,
         .fresh_request_id = fresh,
         .now_ms = now_ms(),
         .webhook_allow = s->cfg.webhook_allow,
@@ -549,6 +555,26 @@ static int answer_read(struct mg_connection *conn, const parse_route *r, int rc,
     return send_unavailable(conn, "STORE_UNAVAILABLE", "the status store is unavailable");
 }
 
+/* POST /v1/coupons/{coupon_id}/validate: a body, but no command, and an
+ * answer at once from the read models (status_validate_coupon()). */
+static int handle_validate(struct mg_connection *conn, const struct mg_request_info *ri, const parse_route *r) {
+    char errstr[256] = "", user_id[PROMO_ID_MAX + 1];
+    worker *w = worker_get(errstr, sizeof errstr);
+    if (!w) {
+        log_error("worker setup: %s", errstr);
+        return send_error(conn, 500, "INTERNAL", NULL, "internal error", no_headers);
+    }
+    long len = read_body(conn, ri, w);
+    if (len == -2) return send_error(conn, 400, "INVALID_JSON", NULL, "could not read the body", no_headers);
+    parse_error perr = {413, "PAYLOAD_TOO_LARGE", "", "body too large"};
+    int64_t amount;
+    if (len == -1 || parse_validate(mg_get_header(conn, "Content-Type"), w->body, (size_t)len, user_id, &amount, &perr))
+        return send_parse_error(conn, &perr);
+    char *body = NULL;
+    int rc = status_validate_coupon(r->id1, user_id, amount, now_ms(), &body, errstr, sizeof errstr);
+    return answer_read(conn, r, rc, body, errstr, "");
+}
+
 static int handle_read(struct mg_connection *conn, const struct mg_request_info *ri, const parse_route *r) {
     char errstr[256] = "", qbuf[128], cursor[PROMO_COUPON_ID_MAX + 1];
     char *body = NULL;
@@ -585,6 +611,24 @@ static int handle_read(struct mg_connection *conn, const struct mg_request_info 
     case ROUTE_SALE_ORDER_GET:
         rc = status_get_order(r->id1, r->id2, &body, errstr, sizeof errstr);
         return answer_read(conn, r, rc, body, errstr, "no such order");
+    case ROUTE_COUPON_VALIDATE: return handle_validate(conn, ri, r);
+    case ROUTE_POLICY_LIST:
+    case ROUTE_SALE_LIST: {
+        char state[8], after[PROMO_ID_MAX + 1];
+        if (parse_limit(query_get(ri, "limit", qbuf, sizeof qbuf), &limit, &perr) ||
+            parse_state(query_get(ri, "state", qbuf, sizeof qbuf), state, &perr) ||
+            parse_id_cursor(query_get(ri, "cursor", qbuf, sizeof qbuf), after, &perr))
+            return send_parse_error(conn, &perr);
+        rc = r->id == ROUTE_POLICY_LIST ? status_list_policies(state, after, limit, &body, errstr, sizeof errstr)
+                                        : status_list_sales(state, after, limit, &body, errstr, sizeof errstr);
+        return answer_read(conn, r, rc, body, errstr, "");
+    }
+    case ROUTE_POLICY_STATS:
+        rc = status_policy_stats(r->id1, now_ms(), &body, errstr, sizeof errstr);
+        return answer_read(conn, r, rc, body, errstr, "no such coupon policy");
+    case ROUTE_SALE_STATS:
+        rc = status_sale_stats(r->id1, &body, errstr, sizeof errstr);
+        return answer_read(conn, r, rc, body, errstr, "no such time sale");
     default: return send_error(conn, 404, "NOT_FOUND", NULL, "no such resource", no_headers);
     }
 }
@@ -772,8 +816,9 @@ static int handle(struct mg_connection *conn, void *cbdata) {
         break;
     case ROUTE_DOCS_ASSET: status = handle_docs_asset(s, conn, &route); break;
     default:
-        status = parse_route_is_write(route.id) ? handle_write(s, conn, ri, path, &route, rid, sizeof rid)
-                                                : handle_read(conn, ri, &route);
+        status = parse_route_is_write(route.id)
+                     ? handle_write(s, conn, ri, path, &route, key_name ? key_name : "", rid, sizeof rid)
+                     : handle_read(conn, ri, &route);
     }
 done:;
     int64_t us = mono_us() - t0;

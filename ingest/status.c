@@ -593,26 +593,91 @@ static const col policy_cols[] = {
     {"total_quantity", COL_INT}, {"per_user_limit", COL_INT}, {"issue_starts_at", COL_INT},
     {"issue_ends_at", COL_INT},  {"valid_until", COL_INT},    {"valid_days", COL_INT},
     {"issued", COL_INT},         {"redeemed", COL_INT},       {"created_at", COL_INT},
+    {"state", COL_STR},
 };
+
+/* The policy columns every answer about a policy shows, in policy_cols'
+ * order. redeemed is the count every result of the policy carries (and
+ * migration 007 counted once for policies older than that). */
+#define POLICY_SELECT                                                                                                  \
+    "SELECT policy_id, name, discount_type, discount_value, max_discount, min_order_amount, total_quantity, "          \
+    "per_user_limit, issue_starts_at, issue_ends_at, valid_until, valid_days, issued, redeemed, created_at, state "    \
+    "FROM coupon_policies"
+
+/* remaining, from total_quantity and issued. */
+static void policy_remaining(json_t *o) {
+    json_int_t total = json_integer_value(json_object_get(o, "total_quantity"));
+    json_int_t issued = json_integer_value(json_object_get(o, "issued"));
+    json_object_set_new(o, "remaining", json_integer(total > issued ? total - issued : 0));
+}
 
 int status_get_policy(const char *policy_id, char **out, char *errstr, size_t errstr_size) {
     char id[2 * ID_BUF], sql[768];
     if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
-    snprintf(sql, sizeof sql,
-             "SELECT policy_id, name, discount_type, discount_value, max_discount, min_order_amount, "
-             "total_quantity, per_user_limit, issue_starts_at, issue_ends_at, valid_until, valid_days, issued, "
-             /* Counted from the coupons (index coupons_policy_status): a
-              * result carries no redeemed total, and a count kept by the
-              * sink would have to survive replays. */
-             "(SELECT COUNT(*) FROM coupons c WHERE c.policy_id = p.policy_id AND c.status = 'REDEEMED'), "
-             "created_at FROM coupon_policies p WHERE policy_id = '%s'",
-             id);
+    snprintf(sql, sizeof sql, POLICY_SELECT " WHERE policy_id = '%s'", id);
     json_t *o;
     int rc = select_one(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &o, errstr, errstr_size);
     if (rc) return rc;
-    json_int_t total = json_integer_value(json_object_get(o, "total_quantity"));
-    json_int_t issued = json_integer_value(json_object_get(o, "issued"));
-    json_object_set_new(o, "remaining", json_integer(total > issued ? total - issued : 0));
+    policy_remaining(o);
+    return finish(o, out, errstr, errstr_size);
+}
+
+/* " WHERE [state = 's' AND] id > 'after'" for a page of a list. */
+static int page_where(const char *id_col, const char *state, const char *after, char *out, size_t out_size,
+                      char *errstr, size_t errstr_size) {
+    char st[32], aft[2 * ID_BUF];
+    if (mysql_esc(state, st, sizeof st, errstr, errstr_size) || mysql_esc(after, aft, sizeof aft, errstr, errstr_size))
+        return -1;
+    snprintf(out, out_size, " WHERE %s%s%s%s > '%s' ORDER BY %s", state[0] ? "state = '" : "", st,
+             state[0] ? "' AND " : "", id_col, aft, id_col);
+    return 0;
+}
+
+int status_list_policies(const char *state, const char *after, int limit, char **out, char *errstr,
+                         size_t errstr_size) {
+    char where[320], sql[1024];
+    if (page_where("policy_id", state, after, where, sizeof where, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, POLICY_SELECT "%s LIMIT %d", where, limit + 1);
+    json_t *rows;
+    if (select_rows(sql, policy_cols, sizeof policy_cols / sizeof policy_cols[0], &rows, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < json_array_size(rows); i++) policy_remaining(json_array_get(rows, i));
+    return finish_page(rows, limit, "policy_id", out, errstr, errstr_size);
+}
+
+static const col policy_stats_cols[] = {
+    {"policy_id", COL_STR},      {"state", COL_STR},      {"total_quantity", COL_INT},
+    {"issued", COL_INT},         {"redeemed", COL_INT},   {"cancelled_redemptions", COL_INT},
+    {"discount_total", COL_INT}, {"created_at", COL_INT},
+};
+static const col minute_cols[] = {{"minute", COL_INT}, {"issued", COL_INT}};
+
+int status_policy_stats(const char *policy_id, int64_t now, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[640];
+    if (mysql_esc(policy_id, id, sizeof id, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT policy_id, state, total_quantity, issued, redeemed, cancelled_redemptions, discount_total, "
+             "created_at FROM coupon_policies WHERE policy_id = '%s'",
+             id);
+    json_t *o;
+    int rc = select_one(sql, policy_stats_cols, sizeof policy_stats_cols / sizeof policy_stats_cols[0], &o, errstr,
+                        errstr_size);
+    if (rc) return rc;
+    policy_remaining(o);
+    /* Issues per minute of the last hour, by issued_at (the log's time of
+     * each issue), oldest first, minutes without issues left out: a range of
+     * index coupons_policy_issued. */
+    int64_t from = (now / 60000 - 59) * 60000;
+    snprintf(sql, sizeof sql,
+             "SELECT issued_at DIV 60000 * 60000 AS minute, COUNT(*) FROM coupons WHERE policy_id = '%s' AND "
+             "issued_at >= %lld GROUP BY minute ORDER BY minute",
+             id, (long long)from);
+    json_t *minutes;
+    if (select_rows(sql, minute_cols, 2, &minutes, errstr, errstr_size)) {
+        json_decref(o);
+        return -1;
+    }
+    json_object_set_new(o, "issued_per_minute", minutes);
     return finish(o, out, errstr, errstr_size);
 }
 
@@ -638,20 +703,23 @@ int status_list_coupons(const char *user_id, const char *after_coupon_id, int li
 }
 
 static const col points_cols[] = {
-    {"balance", COL_INT}, {"next_expiry_at", COL_INT}, {"next_expiry_amount", COL_INT}, {"version", COL_INT}};
+    {"balance", COL_INT}, {"next_expiry_at", COL_INT},    {"next_expiry_amount", COL_INT},
+    {"pending", COL_INT}, {"next_available_at", COL_INT}, {"next_available_amount", COL_INT},
+    {"version", COL_INT}};
 
 int status_get_points(const char *user_id, char **out, char *errstr, size_t errstr_size) {
-    char uid[2 * ID_BUF], sql[320];
+    char uid[2 * ID_BUF], sql[512];
     if (mysql_esc(user_id, uid, sizeof uid, errstr, errstr_size)) return -1;
     snprintf(sql, sizeof sql,
-             "SELECT balance, next_expiry_at, next_expiry_amount, version FROM point_accounts WHERE user_id = '%s'",
+             "SELECT balance, next_expiry_at, next_expiry_amount, pending, next_available_at, next_available_amount, "
+             "version FROM point_accounts WHERE user_id = '%s'",
              uid);
     json_t *o;
     int rc = select_one(sql, points_cols, sizeof points_cols / sizeof points_cols[0], &o, errstr, errstr_size);
     if (rc < 0) return rc;
     if (rc == STATUS_NOT_FOUND)
-        o = json_pack("{s:I,s:n,s:n,s:I}", "balance", (json_int_t)0, "next_expiry_at", "next_expiry_amount", "version",
-                      (json_int_t)0);
+        o = json_pack("{s:I,s:n,s:n,s:I,s:n,s:n,s:I}", "balance", (json_int_t)0, "next_expiry_at", "next_expiry_amount",
+                      "pending", (json_int_t)0, "next_available_at", "next_available_amount", "version", (json_int_t)0);
     json_t *all = json_pack("{s:s}", "user_id", user_id);
     if (all && o) json_object_update(all, o);
     json_decref(o);
@@ -681,28 +749,66 @@ int status_list_history(const char *user_id, int64_t before_seq, int limit, char
 static const col sale_cols[] = {
     {"sale_id", COL_STR},    {"product_id", COL_STR}, {"name", COL_STR},           {"original_price", COL_INT},
     {"sale_price", COL_INT}, {"stock", COL_INT},      {"per_user_limit", COL_INT}, {"starts_at", COL_INT},
-    {"ends_at", COL_INT},    {"sold", COL_INT},       {"created_at", COL_INT},
+    {"ends_at", COL_INT},    {"sold", COL_INT},       {"created_at", COL_INT},     {"state", COL_STR},
+    {"hold_ms", COL_INT},    {"held", COL_INT},
 };
+
+#define SALE_SELECT                                                                                                    \
+    "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, ends_at, sold, "  \
+    "created_at, state, hold_ms, held FROM time_sales"
+
+/* remaining, from stock, sold and held. */
+static void sale_remaining(json_t *o) {
+    json_int_t stock = json_integer_value(json_object_get(o, "stock"));
+    json_int_t taken = json_integer_value(json_object_get(o, "sold")) + json_integer_value(json_object_get(o, "held"));
+    json_object_set_new(o, "remaining", json_integer(stock > taken ? stock - taken : 0));
+}
 
 int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
     char id[2 * ID_BUF], sql[512];
     if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
-    snprintf(sql, sizeof sql,
-             "SELECT sale_id, product_id, name, original_price, sale_price, stock, per_user_limit, starts_at, "
-             "ends_at, sold, created_at FROM time_sales WHERE sale_id = '%s'",
-             id);
+    snprintf(sql, sizeof sql, SALE_SELECT " WHERE sale_id = '%s'", id);
     json_t *o;
     int rc = select_one(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &o, errstr, errstr_size);
     if (rc) return rc;
-    json_int_t stock = json_integer_value(json_object_get(o, "stock"));
-    json_int_t sold = json_integer_value(json_object_get(o, "sold"));
-    json_object_set_new(o, "remaining", json_integer(stock > sold ? stock - sold : 0));
+    sale_remaining(o);
+    return finish(o, out, errstr, errstr_size);
+}
+
+int status_list_sales(const char *state, const char *after, int limit, char **out, char *errstr, size_t errstr_size) {
+    char where[320], sql[1024];
+    if (page_where("sale_id", state, after, where, sizeof where, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql, SALE_SELECT "%s LIMIT %d", where, limit + 1);
+    json_t *rows;
+    if (select_rows(sql, sale_cols, sizeof sale_cols / sizeof sale_cols[0], &rows, errstr, errstr_size)) return -1;
+    for (size_t i = 0; i < json_array_size(rows); i++) sale_remaining(json_array_get(rows, i));
+    return finish_page(rows, limit, "sale_id", out, errstr, errstr_size);
+}
+
+static const col sale_stats_cols[] = {
+    {"sale_id", COL_STR},    {"state", COL_STR},      {"stock", COL_INT},   {"orders", COL_INT},
+    {"units_sold", COL_INT}, {"units_held", COL_INT}, {"expired", COL_INT}, {"cancelled", COL_INT},
+    {"revenue", COL_INT},    {"remaining", COL_INT},
+};
+
+int status_sale_stats(const char *sale_id, char **out, char *errstr, size_t errstr_size) {
+    char id[2 * ID_BUF], sql[640];
+    if (mysql_esc(sale_id, id, sizeof id, errstr, errstr_size)) return -1;
+    /* revenue: the units sold (placed, not cancelled) at the sale price. */
+    snprintf(sql, sizeof sql,
+             "SELECT sale_id, state, stock, orders, sold, held, expired_orders, cancelled_orders, sold * sale_price, "
+             "GREATEST(stock - sold - held, 0) FROM time_sales WHERE sale_id = '%s'",
+             id);
+    json_t *o;
+    int rc =
+        select_one(sql, sale_stats_cols, sizeof sale_stats_cols / sizeof sale_stats_cols[0], &o, errstr, errstr_size);
+    if (rc) return rc;
     return finish(o, out, errstr, errstr_size);
 }
 
 static const col order_cols[] = {
-    {"sale_id", COL_STR},  {"order_id", COL_STR}, {"user_id", COL_STR},
-    {"quantity", COL_INT}, {"status", COL_STR},   {"placed_at", COL_INT},
+    {"sale_id", COL_STR}, {"order_id", COL_STR},  {"user_id", COL_STR},         {"quantity", COL_INT},
+    {"status", COL_STR},  {"placed_at", COL_INT}, {"hold_expires_at", COL_INT},
 };
 
 int status_get_order(const char *sale_id, const char *order_id, char **out, char *errstr, size_t errstr_size) {
@@ -711,13 +817,63 @@ int status_get_order(const char *sale_id, const char *order_id, char **out, char
         mysql_esc(order_id, oid, sizeof oid, errstr, errstr_size))
         return -1;
     snprintf(sql, sizeof sql,
-             "SELECT sale_id, order_id, user_id, quantity, status, placed_at FROM sale_orders "
-             "WHERE sale_id = '%s' AND order_id = '%s'",
+             /* The deadline only while it holds. */
+             "SELECT sale_id, order_id, user_id, quantity, status, placed_at, "
+             "IF(status = 'HELD', hold_expires_at, NULL) FROM sale_orders WHERE sale_id = '%s' AND order_id = '%s'",
              sid, oid);
     json_t *o;
     int rc = select_one(sql, order_cols, sizeof order_cols / sizeof order_cols[0], &o, errstr, errstr_size);
     if (rc) return rc;
     return finish(o, out, errstr, errstr_size);
+}
+
+static const col validate_cols[] = {
+    {"user_id", COL_STR},        {"status", COL_STR},       {"expires_at", COL_INT},       {"discount_type", COL_STR},
+    {"discount_value", COL_INT}, {"max_discount", COL_INT}, {"min_order_amount", COL_INT},
+};
+
+int status_validate_coupon(const char *coupon_id, const char *user_id, int64_t order_amount, int64_t now, char **out,
+                           char *errstr, size_t errstr_size) {
+    char cid[2 * ID_BUF], sql[640];
+    if (mysql_esc(coupon_id, cid, sizeof cid, errstr, errstr_size)) return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT c.user_id, c.status, c.expires_at, p.discount_type, p.discount_value, p.max_discount, "
+             "p.min_order_amount FROM coupons c JOIN coupon_policies p ON p.policy_id = c.policy_id "
+             "WHERE c.coupon_id = '%s'",
+             cid);
+    json_t *o = NULL;
+    int rc = select_one(sql, validate_cols, sizeof validate_cols / sizeof validate_cols[0], &o, errstr, errstr_size);
+    if (rc < 0) return rc;
+    const char *why = NULL;
+    int64_t discount = 0;
+    if (rc == STATUS_NOT_FOUND) {
+        why = "NOT_FOUND";
+    } else {
+        json_t *exp = json_object_get(o, "expires_at"), *max = json_object_get(o, "max_discount");
+        const char *owner = json_string_value(json_object_get(o, "user_id"));
+        const char *status = json_string_value(json_object_get(o, "status"));
+        if (!owner || strcmp(owner, user_id) != 0)
+            why = "NOT_OWNER";
+        else if (status && strcmp(status, "REDEEMED") == 0)
+            why = "ALREADY_REDEEMED";
+        else if (json_is_integer(exp) && now >= json_integer_value(exp))
+            why = "EXPIRED";
+        else if (order_amount < json_integer_value(json_object_get(o, "min_order_amount")))
+            why = "MIN_ORDER_NOT_MET";
+        else {
+            coupon_policy_def d = {0};
+            const char *type = json_string_value(json_object_get(o, "discount_type"));
+            d.discount_type = type && strcmp(type, "PERCENT") == 0 ? DISCOUNT_PERCENT : DISCOUNT_FIXED;
+            d.discount_value = json_integer_value(json_object_get(o, "discount_value"));
+            d.has_max_discount = json_is_integer(max);
+            d.max_discount = json_integer_value(max);
+            discount = coupon_policy_discount(&d, order_amount);
+        }
+        json_decref(o);
+    }
+    json_t *j = json_pack("{s:s,s:b,s:o,s:o}", "coupon_id", coupon_id, "valid", why == NULL, "discount",
+                          why ? json_null() : json_integer(discount), "reason", why ? json_string(why) : json_null());
+    return finish(j, out, errstr, errstr_size);
 }
 
 /* requests.result holds the exact body, so it is returned untouched. */

@@ -107,7 +107,29 @@ int status_get_points(const char *user_id, char **out, char *errstr, size_t errs
 int status_list_history(const char *user_id, int64_t before_seq, int limit, char **out, char *errstr,
                         size_t errstr_size);
 int status_get_sale(const char *sale_id, char **out, char *errstr, size_t errstr_size);
+/* Pages of policies and sales by id, after the cursor id ("" = from the
+ * first), in one state ("" = every state). */
+int status_list_policies(const char *state, const char *after, int limit, char **out, char *errstr,
+                         size_t errstr_size);
+int status_list_sales(const char *state, const char *after, int limit, char **out, char *errstr, size_t errstr_size);
+/* Operators' numbers. A policy's: issued, remaining, redeemed,
+ * cancelled_redemptions, discount_total, and issued_per_minute, the issues
+ * of each minute of the hour up to now (by issued_at) that had some. A
+ * sale's: orders, units_sold, units_held, expired, cancelled, revenue
+ * (units sold at the sale price), remaining. */
+int status_policy_stats(const char *policy_id, int64_t now, char **out, char *errstr, size_t errstr_size);
+int status_sale_stats(const char *sale_id, char **out, char *errstr, size_t errstr_size);
 int status_get_order(const char *sale_id, const char *order_id, char **out, char *errstr, size_t errstr_size);
+
+/* POST /v1/coupons/{coupon_id}/validate: would a redeem of this coupon by
+ * user_id for order_amount succeed now (the caller's clock), and with what
+ * discount? Answered from the read models with the redeem's rules, in their
+ * order (NOT_FOUND, NOT_OWNER, ALREADY_REDEEMED, EXPIRED, MIN_ORDER_NOT_MET):
+ * {"coupon_id", "valid", "discount", "reason"}, never STATUS_NOT_FOUND (an
+ * unknown coupon is valid: false). Advisory: the read models trail the log,
+ * and the redeem decides. */
+int status_validate_coupon(const char *coupon_id, const char *user_id, int64_t order_amount, int64_t now,
+                           char **out, char *errstr, size_t errstr_size);
 
 /* Round trips for /readyz. Return 0 or -1 with errstr. */
 int status_ping_redis(char *errstr, size_t errstr_size);

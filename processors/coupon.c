@@ -18,13 +18,25 @@
  * is listed once), so dump() never scans the state. Issuing allocates only
  * when a user is new or an array has to grow.
  *
+ * Campaign controls (DESIGN.md §4a): a policy is ACTIVE, PAUSED or CLOSED
+ * (issues are refused while it is not ACTIVE; redemptions go on), and a
+ * PATCH may change total_quantity (never below issued), per_user_limit,
+ * issue_ends_at and valid_until.
+ *
  * Checkpoint entries (bytes.h encoding, version byte first):
- *   "p:<policy_id>"           definition, issued, redeemed, version
- *   "c:<policy_id>:<serial>"  owner, status, issued_at, expires_at, order_id,
- *                             discount
- * Per-user issue counts are not stored: load() derives them from the coupons.
- * Nor is a coupon's expiry held in memory: it is a function of the immutable
- * policy and the issue time, recomputed when needed and checked on load().
+ *   "p:<policy_id>"           version 2: definition, issued, redeemed,
+ *                             version, state, cancelled redemptions, eras
+ *                             (version 1, written before turn 2, ends after
+ *                             version and loads as ACTIVE, none cancelled)
+ *   "c:<policy_id>:<serial>"  version 1: owner, status, issued_at,
+ *                             expires_at, order_id, discount
+ * Per-user issue counts are not stored: load() derives them from the
+ * coupons, and so the discount total of the redeemed ones. Nor is a coupon's
+ * expiry held in memory: it is a function of the policy's validity when the
+ * coupon was issued and the issue time, recomputed when needed and checked
+ * on load(). A PATCH of valid_until applies to coupons issued after it: the
+ * validity it replaced is kept as an era covering the serials issued under
+ * it (a policy has a few eras at most, never a field per coupon).
  * load() takes entries in any order, and repeats: a coupon whose policy is not
  * loaded yet, or whose serial is beyond the loaded policy's issued count (a
  * newer delta arriving before its policy entry), waits in the policy's pending
@@ -47,7 +59,9 @@
 #define HASH_NONFATAL_OOM 1
 #include <uthash.h>
 
-#define COUPON_ENTRY_VERSION 1
+#define COUPON_ENTRY_VERSION 1  /* coupon entries, and policy entries before turn 2 */
+#define COUPON_POLICY_VERSION 2 /* policy entries: v1 and state, cancelled, eras */
+#define COUPON_ERAS_MAX 64      /* valid_until changes that outlive coupons; more is TOO_MANY_CHANGES */
 #define COUPON_DAY_MS 86400000LL
 /* Dirty coupons are listed by 32-bit index, and per-user counts are int32. */
 #define COUPON_SERIAL_MAX INT32_MAX
@@ -81,12 +95,25 @@ typedef struct coupon_pending {
     int64_t expires_at;
 } coupon_pending;
 
+/* The validity coupons up to a serial were issued under, before a PATCH
+ * changed valid_until: a coupon keeps the expiry it was issued with. */
+typedef struct coupon_era {
+    int64_t upto; /* the last serial issued under it */
+    bool has_valid_until;
+    int64_t valid_until;
+} coupon_era;
+
 typedef struct coupon_policy {
     UT_hash_handle hh; /* key: def.policy_id */
     coupon_policy_def def;
-    bool defined; /* false while only coupons of the policy were loaded */
-    bool listed;  /* in the state's dirty list */
+    bool defined;  /* false while only coupons of the policy were loaded */
+    bool listed;   /* in the state's dirty list */
+    uint8_t state; /* campaign_state */
     int64_t issued, redeemed, version;
+    int64_t cancelled;      /* redemptions cancelled, ever */
+    int64_t discount_total; /* of the placed coupons redeemed now; derived, never stored */
+    coupon_era *eras;       /* oldest first, upto increasing */
+    size_t n_eras;
     coupon *coupons;  /* coupons[serial - 1] */
     size_t n_coupons; /* highest serial placed */
     size_t n_placed;  /* slots with an owner */
@@ -251,6 +278,9 @@ static void coupon_policy_clear(coupon_policy *p) {
     free(p->dirty_idx);
     free(p->pending);
     free(p->users);
+    free(p->eras);
+    p->eras = NULL;
+    p->n_eras = 0;
     arena_free_all(&p->arena);
     p->users = NULL;
     p->users_cap = p->n_users = 0;
@@ -261,6 +291,8 @@ static void coupon_policy_clear(coupon_policy *p) {
     p->n_coupons = p->n_placed = p->cap_coupons = p->n_dirty = p->cap_dirty = 0;
     p->n_pending = p->cap_pending = 0;
     p->issued = p->redeemed = p->version = 0;
+    p->cancelled = p->discount_total = 0;
+    p->state = CAMPAIGN_ACTIVE;
     p->defined = false;
 }
 
@@ -318,21 +350,19 @@ static int64_t coupon_expiry(const coupon_policy_def *d, int64_t now) {
     return e;
 }
 
-/* The discount for an order, never above the order amount. The percent form
- * is floor(amount * value / 100) without forming amount * value: with
- * amount = 100q + r it is q * value + floor(r * value / 100), and q * value
- * <= amount because value <= 100. */
-static int64_t coupon_discount(const coupon_policy_def *d, int64_t amount) {
-    int64_t x;
-    if (d->discount_type == DISCOUNT_PERCENT) {
-        x = amount / 100 * d->discount_value + amount % 100 * d->discount_value / 100;
-        if (d->has_max_discount && x > d->max_discount) x = d->max_discount;
-    } else {
-        x = d->discount_value;
+/* The expiry of the coupon with this serial issued at issued_at: under the
+ * validity of its era, the current definition's past the last era. */
+static int64_t coupon_expiry_of(const coupon_policy *p, int64_t serial, int64_t issued_at) {
+    for (size_t i = 0; i < p->n_eras; i++) {
+        if (serial > p->eras[i].upto) continue;
+        coupon_policy_def d = p->def;
+        d.has_valid_until = p->eras[i].has_valid_until;
+        d.valid_until = p->eras[i].valid_until;
+        return coupon_expiry(&d, issued_at);
     }
-    if (x > amount) x = amount;
-    return x < 0 ? 0 : x;
+    return coupon_expiry(&p->def, issued_at);
 }
+
 
 /* Writes "<policy_id>:<serial>" into out (PROMO_COUPON_ID_MAX + 1 bytes):
  * by hand, because it runs once per issued coupon. */
@@ -351,13 +381,21 @@ static void coupon_id_format(char *out, const char *policy_id, int64_t serial) {
     out[n] = '\0';
 }
 
-/* What every result on an existing policy carries. */
+/* What every result on an existing policy carries: its counts and state. */
 static void coupon_result_policy(promo_result *res, const coupon_policy *p) {
     res->has_issued = true;
     res->issued = p->issued;
     res->has_remaining = true;
-    res->remaining = p->def.total_quantity - p->issued;
+    /* Never negative: a PATCH keeps total_quantity at or above issued. */
+    res->remaining = p->def.total_quantity > p->issued ? p->def.total_quantity - p->issued : 0;
     res->version = p->version;
+    strcpy(res->state, campaign_state_name((campaign_state)p->state));
+    res->has_redeemed = true;
+    res->redeemed = p->redeemed;
+    res->has_cancelled_redemptions = true;
+    res->cancelled_redemptions = p->cancelled;
+    res->has_discount_total = true;
+    res->discount_total = p->discount_total;
 }
 
 static void coupon_result_coupon(promo_result *res, const coupon_policy *p, const coupon *c, int64_t serial) {
@@ -367,7 +405,7 @@ static void coupon_result_coupon(promo_result *res, const coupon_policy *p, cons
     res->has_issued_at = true;
     res->issued_at = c->issued_at;
     res->has_expires_at = true;
-    res->expires_at = coupon_expiry(&p->def, c->issued_at);
+    res->expires_at = coupon_expiry_of(p, serial, c->issued_at);
 }
 
 /* The defined policy named id, for apply(); NULL if there is none. */
@@ -426,7 +464,13 @@ static int coupon_issue(coupon_state *s, const promo_cmd *cmd, int64_t now, prom
     coupon_user_key uk = coupon_user_key_of(uid);
     coupon_user *u = coupon_user_find(p, &uk);
     const char *why = NULL;
-    if (now < p->def.issue_starts_at)
+    /* The campaign's state first: a paused or closed policy says so, not
+     * that it is out of coupons. */
+    if (p->state == CAMPAIGN_PAUSED)
+        why = "PAUSED";
+    else if (p->state == CAMPAIGN_CLOSED)
+        why = "CLOSED";
+    else if (now < p->def.issue_starts_at)
         why = "NOT_STARTED";
     else if (now >= p->def.issue_ends_at)
         why = "ENDED";
@@ -489,7 +533,7 @@ static int coupon_redeem(coupon_state *s, const promo_cmd *cmd, int64_t now, pro
         why = "NOT_OWNER";
     else if (c->redemption)
         why = "ALREADY_REDEEMED";
-    else if (now >= coupon_expiry(&p->def, c->issued_at))
+    else if (now >= coupon_expiry_of(p, serial, c->issued_at))
         why = "EXPIRED";
     else if (cmd->u.redeem.order_amount < p->def.min_order_amount)
         why = "MIN_ORDER_NOT_MET";
@@ -498,10 +542,11 @@ static int coupon_redeem(coupon_state *s, const promo_cmd *cmd, int64_t now, pro
         return 0;
     }
 
-    int64_t discount = coupon_discount(&p->def, cmd->u.redeem.order_amount);
+    int64_t discount = coupon_policy_discount(&p->def, cmd->u.redeem.order_amount);
     if (coupon_reserve_dirty(s, p) != 0) return -1;
     if (!(c->redemption = coupon_redemption_new(cmd->u.redeem.order_id, discount))) return -1;
     p->redeemed++;
+    p->discount_total += discount;
     p->version++;
     coupon_mark_dirty(s, p, (size_t)(serial - 1));
 
@@ -540,6 +585,8 @@ static int coupon_cancel(coupon_state *s, const promo_cmd *cmd, promo_result *re
     free(c->redemption);
     c->redemption = NULL;
     p->redeemed--;
+    p->cancelled++;
+    p->discount_total -= discount;
     p->version++;
     coupon_mark_dirty(s, p, (size_t)(serial - 1));
 
@@ -551,6 +598,95 @@ static int coupon_cancel(coupon_state *s, const promo_cmd *cmd, promo_result *re
     return 0;
 }
 
+/* Pause, resume and close (DESIGN.md §4a). A control that changes nothing
+ * (pausing a paused policy, closing a closed one) succeeds without a new
+ * version, so an operator may simply retry; CLOSED is final. Every control
+ * answers with the policy's definition, like a create. */
+static int coupon_control(coupon_state *s, const promo_cmd *cmd, promo_result *res) {
+    strcpy(res->policy_id, cmd->u.policy_control.policy_id);
+    coupon_policy *p = coupon_policy_live(s, cmd->u.policy_control.policy_id);
+    if (!p) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    coupon_result_policy(res, p);
+    uint8_t to = cmd->type == CMD_PAUSE_COUPON_POLICY    ? CAMPAIGN_PAUSED
+                 : cmd->type == CMD_RESUME_COUPON_POLICY ? CAMPAIGN_ACTIVE
+                                                         : CAMPAIGN_CLOSED;
+    if (p->state == CAMPAIGN_CLOSED && to != CAMPAIGN_CLOSED) {
+        result_reject(res, "CLOSED");
+        return 0;
+    }
+    if (p->state != to) {
+        if (coupon_reserve_dirty(s, p) != 0) return -1;
+        p->state = to;
+        p->version++;
+        coupon_mark_dirty(s, p, SIZE_MAX);
+    }
+    res->has_policy = true;
+    res->policy = p->def;
+    coupon_result_policy(res, p);
+    return 0;
+}
+
+/* PATCH: total_quantity, per_user_limit, issue_ends_at, valid_until. Never
+ * below what exists (BELOW_ISSUED); the windows must stay well formed
+ * against the stored definition (INVALID_WINDOW: cmd_validate() checked
+ * what the command alone says). A lower per_user_limit leaves users above it
+ * with their coupons, and gives them no more. A new valid_until applies to
+ * coupons issued from now on: the ones issued before keep the expiry they
+ * were issued with, remembered as an era (COUPON_ERAS_MAX of them). */
+static int coupon_update(coupon_state *s, const promo_cmd *cmd, promo_result *res) {
+    const coupon_policy_update *u = &cmd->u.update_policy;
+    strcpy(res->policy_id, u->policy_id);
+    coupon_policy *p = coupon_policy_live(s, u->policy_id);
+    if (!p) {
+        result_reject(res, "NOT_FOUND");
+        return 0;
+    }
+    coupon_result_policy(res, p);
+    coupon_policy_def d = p->def;
+    if (u->has_total_quantity) d.total_quantity = u->total_quantity;
+    if (u->has_per_user_limit) d.per_user_limit = u->per_user_limit;
+    if (u->has_issue_ends_at) d.issue_ends_at = u->issue_ends_at;
+    if (u->has_valid_until) {
+        d.has_valid_until = true;
+        d.valid_until = u->valid_until;
+    }
+    bool validity_changed =
+        d.has_valid_until != p->def.has_valid_until || (d.has_valid_until && d.valid_until != p->def.valid_until);
+    /* Coupons issued under the validity being replaced need an era. */
+    bool new_era = validity_changed && p->issued > (p->n_eras ? p->eras[p->n_eras - 1].upto : 0);
+    const char *why = NULL;
+    if (p->state == CAMPAIGN_CLOSED)
+        why = "CLOSED";
+    else if (d.total_quantity < p->issued)
+        why = "BELOW_ISSUED";
+    else if (d.issue_ends_at <= d.issue_starts_at || (d.has_valid_until && d.valid_until < d.issue_ends_at))
+        why = "INVALID_WINDOW";
+    else if (new_era && p->n_eras >= COUPON_ERAS_MAX)
+        why = "TOO_MANY_CHANGES";
+    if (why) {
+        result_reject(res, why);
+        return 0;
+    }
+
+    if (coupon_reserve_dirty(s, p) != 0) return -1;
+    if (new_era) {
+        coupon_era *e = realloc(p->eras, (p->n_eras + 1) * sizeof *e);
+        if (!e) return -1;
+        p->eras = e;
+        e[p->n_eras++] = (coupon_era){p->issued, p->def.has_valid_until, p->def.valid_until};
+    }
+    coupon_def_copy(&p->def, &d);
+    p->version++;
+    coupon_mark_dirty(s, p, SIZE_MAX);
+    res->has_policy = true;
+    res->policy = p->def;
+    coupon_result_policy(res, p);
+    return 0;
+}
+
 static int coupon_apply(void *state, const promo_cmd *cmd, int64_t now, promo_result *res) {
     coupon_state *s = state;
     switch (cmd->type) {
@@ -558,6 +694,10 @@ static int coupon_apply(void *state, const promo_cmd *cmd, int64_t now, promo_re
     case CMD_ISSUE_COUPON: return coupon_issue(s, cmd, now, res);
     case CMD_REDEEM_COUPON: return coupon_redeem(s, cmd, now, res);
     case CMD_CANCEL_REDEMPTION: return coupon_cancel(s, cmd, res);
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: return coupon_control(s, cmd, res);
+    case CMD_UPDATE_COUPON_POLICY: return coupon_update(s, cmd, res);
     default:
         /* The runtime routes by topic, so this is another domain's command
          * published to the coupon topic: a result, not a crash. */
@@ -571,7 +711,7 @@ static int coupon_apply(void *state, const promo_cmd *cmd, int64_t now, promo_re
 static void coupon_encode_policy(bytes_w *w, const coupon_policy *p) {
     const coupon_policy_def *d = &p->def;
     bytes_w_reset(w);
-    bytes_put_u8(w, COUPON_ENTRY_VERSION);
+    bytes_put_u8(w, COUPON_POLICY_VERSION);
     bytes_put_str(w, d->name);
     bytes_put_u8(w, (uint8_t)d->discount_type);
     bytes_put_i64(w, d->discount_value);
@@ -589,6 +729,15 @@ static void coupon_encode_policy(bytes_w *w, const coupon_policy *p) {
     bytes_put_i64(w, p->issued);
     bytes_put_i64(w, p->redeemed);
     bytes_put_i64(w, p->version);
+    /* Version 2 from here on. */
+    bytes_put_u8(w, p->state);
+    bytes_put_i64(w, p->cancelled);
+    bytes_put_i64(w, (int64_t)p->n_eras);
+    for (size_t i = 0; i < p->n_eras; i++) {
+        bytes_put_i64(w, p->eras[i].upto);
+        bytes_put_u8(w, p->eras[i].has_valid_until);
+        bytes_put_i64(w, p->eras[i].valid_until);
+    }
 }
 
 static void coupon_encode_coupon(bytes_w *w, const coupon *c, int64_t expires_at) {
@@ -629,8 +778,9 @@ static int coupon_dump_all(coupon_state *s, bytes_w *w, domain_emit_fn emit, voi
         if (p->defined && (rc = coupon_emit_policy(w, p, emit, ctx)) != 0) return rc;
         for (size_t i = 0; i < p->n_coupons; i++) {
             const coupon *c = &p->coupons[i];
-            if (c->owner && (rc = coupon_emit_coupon(w, p, c, (int64_t)i + 1, coupon_expiry(&p->def, c->issued_at),
-                                                     emit, ctx)) != 0)
+            if (c->owner &&
+                (rc = coupon_emit_coupon(w, p, c, (int64_t)i + 1, coupon_expiry_of(p, (int64_t)i + 1, c->issued_at),
+                                         emit, ctx)) != 0)
                 return rc;
         }
         for (size_t i = 0; i < p->n_pending; i++) {
@@ -648,8 +798,9 @@ static int coupon_dump_dirty(coupon_state *s, bytes_w *w, domain_emit_fn emit, v
         if ((rc = coupon_emit_policy(w, p, emit, ctx)) != 0) return rc;
         for (size_t j = 0; j < p->n_dirty; j++) {
             const coupon *c = &p->coupons[p->dirty_idx[j]];
-            if ((rc = coupon_emit_coupon(w, p, c, (int64_t)p->dirty_idx[j] + 1, coupon_expiry(&p->def, c->issued_at),
-                                         emit, ctx)) != 0)
+            if ((rc = coupon_emit_coupon(w, p, c, (int64_t)p->dirty_idx[j] + 1,
+                                         coupon_expiry_of(p, (int64_t)p->dirty_idx[j] + 1, c->issued_at), emit, ctx)) !=
+                0)
                 return rc;
         }
     }
@@ -682,12 +833,14 @@ static int coupon_place(coupon_policy *p, int64_t serial, const coupon *c) {
     coupon *slot = &p->coupons[idx];
     if (slot->owner) {
         slot->owner->issued--;
+        if (slot->redemption) p->discount_total -= slot->redemption->discount;
         free(slot->redemption);
     } else {
         p->n_placed++;
     }
     *slot = *c;
     slot->owner->issued++;
+    if (slot->redemption) p->discount_total += slot->redemption->discount;
     if (idx + 1 > p->n_coupons) p->n_coupons = idx + 1;
     return 0;
 }
@@ -699,7 +852,10 @@ static int coupon_place_pending(coupon_policy *p) {
     int rc = 0;
     for (size_t i = 0; i < p->n_pending; i++) {
         coupon_pending *q = &p->pending[i];
-        if (q->serial > p->def.total_quantity || q->expires_at != coupon_expiry(&p->def, q->c.issued_at)) {
+        /* Only a coupon the policy says was issued is checked and placed:
+         * the policy entry loaded may be older than the coupon's (a PATCH
+         * may have raised total_quantity since), and a newer one will come. */
+        if (q->serial <= p->issued && q->expires_at != coupon_expiry_of(p, q->serial, q->c.issued_at)) {
             free(q->c.redemption);
             rc = -1;
             continue;
@@ -743,7 +899,30 @@ static int coupon_load_policy(coupon_state *s, const char *id, const uint8_t *va
     int64_t issued = bytes_get_i64(&r);
     int64_t redeemed = bytes_get_i64(&r);
     int64_t pversion = bytes_get_i64(&r);
-    if (r.err || r.p != r.end || version != COUPON_ENTRY_VERSION || type > DISCOUNT_PERCENT ||
+    /* Version 1 (before turn 2) ends here: an ACTIVE policy, no
+     * cancellations counted, no eras. */
+    uint8_t pstate = CAMPAIGN_ACTIVE;
+    int64_t cancelled = 0, n_eras = 0;
+    coupon_era eras[COUPON_ERAS_MAX];
+    if (version == COUPON_POLICY_VERSION) {
+        pstate = bytes_get_u8(&r);
+        cancelled = bytes_get_i64(&r);
+        n_eras = bytes_get_i64(&r);
+        if (n_eras < 0 || n_eras > COUPON_ERAS_MAX) return -1;
+        for (int64_t i = 0; i < n_eras; i++) {
+            eras[i].upto = bytes_get_i64(&r);
+            uint8_t has = bytes_get_u8(&r);
+            eras[i].valid_until = bytes_get_i64(&r);
+            /* Eras cover increasing serials, all of them issued. */
+            if (!coupon_flag_ok(has) || eras[i].upto < 1 || eras[i].upto > issued ||
+                (i > 0 && eras[i].upto <= eras[i - 1].upto) || eras[i].valid_until < 0)
+                return -1;
+            eras[i].has_valid_until = has;
+        }
+    } else if (version != COUPON_ENTRY_VERSION) {
+        return -1;
+    }
+    if (r.err || r.p != r.end || pstate > CAMPAIGN_CLOSED || cancelled < 0 || type > DISCOUNT_PERCENT ||
         !coupon_flag_ok(has_max) || !coupon_flag_ok(has_until) || !coupon_flag_ok(has_days) || per_user < 1 ||
         per_user > INT32_MAX || days < 0 || days > INT32_MAX)
         return -1;
@@ -766,11 +945,19 @@ static int coupon_load_policy(coupon_state *s, const char *id, const uint8_t *va
     /* Placed coupons have serials at or below the issued count of an earlier
      * policy entry, and issued never decreases. */
     if ((uint64_t)issued < p->n_coupons) return -1;
+    coupon_era *e = NULL;
+    if (n_eras && !(e = malloc((size_t)n_eras * sizeof *e))) return -1;
+    if (n_eras) memcpy(e, eras, (size_t)n_eras * sizeof *e);
+    free(p->eras);
+    p->eras = e;
+    p->n_eras = (size_t)n_eras;
     coupon_def_copy(&p->def, d);
     p->defined = true;
     p->issued = issued;
     p->redeemed = redeemed;
     p->version = pversion;
+    p->state = pstate;
+    p->cancelled = cancelled;
     return p->n_pending ? coupon_place_pending(p) : 0;
 }
 
@@ -796,7 +983,9 @@ static int coupon_load_coupon(coupon_state *s, const char *coupon_id, const uint
 
     coupon_policy *p = coupon_policy_get(s, pid);
     if (!p) return -1;
-    if (p->defined && (serial > p->def.total_quantity || expires_at != coupon_expiry(&p->def, c.issued_at))) return -1;
+    /* Checked against the policy once it covers the serial (see
+     * coupon_place_pending()): an older policy entry knows fewer serials. */
+    if (p->defined && serial <= p->issued && expires_at != coupon_expiry_of(p, serial, c.issued_at)) return -1;
     if (!p->defined || serial > p->issued) {
         /* Reserve before allocating, so a failure leaks nothing. */
         void *q = coupon_grow(p->pending, &p->cap_pending, p->n_pending + 1, sizeof *p->pending);

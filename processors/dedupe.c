@@ -36,7 +36,10 @@
  * id, which the entry already holds, so FORM_FRAMED keeps only the bytes after
  * it and get() rebuilds the frame; FORM_PACKED goes on to pack those bytes
  * field by field (result_pack.c), about a third of their size.
- * Anything else is kept as is (FORM_RAW). get() returns exactly the bytes
+ * Anything else is kept as is (FORM_RAW). FORM_PACKED2 is FORM_PACKED with
+ * the fields appended to the Result after its ledger (result_pack.c's
+ * pk_tail); FORM_PACKED entries, written before those existed, still load
+ * and unpack as they were put. get() returns exactly the bytes
  * put() was given: the frame is compared byte for byte, and a packed form is
  * kept only after unpacking it gave back every byte.
  *
@@ -66,7 +69,7 @@
 #define LEGACY_HEADER 17
 #define ENTRY_MAX (1 + PROMO_ID_MAX + 10 + 8 + 3 + 1) /* everything but the result's own bytes */
 
-enum { FORM_RAW = 0, FORM_FRAMED = 1, FORM_PACKED = 2 };
+enum { FORM_RAW = 0, FORM_FRAMED = 1, FORM_PACKED = 2, FORM_PACKED2 = 3 };
 
 /* The most a packed result may unpack to: what a segment can hold, and room
  * for the strings its indexes stand for. */
@@ -297,12 +300,13 @@ static int ent_result(dedupe *d, const ent *e, const uint8_t **out, size_t *out_
         *out_len = n + e->body_len;
         return 0;
     }
-    case FORM_PACKED: {
+    case FORM_PACKED:
+    case FORM_PACKED2: {
         size_t pre = RESULT_PACK_PREFIX_MAX;
         if (scratch_reserve(d, pre + PACK_OUT_MAX) != 0) return -1;
         uint8_t *p = d->scratch;
         size_t n = result_pack_prefix(p, id, id_len);
-        size_t m = result_unpack(id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
+        size_t m = result_unpack(e->form == FORM_PACKED2, id, id_len, e->at, e->body, e->body_len, p + n, PACK_OUT_MAX);
         if (m == SIZE_MAX) return -1;
         *out = p;
         *out_len = n + m;
@@ -616,7 +620,7 @@ static size_t pack_try(dedupe *d, const char *id, size_t id_len, int64_t at, con
     if (scratch_reserve(d, PACK_OUT_MAX) != 0) return 0;
     size_t n = result_pack(id, id_len, at, body, len, d->pack, max);
     if (!n || n >= len) return 0;
-    size_t m = result_unpack(id, id_len, at, d->pack, n, d->scratch, PACK_OUT_MAX);
+    size_t m = result_unpack(true, id, id_len, at, d->pack, n, d->scratch, PACK_OUT_MAX);
     return m == len && memcmp(d->scratch, body, len) == 0 ? n : 0;
 }
 
@@ -628,7 +632,7 @@ int dedupe_put(dedupe *d, const char *request_id, uint64_t fingerprint, int64_t 
     const uint8_t *body = result + skip;
     size_t body_len = result_len - skip, packed;
     if (form == FORM_FRAMED && (packed = pack_try(d, request_id, id_len, at, body, body_len))) {
-        form = FORM_PACKED;
+        form = FORM_PACKED2;
         body = d->pack;
         body_len = packed;
     }
@@ -760,13 +764,13 @@ static int load_seg(dedupe *d, const char *num, size_t num_len, const uint8_t *v
     ent e;
     for (size_t off = SEG_HEADER, next; off < val_len; off = next, count++) {
         if (!(next = ent_parse(val, val_len, base_at, off, &e)) || !sid_canonical(e.id_tag, e.id) ||
-            e.form > FORM_PACKED)
+            e.form > FORM_PACKED2)
             return -1;
         char id[PROMO_ID_MAX];
         size_t id_len = sid_text(e.id_tag, e.id, id);
-        if (e.form == FORM_PACKED &&
-            (scratch_reserve(d, PACK_OUT_MAX) != 0 ||
-             result_unpack(id, id_len, e.at, e.body, e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
+        if ((e.form == FORM_PACKED || e.form == FORM_PACKED2) &&
+            (scratch_reserve(d, PACK_OUT_MAX) != 0 || result_unpack(e.form == FORM_PACKED2, id, id_len, e.at, e.body,
+                                                                    e.body_len, d->scratch, PACK_OUT_MAX) == SIZE_MAX))
             return -1;
         if (e.at > max_at) max_at = e.at;
     }

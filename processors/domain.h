@@ -21,6 +21,9 @@
  * Returns 0 to go on, nonzero to stop the dump (dump returns that value). */
 typedef int (*domain_emit_fn)(void *ctx, const char *key, size_t key_len, const uint8_t *val, size_t val_len);
 
+/* Called once per command by due(); returns 0 to go on, nonzero to stop. */
+typedef int (*domain_cmd_fn)(void *ctx, const promo_cmd *cmd);
+
 typedef struct domain_ops {
     promo_domain domain;
     const char *name;  /* "coupon", "point", "timesale" */
@@ -39,6 +42,14 @@ typedef struct domain_ops {
      * dirty set if every emit returned 0. */
     int (*dump)(void *state, int all, domain_emit_fn emit, void *ctx);
     size_t (*entries)(void *state); /* number of entries held */
+    /* The commands that time has made due by now (the processor's wall
+     * clock): e.g. the ExpireHold of a hold whose deadline has passed. The
+     * runtime produces them into the partition's own topic, so they are
+     * applied in the log's order like any command; apply() still never reads
+     * a clock. Each command has a complete envelope but callback_url and
+     * client_id. NULL for a domain with nothing timed. Returns 0, or the
+     * first nonzero emit() value. */
+    int (*due)(void *state, int64_t now, domain_cmd_fn emit, void *ctx);
 } domain_ops;
 
 extern const domain_ops coupon_ops;

@@ -23,8 +23,19 @@
  * once created, stays), which keeps linear probing trivial. Each account's uses
  * live in a table of the same kind, owned by the account.
  *
- * Checkpoint entry: "a:<user_id>" holds the whole account (version byte 1,
- * then bytes.h varints; see point_encode()).
+ * Pending points (EarnPendingPoints, DESIGN.md §4a) wait beside the lots,
+ * outside the balance, until available_at: the first command of the user at
+ * or after that time (any command; ReleasePoints, which due() asks the
+ * runtime to produce, when nothing else comes) makes them lots first, with
+ * one EARN entry. So a result holds three ledger entries at most: that EARN,
+ * an EXPIRE, and the command's own. AdjustPoints adds a lot, or takes
+ * points as a use does but for good (ledger kind ADJUST). A lot is named by
+ * its EARN (or ADJUST) entry's seq and its expiry: points released together
+ * share one entry, in one lot per expiry.
+ *
+ * Checkpoint entry: "a:<user_id>" holds the whole account (version byte 2,
+ * then bytes.h varints; see point_encode()); version 1, written before
+ * turn 2, is the same without pending points.
  */
 #include "domain.h"
 #include "topics.h"
@@ -38,6 +49,10 @@
 
 #define POINT_NO_EXPIRY INT64_MAX /* sorts lots without expiry last */
 #define POINT_CKPT_V1 1
+#define POINT_CKPT_V2 2 /* v1 and the pending lots */
+/* due() asks again for a ReleasePoints still due this long after it last asked. */
+#define POINT_TICK_RETRY_MS 5000
+#define POINT_TICKS_MAX 20000
 #define POINT_KEY_MAX (2 + PROMO_ID_MAX + 1)
 
 typedef struct point_lot {
@@ -65,6 +80,19 @@ typedef struct point_use {
     point_piece pieces[];
 } point_use;
 
+/* Points earned for later (EarnPendingPoints): outside the balance and the
+ * lots until available_at, when the first command of the user at or after
+ * that time (a ReleasePoints the processor produces, if nothing else) makes
+ * them a lot, with an EARN ledger entry. */
+typedef struct point_pending {
+    int64_t amount;
+    int64_t expires_at; /* POINT_NO_EXPIRY when none */
+    int64_t available_at;
+    int64_t serial;  /* the account's version when earned: names its ReleasePoints */
+    int64_t tick_at; /* when due() last asked for its ReleasePoints (wall clock); never stored */
+    char *reason;    /* owned */
+} point_pending;
+
 typedef struct point_account {
     uint32_t hash; /* of user_id */
     uint32_t nlots;
@@ -83,8 +111,18 @@ typedef struct point_account {
         point_lot one; /* most accounts hold a single lot: no second allocation */
         point_lot *many;
     } lots;
+    point_pending *pending; /* by available_at, then earning order */
+    uint32_t npending;
     char user_id[];
 } point_account;
+
+/* An entry of the state's release heap: an account with a pending lot
+ * available at `at`. Stale entries (released since) are dropped when due()
+ * meets them at the top. */
+typedef struct point_release_entry {
+    int64_t at;
+    point_account *a;
+} point_release_entry;
 
 typedef struct point_state {
     point_account **slots; /* open addressing, linear probing */
@@ -92,6 +130,8 @@ typedef struct point_state {
     arena *arena;          /* its accounts (see point_account_new()) */
     point_account **dirty; /* accounts changed since the last dump */
     size_t ndirty, dirtycap;
+    point_release_entry *rel; /* min-heap by at: what due() looks at */
+    size_t nrel, caprel;
 } point_state;
 
 /* FNV-1a with a final mix, so that the low bits used as the slot index depend
@@ -230,9 +270,13 @@ static void point_account_free(point_account *a) {
     for (uint32_t i = 0; i < point_usecap(a); i++) free(a->uses[i]);
     free(a->uses);
     if (a->lotbits) free(a->lots.many);
+    for (uint32_t i = 0; i < a->npending; i++) free(a->pending[i].reason);
+    free(a->pending);
     a->uses = NULL;
     a->usebits = 0;
     a->lotbits = 0;
+    a->pending = NULL;
+    a->npending = 0;
 }
 
 /* Makes room for need lots. */
@@ -263,10 +307,13 @@ static void point_lot_insert(point_account *a, const point_lot *lot) {
     a->nlots++;
 }
 
-static point_lot *point_lot_find(point_account *a, int64_t earn_seq) {
+/* A lot is named by its EARN entry's seq and its expiry: pending points
+ * that become available together share one EARN entry, in one lot per
+ * expiry. */
+static point_lot *point_lot_find(point_account *a, int64_t earn_seq, int64_t expires_at) {
     point_lot *lots = point_lots(a);
     for (uint32_t i = 0; i < a->nlots; i++)
-        if (lots[i].earn_seq == earn_seq) return &lots[i];
+        if (lots[i].earn_seq == earn_seq && lots[i].expires_at == expires_at) return &lots[i];
     return NULL;
 }
 
@@ -327,7 +374,18 @@ static void point_fill(promo_result *res, const point_account *a) {
     res->balance = a ? a->balance : 0;
     res->version = a ? a->version : 0;
     res->has_next_expiry = false;
+    res->has_pending = true;
+    res->pending = 0;
+    res->has_next_available = a && a->npending > 0;
+    res->next_available_at = res->next_available_amount = 0;
     if (!a) return;
+    for (uint32_t i = 0; i < a->npending; i++) {
+        res->pending += a->pending[i].amount;
+        if (a->pending[i].available_at == a->pending[0].available_at) {
+            res->next_available_at = a->pending[i].available_at;
+            res->next_available_amount += a->pending[i].amount;
+        }
+    }
     const point_lot *lots = a->lotbits ? a->lots.many : &a->lots.one;
     for (uint32_t i = 0; i < a->nlots && lots[i].expires_at != POINT_NO_EXPIRY; i++) {
         if (lots[i].left == 0) continue;
@@ -340,6 +398,99 @@ static void point_fill(promo_result *res, const point_account *a) {
         }
         res->next_expiry_amount += lots[i].left;
     }
+}
+
+/* ---- pending points ------------------------------------------------------ */
+
+static bool point_rel_before(const point_release_entry *x, const point_release_entry *y) {
+    return x->at < y->at;
+}
+
+/* Room for n more entries in the release heap. */
+static int point_rel_reserve_n(point_state *st, size_t n) {
+    if (st->caprel - st->nrel >= n) return 0;
+    size_t cap = st->caprel ? st->caprel * 2 : 64;
+    while (cap - st->nrel < n) cap *= 2;
+    point_release_entry *r = realloc(st->rel, cap * sizeof *r);
+    if (!r) return -1;
+    st->rel = r;
+    st->caprel = cap;
+    return 0;
+}
+
+static int point_rel_reserve(point_state *st) {
+    return point_rel_reserve_n(st, 1);
+}
+
+/* Needs point_rel_reserve() first. */
+static void point_rel_push(point_state *st, int64_t at, point_account *a) {
+    size_t i = st->nrel++;
+    point_release_entry e = {at, a};
+    while (i > 0 && point_rel_before(&e, &st->rel[(i - 1) / 2])) {
+        st->rel[i] = st->rel[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    st->rel[i] = e;
+}
+
+static void point_rel_pop(point_state *st) {
+    point_release_entry last = st->rel[--st->nrel];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= st->nrel) break;
+        if (c + 1 < st->nrel && point_rel_before(&st->rel[c + 1], &st->rel[c])) c++;
+        if (!point_rel_before(&st->rel[c], &last)) break;
+        st->rel[i] = st->rel[c];
+        i = c;
+    }
+    if (st->nrel) st->rel[i] = last;
+}
+
+/* How many pending lots are available by now (they are a prefix). */
+static uint32_t point_releasable(const point_account *a, int64_t now) {
+    uint32_t k = 0;
+    while (a && k < a->npending && a->pending[k].available_at <= now) k++;
+    return k;
+}
+
+static int64_t point_pending_sum(const point_account *a) {
+    int64_t sum = 0;
+    for (uint32_t i = 0; a && i < a->npending; i++) sum += a->pending[i].amount;
+    return sum;
+}
+
+/* Makes the first k pending lots lots: one EARN ledger entry for them all
+ * (their reason, when they share one), one lot per expiry named by that
+ * entry. Room for k more lots must have been made. */
+static void point_release(point_account *a, uint32_t k, int64_t now, promo_result *res) {
+    int64_t sum = 0;
+    bool same_reason = true, same_expiry = true;
+    for (uint32_t i = 0; i < k; i++) {
+        sum += a->pending[i].amount;
+        same_reason = same_reason && strcmp(a->pending[i].reason, a->pending[0].reason) == 0;
+        same_expiry = same_expiry && a->pending[i].expires_at == a->pending[0].expires_at;
+    }
+    a->balance += sum;
+    point_ledger(res, a, LEDGER_EARN, sum, NULL, now);
+    ledger_entry *e = &res->ledger[res->n_ledger - 1];
+    snprintf(e->reason, sizeof e->reason, "%s", same_reason ? a->pending[0].reason : "pending points available");
+    e->has_expires_at = same_expiry && a->pending[0].expires_at != POINT_NO_EXPIRY;
+    e->expires_at = e->has_expires_at ? a->pending[0].expires_at : 0;
+    for (uint32_t i = 0; i < k; i++) {
+        point_pending *p = &a->pending[i];
+        point_lot *lot = point_lot_find(a, e->seq, p->expires_at);
+        if (lot) {
+            lot->left += p->amount;
+            lot->amount += p->amount;
+        } else {
+            point_lot fresh = {.left = p->amount, .amount = p->amount, .expires_at = p->expires_at, .earn_seq = e->seq};
+            point_lot_insert(a, &fresh);
+        }
+        free(p->reason);
+    }
+    memmove(a->pending, a->pending + k, (size_t)(a->npending - k) * sizeof *a->pending);
+    a->npending -= k;
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -497,7 +648,7 @@ static int point_cmd_cancel(point_state *st, point_account *a, const promo_cmd *
         uint32_t missing = 0;
         for (uint32_t i = 0; i < u->npieces; i++) {
             if (u->pieces[i].expires_at <= now) into_expired += u->pieces[i].taken;
-            if (!point_lot_find(a, u->pieces[i].earn_seq)) missing++;
+            if (!point_lot_find(a, u->pieces[i].earn_seq, u->pieces[i].expires_at)) missing++;
         }
         if (missing && point_lots_reserve(a, (uint64_t)a->nlots + missing) != 0) return -1;
     }
@@ -513,13 +664,13 @@ static int point_cmd_cancel(point_state *st, point_account *a, const promo_cmd *
     if (!reject) {
         for (uint32_t i = 0; i < u->npieces; i++) {
             const point_piece *p = &u->pieces[i];
-            point_lot *lot = point_lot_find(a, p->earn_seq);
+            point_lot *lot = point_lot_find(a, p->earn_seq, p->expires_at);
             if (!lot) {
                 /* Unreachable while refs are kept (load() checks them), but a
                  * restore must land somewhere for the balance to add up. */
                 point_lot fresh = {.amount = p->taken, .expires_at = p->expires_at, .earn_seq = p->earn_seq, .refs = 1};
                 point_lot_insert(a, &fresh);
-                lot = point_lot_find(a, p->earn_seq);
+                lot = point_lot_find(a, p->earn_seq, p->expires_at);
             }
             lot->left += p->taken;
             lot->refs--;
@@ -539,6 +690,149 @@ static int point_cmd_cancel(point_state *st, point_account *a, const promo_cmd *
     return 0;
 }
 
+/* EarnPendingPoints: available at once when available_at is not after the
+ * command's time (an earn like any other), else pending until then. */
+static int point_cmd_earn_pending(point_state *st, point_account *a, const promo_cmd *cmd, int64_t now,
+                                  promo_result *res) {
+    if (cmd->u.earn_pending.available_at <= now) {
+        promo_cmd earn = *cmd;
+        earn.type = CMD_EARN_POINTS;
+        memset(&earn.u, 0, sizeof earn.u);
+        snprintf(earn.u.earn.user_id, sizeof earn.u.earn.user_id, "%s", cmd->u.earn_pending.user_id);
+        earn.u.earn.amount = cmd->u.earn_pending.amount;
+        snprintf(earn.u.earn.reason, sizeof earn.u.earn.reason, "%s", cmd->u.earn_pending.reason);
+        earn.u.earn.has_expires_at = cmd->u.earn_pending.has_expires_at;
+        earn.u.earn.expires_at = cmd->u.earn_pending.expires_at;
+        return point_cmd_earn(st, a, &earn, now, res);
+    }
+    int64_t amount = cmd->u.earn_pending.amount;
+    int64_t expires_at = cmd->u.earn_pending.has_expires_at ? cmd->u.earn_pending.expires_at : POINT_NO_EXPIRY;
+    int64_t due = point_due(a, now);
+    int64_t after_due = a ? a->balance - due + point_pending_sum(a) : 0;
+    const char *reject = NULL;
+    res->has_amount = true;
+    res->amount = amount;
+    if (amount <= 0)
+        reject = "INVALID_AMOUNT"; /* see point_cmd_earn() */
+    else if (expires_at <= cmd->u.earn_pending.available_at)
+        reject = "ALREADY_EXPIRED";
+    else if (amount > INT64_MAX - after_due)
+        reject = "BALANCE_OVERFLOW";
+    if (reject && due == 0) {
+        point_fill(res, a);
+        result_reject(res, reject);
+        return 0;
+    }
+
+    point_account *fresh = NULL;
+    char *reason = NULL;
+    if (!a) {
+        if (!(fresh = point_account_new(st, cmd->u.earn_pending.user_id)) || point_reserve(st) != 0) goto oom;
+        a = fresh;
+    }
+    if (point_dirty_reserve(st) != 0) goto oom;
+    if (!reject) {
+        point_pending *p = realloc(a->pending, (size_t)(a->npending + 1) * sizeof *p);
+        if (!p) goto oom;
+        a->pending = p;
+        if (!(reason = strdup(cmd->u.earn_pending.reason)) || point_rel_reserve(st) != 0) goto oom;
+    }
+    if (fresh) {
+        *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
+        st->n++;
+    }
+
+    if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
+    if (!reject) {
+        uint32_t i = a->npending;
+        int64_t at = cmd->u.earn_pending.available_at;
+        while (i > 0 && a->pending[i - 1].available_at > at) i--;
+        memmove(&a->pending[i + 1], &a->pending[i], (size_t)(a->npending - i) * sizeof *a->pending);
+        a->pending[i] = (point_pending){amount, expires_at, at, a->version + 1, 0, reason};
+        a->npending++;
+        point_rel_push(st, at, a);
+    }
+    a->version++;
+    point_touch(st, a);
+    point_lots_compact(a);
+    point_fill(res, a);
+    if (reject) result_reject(res, reject);
+    return 0;
+oom:
+    free(reason);
+    point_account_free(fresh);
+    return -1;
+}
+
+/* AdjustPoints: an operator's correction, signed. Added points are a lot
+ * without expiry; taken points come from the lots as a use takes them
+ * (earliest expiry first) but for good: an adjustment is not cancelled, it
+ * is corrected by another. Never below zero: INSUFFICIENT_BALANCE. */
+static int point_cmd_adjust(point_state *st, point_account *a, const promo_cmd *cmd, int64_t now, promo_result *res) {
+    int64_t amount = cmd->u.adjust.amount;
+    int64_t due = point_due(a, now);
+    int64_t after_due = a ? a->balance - due : 0;
+    const char *reject = NULL;
+    res->has_amount = true;
+    res->amount = amount;
+    if (amount == 0)
+        reject = "INVALID_AMOUNT"; /* cmd_validate() refuses it */
+    else if (amount > 0 && amount > INT64_MAX - after_due - point_pending_sum(a))
+        reject = "BALANCE_OVERFLOW";
+    else if (amount < 0 && after_due < -amount)
+        reject = "INSUFFICIENT_BALANCE";
+    if (reject && due == 0) {
+        point_fill(res, a);
+        result_reject(res, reject);
+        return 0;
+    }
+
+    point_account *fresh = NULL;
+    if (!a) {
+        /* Only an addition reaches here without an account. */
+        if (!(fresh = point_account_new(st, cmd->u.adjust.user_id)) || point_reserve(st) != 0) goto oom;
+        a = fresh;
+    }
+    if (point_dirty_reserve(st) != 0) goto oom;
+    if (!reject && amount > 0 && point_lots_reserve(a, (uint64_t)a->nlots + 1) != 0) goto oom;
+    if (fresh) {
+        *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
+        st->n++;
+    }
+
+    if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
+    if (!reject) {
+        if (amount > 0) {
+            a->balance += amount;
+        } else {
+            point_lot *lots = point_lots(a);
+            int64_t need = -amount;
+            for (uint32_t i = 0; i < a->nlots && need > 0; i++) {
+                int64_t take = lots[i].left < need ? lots[i].left : need;
+                lots[i].left -= take;
+                need -= take;
+            }
+            a->balance += amount;
+        }
+        point_ledger(res, a, LEDGER_ADJUST, amount, NULL, now);
+        ledger_entry *e = &res->ledger[res->n_ledger - 1];
+        snprintf(e->reason, sizeof e->reason, "%s", cmd->u.adjust.reason);
+        if (amount > 0) {
+            point_lot lot = {.left = amount, .amount = amount, .expires_at = POINT_NO_EXPIRY, .earn_seq = e->seq};
+            point_lot_insert(a, &lot);
+        }
+    }
+    a->version++;
+    point_touch(st, a);
+    point_lots_compact(a);
+    point_fill(res, a);
+    if (reject) result_reject(res, reject);
+    return 0;
+oom:
+    point_account_free(fresh);
+    return -1;
+}
+
 static int point_apply(void *state, const promo_cmd *cmd, int64_t now, promo_result *res) {
     point_state *st = state;
     const char *user_id;
@@ -546,14 +840,37 @@ static int point_apply(void *state, const promo_cmd *cmd, int64_t now, promo_res
     case CMD_EARN_POINTS: user_id = cmd->u.earn.user_id; break;
     case CMD_USE_POINTS: user_id = cmd->u.use.user_id; break;
     case CMD_CANCEL_POINT_USE: user_id = cmd->u.cancel_use.user_id; break;
+    case CMD_EARN_PENDING_POINTS: user_id = cmd->u.earn_pending.user_id; break;
+    case CMD_ADJUST_POINTS: user_id = cmd->u.adjust.user_id; break;
+    case CMD_RELEASE_POINTS: user_id = cmd->u.release.user_id; break;
     default: result_reject(res, "UNSUPPORTED_COMMAND"); return 0;
     }
     point_account *a = point_find(st, user_id, point_hash(user_id));
     snprintf(res->user_id, sizeof res->user_id, "%s", user_id);
+    /* Pending points available by the command's time count for it, whatever
+     * it is: released first (their EARN entry leads the ledger), as expired
+     * lots are taken off first. */
+    uint32_t k = point_releasable(a, now);
+    if (k > 0) {
+        if (point_dirty_reserve(st) != 0 || point_lots_reserve(a, (uint64_t)a->nlots + k) != 0) return -1;
+        point_release(a, k, now, res);
+        a->version++;
+        point_touch(st, a);
+    }
     switch (cmd->type) {
     case CMD_EARN_POINTS: return point_cmd_earn(st, a, cmd, now, res);
     case CMD_USE_POINTS: return point_cmd_use(st, a, cmd, now, res);
-    default: return point_cmd_cancel(st, a, cmd, now, res);
+    case CMD_CANCEL_POINT_USE: return point_cmd_cancel(st, a, cmd, now, res);
+    case CMD_EARN_PENDING_POINTS: return point_cmd_earn_pending(st, a, cmd, now, res);
+    case CMD_ADJUST_POINTS: return point_cmd_adjust(st, a, cmd, now, res);
+    default:
+        /* ReleasePoints: the release above is all it does. */
+        point_fill(res, a);
+        if (!a)
+            result_reject(res, "NOT_FOUND");
+        else if (k == 0)
+            result_reject(res, "NOT_DUE");
+        return 0;
     }
 }
 
@@ -571,11 +888,11 @@ static int64_t point_get_expiry(bytes_r *r) {
     return has == 1 ? bytes_get_i64(r) : POINT_NO_EXPIRY;
 }
 
-/* Version 1: balance, version, seq; lots (left, amount, expiry, earn_seq);
- * uses (order_id, cancelled, amount, pieces (earn_seq, expiry, taken)). Lot
- * refs are not stored: load() derives them from the uses. */
+/* Version 2: balance, version, seq; lots (left, amount, expiry, earn_seq);
+ * uses (order_id, cancelled, amount, pieces (earn_seq, expiry, taken));
+ * pending lots. Lot refs are not stored: load() derives them from the uses. */
 static void point_encode(bytes_w *w, const point_account *a) {
-    bytes_put_u8(w, POINT_CKPT_V1);
+    bytes_put_u8(w, POINT_CKPT_V2);
     bytes_put_i64(w, a->balance);
     bytes_put_i64(w, a->version);
     bytes_put_i64(w, a->seq);
@@ -600,6 +917,17 @@ static void point_encode(bytes_w *w, const point_account *a) {
             point_put_expiry(w, u->pieces[j].expires_at);
             bytes_put_i64(w, u->pieces[j].taken);
         }
+    }
+    /* Version 2 from here on: pending lots (amount, expiry, available_at,
+     * serial, reason). */
+    bytes_put_i64(w, a->npending);
+    for (uint32_t i = 0; i < a->npending; i++) {
+        const point_pending *p = &a->pending[i];
+        bytes_put_i64(w, p->amount);
+        point_put_expiry(w, p->expires_at);
+        bytes_put_i64(w, p->available_at);
+        bytes_put_i64(w, p->serial);
+        bytes_put_str(w, p->reason);
     }
 }
 
@@ -636,7 +964,8 @@ static point_account *point_decode(point_state *st, const char *user_id, const u
     bytes_r_init(&r, val, val_len);
     point_account *a = point_account_new(st, user_id);
     if (!a) return NULL;
-    if (bytes_get_u8(&r) != POINT_CKPT_V1) goto bad;
+    uint8_t v = bytes_get_u8(&r);
+    if (v != POINT_CKPT_V1 && v != POINT_CKPT_V2) goto bad;
     a->balance = bytes_get_i64(&r);
     a->version = bytes_get_i64(&r);
     a->seq = bytes_get_i64(&r);
@@ -697,11 +1026,31 @@ static point_account *point_decode(point_state *st, const char *user_id, const u
             taken += p->taken;
             if (cancelled) continue;
             /* An uncancelled use must be able to give back to its lots. */
-            point_lot *lot = point_lot_find(a, p->earn_seq);
-            if (!lot || lot->expires_at != p->expires_at || p->taken > lot->amount - lot->left) goto bad;
+            point_lot *lot = point_lot_find(a, p->earn_seq, p->expires_at);
+            if (!lot || p->taken > lot->amount - lot->left) goto bad;
             lot->refs++;
         }
         if (taken != amount) goto bad;
+    }
+    /* Version 1 (before turn 2) ends here: no pending points. */
+    int64_t npending = v == POINT_CKPT_V2 ? bytes_get_i64(&r) : 0;
+    if (r.err || npending < 0 || npending > r.end - r.p) goto bad;
+    if (npending && !(a->pending = calloc((size_t)npending, sizeof *a->pending))) goto bad;
+    int64_t pending_sum = 0;
+    for (int64_t i = 0; i < npending; i++) {
+        point_pending *p = &a->pending[i];
+        char reason[PROMO_TEXT_MAX + 1];
+        p->amount = bytes_get_i64(&r);
+        p->expires_at = point_get_expiry(&r);
+        p->available_at = bytes_get_i64(&r);
+        p->serial = bytes_get_i64(&r);
+        bytes_get_str(&r, reason, sizeof reason);
+        if (r.err || p->amount <= 0 || p->amount > INT64_MAX - a->balance - pending_sum || p->available_at < 0 ||
+            p->expires_at <= p->available_at || p->serial < 1 || p->serial > a->version || !reason[0] ||
+            (i > 0 && p[-1].available_at > p->available_at) || !(p->reason = strdup(reason)))
+            goto bad;
+        pending_sum += p->amount;
+        a->npending++;
     }
     if (r.p != r.end) goto bad;
     return a;
@@ -719,11 +1068,17 @@ static int point_load(void *state, const char *key, size_t key_len, const uint8_
     if (!promo_id_valid(user_id) || (!val && val_len)) return -1;
     point_account *a = point_decode(st, user_id, val, val_len);
     if (!a) return -1;
+    /* Room in the release heap for its pending lots first (entries the
+     * replaced value leaves behind go stale, and due() drops them). */
+    if (point_rel_reserve_n(st, a->npending) != 0) {
+        point_account_free(a);
+        return -1;
+    }
     point_account **slot = point_slot(st->slots, st->cap, a->user_id, a->hash);
     if (*slot) {
         /* A newer value of a loaded account (incremental checkpoints layered
          * on a full one): swap the contents in place, so pointers held in the
-         * dirty list stay valid. */
+         * dirty list and the release heap stay valid. */
         point_account *old = *slot;
         bool dirty = old->dirty;
         point_account tmp = *old;
@@ -731,6 +1086,7 @@ static int point_load(void *state, const char *key, size_t key_len, const uint8_
         old->dirty = dirty;
         *a = tmp;
         point_account_free(a);
+        for (uint32_t i = 0; i < old->npending; i++) point_rel_push(st, old->pending[i].available_at, old);
         return 0;
     }
     if (point_reserve(st) != 0) {
@@ -739,7 +1095,57 @@ static int point_load(void *state, const char *key, size_t key_len, const uint8_
     }
     *point_slot(st->slots, st->cap, a->user_id, a->hash) = a;
     st->n++;
+    for (uint32_t i = 0; i < a->npending; i++) point_rel_push(st, a->pending[i].available_at, a);
     return 0;
+}
+
+/* ---- pending points that time has made available ---------------------------- */
+
+typedef struct point_due_ctx {
+    int64_t now;
+    domain_cmd_fn emit;
+    void *ctx;
+    size_t made;
+    int rc;
+} point_due_ctx;
+
+static void point_due_walk(point_state *st, size_t i, point_due_ctx *d) {
+    while (i < st->nrel && d->rc == 0 && d->made < POINT_TICKS_MAX) {
+        const point_release_entry *e = &st->rel[i];
+        if (e->at > d->now) return;
+        point_account *a = e->a;
+        point_pending *p = a->npending ? &a->pending[0] : NULL;
+        if (p && p->available_at <= d->now && (p->tick_at == 0 || d->now - p->tick_at >= POINT_TICK_RETRY_MS)) {
+            promo_cmd cmd;
+            memset(&cmd, 0, sizeof cmd);
+            cmd.type = CMD_RELEASE_POINTS;
+            cmd_release_points_id(a->user_id, p->serial, cmd.request_id);
+            cmd.submitted_at = d->now > p->available_at ? d->now : p->available_at;
+            snprintf(cmd.u.release.user_id, sizeof cmd.u.release.user_id, "%s", a->user_id);
+            if ((d->rc = d->emit(d->ctx, &cmd)) != 0) return;
+            p->tick_at = d->now;
+            d->made++;
+        }
+        point_due_walk(st, 2 * i + 1, d);
+        i = 2 * i + 2;
+    }
+}
+
+/* The ReleasePoints of every user whose first pending lot is available by
+ * now (the processor's wall clock), once per POINT_TICK_RETRY_MS each, so
+ * the read models show the points without waiting for the user's next
+ * command. As for holds (timesale.c), the log decides when they apply. */
+static int point_due_cmds(void *state, int64_t now, domain_cmd_fn emit, void *ctx) {
+    point_state *st = state;
+    /* Entries of lots released since are stale: drop those on top. */
+    while (st->nrel) {
+        const point_release_entry *e = &st->rel[0];
+        if (e->a->npending && e->a->pending[0].available_at <= e->at) break;
+        point_rel_pop(st);
+    }
+    point_due_ctx d = {now, emit, ctx, 0, 0};
+    point_due_walk(st, 0, &d);
+    return d.rc;
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */
@@ -762,6 +1168,7 @@ static void point_state_destroy(void *state) {
     arena_free_all(&st->arena);
     free(st->slots);
     free(st->dirty);
+    free(st->rel);
     free(st);
 }
 
@@ -780,4 +1187,5 @@ const domain_ops point_ops = {
     .load = point_load,
     .dump = point_dump,
     .entries = point_entries,
+    .due = point_due_cmds,
 };

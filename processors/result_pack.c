@@ -86,11 +86,13 @@ enum { L_RAW, L_AT, L_TS }; /* how a long is predicted */
 enum { S_ID, S_WORD };      /* where a string is looked for */
 
 typedef struct pk {
-    bool unpack;             /* false: Avro -> packed; true: packed -> Avro */
-    const uint8_t *in, *end; /* values being read */
-    uint8_t *out, *oend;     /* values being written */
-    uint8_t *wbits;          /* pack: the union bits written */
-    const uint8_t *rbits;    /* unpack: the union bits read */
+    bool unpack;
+    bool tail; /* the fields after ledger too (pk_tail); packing always writes them */ /* false: Avro -> packed; true:
+                                                                                          packed -> Avro */
+    const uint8_t *in, *end;                                                           /* values being read */
+    uint8_t *out, *oend;                                                               /* values being written */
+    uint8_t *wbits;       /* pack: the union bits written */
+    const uint8_t *rbits; /* unpack: the union bits read */
     size_t nbits, bits_max;
     int err;
     int64_t at, submitted;
@@ -246,6 +248,55 @@ static void pk_str(pk *c, int kind) {
 }
 
 /* The Result schema after request_id, in field order. */
+/* The Result fields appended after ledger (schemas/result.avsc), in order,
+ * each a [null, X] union: how X is packed. A Result ends after any number of
+ * them (one written before some existed), so a packed result with a tail
+ * stores how many the Avro held, in one byte before their values. New fields
+ * are added at the end of this table only. */
+enum { T_ID, T_WORD, T_RAW, T_TS };
+static const uint8_t pack_tail[] = {
+    T_WORD, /* state */
+    T_ID,   /* actor */
+    T_RAW,  /* redeemed */
+    T_RAW,  /* cancelled_redemptions */
+    T_RAW,  /* discount_total */
+    T_RAW,  /* orders */
+    T_RAW,  /* cancelled_orders */
+    T_RAW,  /* hold_ms */
+    T_RAW,  /* held */
+    T_RAW,  /* expired_orders */
+    T_TS,   /* hold_expires_at */
+    T_RAW,  /* pending */
+    T_TS,   /* next_available_at */
+    T_RAW,  /* next_available_amount */
+};
+#define PACK_NTAIL (sizeof pack_tail / sizeof pack_tail[0])
+
+static void pk_tail(pk *c) {
+    size_t n;
+    uint8_t *count = NULL;
+    if (c->unpack) {
+        n = (size_t)pk_get(c);
+        if (n > PACK_NTAIL) c->err = 1;
+    } else {
+        count = c->out;
+        pk_put(c, 0); /* a one-byte placeholder: PACK_NTAIL < 128 */
+        n = PACK_NTAIL;
+    }
+    size_t i = 0;
+    for (; i < n && !c->err; i++) {
+        if (!c->unpack && c->in == c->end) break;
+        if (!pk_union(c)) continue;
+        switch (pack_tail[i]) {
+        case T_ID: pk_str(c, S_ID); break;
+        case T_WORD: pk_str(c, S_WORD); break;
+        case T_RAW: pk_long(c, L_RAW); break;
+        case T_TS: pk_long(c, L_TS); break;
+        }
+    }
+    if (count && !c->err) *count = (uint8_t)i;
+}
+
 static void pk_walk(pk *c) {
     pk_long(c, L_RAW);                  /* domain */
     pk_str(c, S_WORD);                  /* command_type */
@@ -309,12 +360,14 @@ static void pk_walk(pk *c) {
         if (!c->unpack && pk_get(c) != 0) c->err = 1;
         if (c->unpack) pk_put(c, 0);
     }
+    if (c->tail) pk_tail(c);
 }
 
 size_t result_pack(const char *id, size_t id_len, int64_t at, const uint8_t *body, size_t len, uint8_t *out,
                    size_t out_max) {
     uint8_t bits[RESULT_PACK_BITS] = {0};
-    pk c = {.in = body,
+    pk c = {.tail = true,
+            .in = body,
             .end = body + len,
             .out = out + 1 + RESULT_PACK_BITS,
             .oend = out + out_max,
@@ -333,10 +386,11 @@ size_t result_pack(const char *id, size_t id_len, int64_t at, const uint8_t *bod
     return 1 + nb + values;
 }
 
-size_t result_unpack(const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
+size_t result_unpack(bool tail, const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
                      size_t out_max) {
     if (len < 1 || p[0] > RESULT_PACK_BITS || (size_t)p[0] + 1 > len) return SIZE_MAX;
     pk c = {.unpack = true,
+            .tail = tail,
             .in = p + 1 + p[0],
             .end = p + len,
             .out = out,

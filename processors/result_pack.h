@@ -10,6 +10,7 @@
 #ifndef PROMO_RESULT_PACK_H
 #define PROMO_RESULT_PACK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,14 +30,17 @@
 size_t result_pack_prefix(uint8_t *p, const char *id, size_t id_len);
 
 /* Packs body (a Result's Avro after its request id; at is the entry's time,
- * the command's submitted_at) into out (at most out_max bytes). Returns the
- * packed length, or 0 if it cannot be packed. */
+ * the command's submitted_at) into out (at most out_max bytes), the fields
+ * after ledger included (a "tail": see pack_tail in result_pack.c). Returns
+ * the packed length, or 0 if it cannot be packed. */
 size_t result_pack(const char *id, size_t id_len, int64_t at, const uint8_t *body, size_t len, uint8_t *out,
                    size_t out_max);
 
-/* Unpacks into out (at most out_max bytes). Returns the Avro length, or
- * SIZE_MAX if the packed bytes are malformed or do not fit. */
-size_t result_unpack(const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
+/* Unpacks into out (at most out_max bytes); tail: packed with the fields
+ * after ledger (every result packed since they exist; false for entries
+ * stored before). Returns the Avro length, or SIZE_MAX if the packed bytes
+ * are malformed or do not fit. */
+size_t result_unpack(bool tail, const char *id, size_t id_len, int64_t at, const uint8_t *p, size_t len, uint8_t *out,
                      size_t out_max);
 
 #endif

@@ -38,12 +38,20 @@
  * than the group's committed offset skips forwards made before (see
  * partition_route_of()).
  *
+ * Timed commands: every PROMO_TICK_MS the runtime asks each owned
+ * partition's state for the commands time has made due (domain_ops.due(),
+ * e.g. the ExpireHold of a lapsed checkout hold) and produces them into the
+ * partition they belong to (produce_ticks()). They are not results: a
+ * checkpoint does not wait for them, and one that is lost is asked for again.
+ * Applied from the log like any command, they keep replays deterministic.
+ *
  * Fencing: a write whose epoch is below the stored one is refused by Redis;
  * the runtime then drops that partition until the group reassigns it (a
  * zombie never claims back). Epochs never repeat, because each is claimed
  * above every epoch announced in the group's committed offsets, which Kafka
  * keeps when Redis forgets (epoch_announce()); so a stored epoch below ours
- * only means Redis went back in time, and a full snapshot repairs it. When a result could not be delivered, it reloads the
+ * only means Redis went back in time, and a full snapshot repairs it.
+ * When a result could not be delivered, it reloads the
  * partition from its checkpoint under the same epoch and seeks back
  * (part_reset()): never checkpoint past a result that is not in Kafka.
  */
@@ -99,6 +107,7 @@ typedef struct stats {
     _Atomic uint64_t fenced;
     _Atomic uint64_t resets;
     _Atomic uint64_t delivery_errors;
+    _Atomic uint64_t ticks;
     _Atomic int64_t partitions;
     _Atomic int ready; /* the first assignment arrived: the group is joined */
     _Atomic int64_t lag;
@@ -111,9 +120,10 @@ struct runtime {
     redisContext *redis;
     codec *codec;
     part *parts[MAX_PARTITIONS];
-    codec_buf buf, dlbuf;
+    codec_buf buf, dlbuf, tickbuf;
     checkpoint_batch batch;
     int64_t checkpoint_ms;
+    int64_t tick_ms; /* how often to ask the domain for commands time made due */
     int64_t dedupe_window_ms;
     int delivery_failed;     /* set by the delivery callback, on our thread */
     int32_t partition_count; /* of the command topic, refreshed on assignment */
@@ -370,8 +380,7 @@ static int part_write(runtime *rt, part *p, int full, char *err, size_t errsz) {
     int rc = checkpoint_write(rt->redis, rt->ops->name, p->id, p->epoch, p->seq, p->next_offset, full,
                               full ? &stage : NULL, now_ms(), &rt->batch, err, errsz);
     if (rc == CKPT_OK) {
-        atomic_fetch_add(&rt->st.checkpoint_entries,
-                         checkpoint_batch_entries(&rt->batch) + (full ? stage.entries : 0));
+        atomic_fetch_add(&rt->st.checkpoint_entries, checkpoint_batch_entries(&rt->batch) + (full ? stage.entries : 0));
         atomic_fetch_add(&rt->st.checkpoint_bytes, rt->batch.bytes + (full ? stage.bytes : 0));
     } else if (full) {
         checkpoint_stage_abort(&stage);
@@ -540,11 +549,20 @@ static void epochs_announce(runtime *rt, rd_kafka_topic_partition_list_t *l) {
 
 /* ---- Kafka callbacks -------------------------------------------------------- */
 
+/* The delivery opaque of the commands produce_ticks() sends. */
+static int tick_marker;
+
 /* Results, dead letters and forwards alike: any of them lost means the next
  * checkpoint must replay instead of passing it. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     runtime *rt = opaque;
+    if (m->_private == &tick_marker) {
+        /* Not a result: nothing a checkpoint waits for. The domain asks
+         * for the command again a few seconds later (domain_ops.due). */
+        if (m->err) log_warn("timed command not delivered: %s", rd_kafka_err2str(m->err));
+        return;
+    }
     if (m->err) {
         rt->delivery_failed = 1;
         atomic_fetch_add(&rt->st.delivery_errors, 1);
@@ -809,6 +827,55 @@ static void handle(runtime *rt, const rd_kafka_message_t *m) {
     atomic_fetch_add(&rt->st.applied[cmd.type][res.status], 1);
 }
 
+/* ---- commands that time made due -------------------------------------------- */
+
+typedef struct tick_ctx {
+    runtime *rt;
+    int32_t partition;
+    uint64_t n;
+} tick_ctx;
+
+/* Produces one command of domain_ops.due() into the partition it came from
+ * (its entity lives there), like any producer would: the log orders it with
+ * everything else, and a replay applies it again from the log, never from
+ * the clock. */
+static int tick_emit(void *ctx, const promo_cmd *cmd) {
+    tick_ctx *t = ctx;
+    runtime *rt = t->rt;
+    char key[PROMO_ID_MAX + 1], err[256];
+    if (cmd_entity_key(cmd, key, sizeof key) != 0 ||
+        codec_encode_cmd(rt->codec, cmd, &rt->tickbuf, err, sizeof err) != CODEC_OK) {
+        log_error("timed command %s not encoded", cmd->request_id);
+        return 0;
+    }
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rt->producer, RD_KAFKA_V_TOPIC(rt->ops->topic), RD_KAFKA_V_PARTITION(t->partition),
+                          RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(rt->tickbuf.data, rt->tickbuf.len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&tick_marker), RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("timed command %s not produced: %s", cmd->request_id, rd_kafka_err2str(e));
+        return 1; /* the rest next time */
+    }
+    t->n++;
+    return 0;
+}
+
+/* Asks each owned partition's state for the commands time has made due
+ * (e.g. the ExpireHold of a lapsed checkout hold) and produces them, so that
+ * a hold lapses within tick_ms of its deadline even when nothing else
+ * arrives for its sale. */
+static void produce_ticks(runtime *rt) {
+    if (!rt->ops->due) return;
+    int64_t now = now_ms();
+    for (int i = 0; i < MAX_PARTITIONS; i++) {
+        part *p = rt->parts[i];
+        if (!p || p->blocked) continue;
+        tick_ctx t = {rt, i, 0};
+        rt->ops->due(p->state, now, tick_emit, &t);
+        if (t.n) atomic_fetch_add(&rt->st.ticks, t.n);
+    }
+}
+
 /* ---- metrics ------------------------------------------------------------------ */
 
 /* CivetWeb worker thread (ops.c): reads the atomic counters only. */
@@ -850,6 +917,8 @@ static void write_metrics(prom *p, void *arg) {
     COUNTER("promo_checkpoint_fenced_total", fenced, "Partitions dropped because a newer owner fenced us.");
     COUNTER("promo_partition_resets_total", resets, "Partitions replayed from their checkpoint after lost results.");
     COUNTER("promo_result_delivery_errors_total", delivery_errors, "Results or dead letters Kafka did not take.");
+    COUNTER("promo_timed_commands_total", ticks,
+            "Commands time made due (lapsed holds, points now available), produced.");
     GAUGE("promo_partitions_owned", partitions, "Partitions this process owns.");
     GAUGE("promo_consumer_lag", lag, "Commands not yet applied in the owned partitions.");
     GAUGE("promo_state_entries", entries, "Entities and request ids held in memory.");
@@ -891,6 +960,7 @@ runtime *runtime_new(const domain_ops *ops, char *errstr, size_t errstr_size) {
     rt->ops = ops;
     snprintf(rt->name, sizeof rt->name, "processor-%s", ops->name);
     rt->checkpoint_ms = cfg_int("PROMO_CHECKPOINT_MS", 200);
+    rt->tick_ms = cfg_int("PROMO_TICK_MS", 250);
     rt->dedupe_window_ms = cfg_int("PROMO_DEDUPE_WINDOW_MS", 24LL * 3600 * 1000);
     snprintf(rt->redis_host, sizeof rt->redis_host, "%s", cfg_str("PROMO_REDIS_HOST", "127.0.0.1"));
     rt->redis_port = (int)cfg_int("PROMO_REDIS_PORT", 6379);
@@ -950,7 +1020,7 @@ fail:
 
 int runtime_run(runtime *rt, volatile sig_atomic_t *stop) {
     run_stop = stop;
-    int64_t last = mono_ms(), last_gauges = 0;
+    int64_t last = mono_ms(), last_gauges = 0, last_tick = 0;
     while (!*stop) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rt->consumer, 20);
         if (m) {
@@ -970,6 +1040,10 @@ int runtime_run(runtime *rt, volatile sig_atomic_t *stop) {
         if (now - last_gauges >= 1000) {
             update_gauges(rt);
             last_gauges = now;
+        }
+        if (now - last_tick >= rt->tick_ms) {
+            produce_ticks(rt);
+            last_tick = now;
         }
         coverage_flush_tick();
     }
@@ -992,6 +1066,7 @@ void runtime_destroy(runtime *rt) {
     if (rt->codec) codec_destroy(rt->codec);
     free(rt->buf.data);
     free(rt->dlbuf.data);
+    free(rt->tickbuf.data);
     checkpoint_batch_free(&rt->batch);
     free(rt);
 }

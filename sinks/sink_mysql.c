@@ -59,9 +59,9 @@ typedef struct sb {
  * writing them. So they go through prepared multi-row INSERTs with the
  * values bound in the binary protocol (nothing to parse, escape or
  * unescape): one statement per row count in req_sizes, a batch cut into
- * those (2000 rows: 7 x 256, 3 x 64 and 1 x 16). 13 columns x
+ * those (2000 rows: 7 x 256, 3 x 64 and 1 x 16). 14 columns x
  * 256 rows stays far under the 65,535 placeholders a statement may have. */
-#define REQ_COLS 13
+#define REQ_COLS 14
 #define REQ_CHUNK 256
 #define N_REQ_SIZES 5
 static const int req_sizes[N_REQ_SIZES] = {REQ_CHUNK, 64, 16, 4, 1};
@@ -244,14 +244,16 @@ static int stmt_item_done(wctx *w, stmt *st) {
 
 /* ---- collapsing a batch -------------------------------------------- */
 
-/* A policy or a sale: its definition from a create in the batch, and its
- * counter (issued or sold) at the highest version seen. */
+/* A policy or a sale: its definition from a create in the batch, the
+ * highest-version result carrying its counts (issued or sold, and the rest:
+ * state, redeemed...), and the highest-version result carrying its
+ * definition (a create, a control or a PATCH), for the columns a PATCH may
+ * change (guarded by def_version). */
 typedef struct counted_row {
     char id[PROMO_ID_MAX + 1];
     const promo_result *create;
-    bool has_count;
-    int64_t count;
-    int64_t version;
+    const promo_result *last; /* NULL: the batch has no counts for it */
+    const promo_result *def;
     UT_hash_handle hh;
 } counted_row;
 
@@ -288,12 +290,9 @@ static counted_row *counted_get(counted_row **tab, const char *id) {
     return r;
 }
 
-static void counted_merge(counted_row *r, int64_t version, int64_t count) {
-    if (!r->has_count || version > r->version) {
-        r->has_count = true;
-        r->count = count;
-        r->version = version;
-    }
+static void counted_merge(counted_row *r, const promo_result *res, bool counts, bool def) {
+    if (counts && (!r->last || res->version > r->last->version)) r->last = res;
+    if (def && (!r->def || res->version > r->def->version)) r->def = res;
 }
 
 static entity_row *entity_get(entity_row **tab, const char *a, const char *b) {
@@ -346,14 +345,12 @@ static int collapse_one(collapsed *c, const promo_result *r) {
     bool ok = r->status == STATUS_SUCCEEDED;
     switch (r->domain) {
     case DOMAIN_COUPON: {
-        if ((ok && r->command_type == CMD_CREATE_COUPON_POLICY && r->has_policy) || r->has_issued) {
+        bool def = ok && r->has_policy;
+        if (def || r->has_issued) {
             counted_row *p = counted_get(&c->policies, r->entity_key);
             if (!p) return -1;
-            if (r->has_issued)
-                counted_merge(p, r->version, r->issued);
-            else
-                counted_merge(p, r->version, 0); /* a new policy has issued none */
-            if (ok && r->command_type == CMD_CREATE_COUPON_POLICY && r->has_policy && !p->create) p->create = r;
+            counted_merge(p, r, r->has_issued, def);
+            if (def && r->command_type == CMD_CREATE_COUPON_POLICY && !p->create) p->create = r;
         }
         bool coupon_cmd = r->command_type == CMD_ISSUE_COUPON || r->command_type == CMD_REDEEM_COUPON ||
                           r->command_type == CMD_CANCEL_REDEMPTION;
@@ -372,19 +369,22 @@ static int collapse_one(collapsed *c, const promo_result *r) {
         }
         return 0;
     case DOMAIN_TIMESALE: {
-        if ((ok && r->command_type == CMD_CREATE_TIME_SALE && r->has_sale) || r->has_sold) {
+        bool def = ok && r->has_sale;
+        if (def || r->has_sold) {
             counted_row *t = counted_get(&c->sales, r->entity_key);
             if (!t) return -1;
-            counted_merge(t, r->version, r->has_sold ? r->sold : 0);
-            if (ok && r->command_type == CMD_CREATE_TIME_SALE && r->has_sale && !t->create) t->create = r;
+            counted_merge(t, r, r->has_sold, def);
+            if (def && r->command_type == CMD_CREATE_TIME_SALE && !t->create) t->create = r;
         }
-        bool order_cmd = r->command_type == CMD_PLACE_ORDER || r->command_type == CMD_CANCEL_ORDER;
+        bool creates = r->command_type == CMD_PLACE_ORDER || r->command_type == CMD_HOLD_ORDER;
+        bool order_cmd = creates || r->command_type == CMD_CANCEL_ORDER || r->command_type == CMD_CONFIRM_ORDER ||
+                         r->command_type == CMD_EXPIRE_HOLD;
         if (ok && order_cmd) {
             /* A placement without an order id is known by its request id. */
             const char *order_id = r->order_id[0] ? r->order_id : r->request_id;
             entity_row *e = entity_get(&c->orders, r->entity_key, order_id);
             if (!e) return -1;
-            entity_merge(e, r, r->command_type == CMD_PLACE_ORDER);
+            entity_merge(e, r, creates);
         }
         return 0;
     }
@@ -398,7 +398,7 @@ static int sink_connect(sink_mysql *s, char *errstr, size_t errstr_size);
 
 static const char req_insert[] = "INSERT IGNORE INTO requests (request_id, domain, command_type, status, reason, "
                                  "entity_key, submitted_at, processed_at, source_partition, source_offset, "
-                                 "callback_url, client_id, result) VALUES ";
+                                 "callback_url, client_id, result, actor) VALUES ";
 
 static int stmt_fail(MYSQL_STMT *st, const char *what, char *errstr, size_t errstr_size) {
     snprintf(errstr, errstr_size, "%s: mysql error %u (%s): %s", what, mysql_stmt_errno(st), mysql_stmt_sqlstate(st),
@@ -425,7 +425,7 @@ static int req_prepare(wctx *w, int size) {
     b->len = 0;
     sb_add(b, req_insert);
     for (int r = 0; r < req_sizes[size]; r++)
-        sb_add(b, r ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sb_add(b, r ? ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     int rc = -1;
     if (b->oom) {
         snprintf(w->errstr, w->errstr_size, "out of memory building the requests statement");
@@ -484,7 +484,7 @@ static int req_exec(wctx *w, const promo_result *res, char *const *json, const s
     if (req_prepare(w, size)) return -1;
     int rows = req_sizes[size];
     MYSQL_STMT *st = s->req_stmt[size];
-    enum { ID, REASON, ENTITY, URL, CLIENT, N_STR };
+    enum { ID, REASON, ENTITY, URL, CLIENT, ACTOR, N_STR };
     size_t at[REQ_CHUNK][N_STR];
     unsigned long len[REQ_CHUNK][N_STR];
     s->arena.len = 0;
@@ -495,6 +495,7 @@ static int req_exec(wctx *w, const promo_result *res, char *const *json, const s
         at[r][ENTITY] = arena_str(s, x->entity_key, sizeof x->entity_key, &len[r][ENTITY]);
         at[r][URL] = arena_str(s, x->callback_url, sizeof x->callback_url, &len[r][URL]);
         at[r][CLIENT] = arena_str(s, x->client_id, sizeof x->client_id, &len[r][CLIENT]);
+        at[r][ACTOR] = arena_str(s, x->actor, sizeof x->actor, &len[r][ACTOR]);
     }
     if (s->arena.oom) {
         s->arena.oom = false;
@@ -530,6 +531,10 @@ static int req_exec(wctx *w, const promo_result *res, char *const *json, const s
         else
             bd[11].buffer_type = MYSQL_TYPE_NULL;
         bind_text(&bd[12], json[idx[r]], (unsigned long)strlen(json[idx[r]]));
+        if (len[r][ACTOR])
+            bind_text(&bd[13], base + at[r][ACTOR], len[r][ACTOR]);
+        else
+            bd[13].buffer_type = MYSQL_TYPE_NULL;
     }
     if (mysql_stmt_bind_param(st, s->req_bind) != 0)
         return stmt_fail(st, "binding the requests", w->errstr, w->errstr_size);
@@ -565,30 +570,103 @@ out:
     return rc;
 }
 
+/* The counts a policy's or a sale's result carries, as "col=value" pairs
+ * after sep: issued or sold, and the counts and state appended in turn 2
+ * when the result has them (a result of an older processor does not). */
+static void counts_set(sink_mysql *s, const promo_result *r, bool policy) {
+    sb *b = &s->q;
+    if (policy) {
+        sb_add(b, "issued=");
+        sb_int(b, r->issued);
+        if (r->has_redeemed) sb_add(b, ",redeemed="), sb_int(b, r->redeemed);
+        if (r->has_cancelled_redemptions) sb_add(b, ",cancelled_redemptions="), sb_int(b, r->cancelled_redemptions);
+        if (r->has_discount_total) sb_add(b, ",discount_total="), sb_int(b, r->discount_total);
+    } else {
+        sb_add(b, "sold=");
+        sb_int(b, r->sold);
+        if (r->has_orders) sb_add(b, ",orders="), sb_int(b, r->orders);
+        if (r->has_cancelled_orders) sb_add(b, ",cancelled_orders="), sb_int(b, r->cancelled_orders);
+        if (r->has_held) sb_add(b, ",held="), sb_int(b, r->held);
+        if (r->has_expired_orders) sb_add(b, ",expired_orders="), sb_int(b, r->expired_orders);
+    }
+    if (r->state[0]) {
+        sb_add(b, ",state=");
+        SB_STR(s, r->state);
+    }
+}
+
 /* Partial counter rows: UPDATE ... WHERE version < new, one round trip. */
-static int write_counts(wctx *w, counted_row *tab, const char *table, const char *id_col, const char *count_col) {
+static int write_counts(wctx *w, counted_row *tab, const char *table, const char *id_col, bool policy) {
     sb *b = &w->s->q;
     stmt st = {"", ";", "", 0};
     for (counted_row *r = tab; r; r = r->hh.next) {
-        if (r->create || !r->has_count) continue;
+        if (r->create || !r->last) continue;
         stmt_item(w, &st);
         sb_add(b, "UPDATE ");
         sb_add(b, table);
         sb_add(b, " SET ");
-        sb_add(b, count_col);
-        sb_add(b, "=");
-        sb_int(b, r->count);
+        counts_set(w->s, r->last, policy);
         sb_add(b, ",version=");
-        sb_int(b, r->version);
+        sb_int(b, r->last->version);
         sb_add(b, " WHERE ");
         sb_add(b, id_col);
         sb_add(b, "=");
         SB_STR(w->s, r->id);
         sb_add(b, " AND version<");
-        sb_int(b, r->version);
+        sb_int(b, r->last->version);
         if (stmt_item_done(w, &st)) return -1;
     }
     return stmt_flush(w, &st);
+}
+
+/* The columns a PATCH may change, from the newest definition the batch
+ * holds when it is newer than the create (if any): UPDATE ... WHERE
+ * def_version < new, one round trip. */
+static int write_defs(wctx *w, counted_row *tab, bool policy) {
+    sink_mysql *s = w->s;
+    sb *b = &s->q;
+    stmt st = {"", ";", "", 0};
+    for (counted_row *r = tab; r; r = r->hh.next) {
+        const promo_result *d = r->def;
+        if (!d || (r->create && d->version <= r->create->version)) continue;
+        stmt_item(w, &st);
+        if (policy) {
+            const coupon_policy_def *p = &d->policy;
+            sb_add(b, "UPDATE coupon_policies SET total_quantity=");
+            sb_int(b, p->total_quantity);
+            sb_add(b, ",per_user_limit=");
+            sb_int(b, p->per_user_limit);
+            sb_add(b, ",issue_ends_at=");
+            sb_int(b, p->issue_ends_at);
+            sb_add(b, ",valid_until=");
+            sb_opt_int(b, p->has_valid_until, p->valid_until);
+        } else {
+            const time_sale_def *t = &d->sale;
+            sb_add(b, "UPDATE time_sales SET stock=");
+            sb_int(b, t->stock);
+            sb_add(b, ",per_user_limit=");
+            sb_int(b, t->per_user_limit);
+            sb_add(b, ",ends_at=");
+            sb_int(b, t->ends_at);
+            sb_add(b, ",hold_ms=");
+            sb_opt_int(b, d->has_hold_ms, d->hold_ms);
+        }
+        sb_add(b, ",def_version=");
+        sb_int(b, d->version);
+        sb_add(b, policy ? " WHERE policy_id=" : " WHERE sale_id=");
+        SB_STR(s, r->id);
+        sb_add(b, " AND def_version<");
+        sb_int(b, d->version);
+        if (stmt_item_done(w, &st)) return -1;
+    }
+    return stmt_flush(w, &st);
+}
+
+/* A counted row's counts for an INSERT: from its newest result, else those
+ * of a new entity (the create's result may come from an older processor,
+ * without the turn-2 counts). */
+static const char *row_state(const counted_row *r) {
+    return r->last && r->last->state[0] ? r->last->state : "ACTIVE";
 }
 
 static int write_policies(wctx *w, counted_row *tab) {
@@ -596,14 +674,20 @@ static int write_policies(wctx *w, counted_row *tab) {
     sb *b = &s->q;
     stmt st = {"INSERT INTO coupon_policies (policy_id, name, discount_type, discount_value, max_discount, "
                "min_order_amount, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, valid_until, "
-               "valid_days, issued, redeemed, created_at, version) VALUES ",
+               "valid_days, issued, redeemed, cancelled_redemptions, discount_total, state, created_at, "
+               "def_version, version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE issued=IF(VALUES(version)>version,VALUES(issued),issued),"
+               "redeemed=IF(VALUES(version)>version,VALUES(redeemed),redeemed),"
+               "cancelled_redemptions=IF(VALUES(version)>version,VALUES(cancelled_redemptions),cancelled_redemptions),"
+               "discount_total=IF(VALUES(version)>version,VALUES(discount_total),discount_total),"
+               "state=IF(VALUES(version)>version,VALUES(state),state),"
                "version=GREATEST(version,VALUES(version))",
                0};
     for (counted_row *r = tab; r; r = r->hh.next) {
         if (!r->create) continue;
         const coupon_policy_def *p = &r->create->policy;
+        const promo_result *l = r->last;
         stmt_item(w, &st);
         sb_add(b, "(");
         SB_STR(s, r->id);
@@ -628,30 +712,48 @@ static int write_policies(wctx *w, counted_row *tab) {
         sb_add(b, ",");
         sb_opt_int(b, p->has_valid_days, p->valid_days);
         sb_add(b, ",");
-        sb_int(b, r->count);
-        sb_add(b, ",0,");
+        sb_int(b, l ? l->issued : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_redeemed ? l->redeemed : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_cancelled_redemptions ? l->cancelled_redemptions : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_discount_total ? l->discount_total : 0);
+        sb_add(b, ",");
+        sb_text(s, row_state(r), strlen(row_state(r)));
+        sb_add(b, ",");
         sb_int(b, r->create->processed_at);
         sb_add(b, ",");
-        sb_int(b, r->version);
+        sb_int(b, r->create->version);
+        sb_add(b, ",");
+        sb_int(b, l ? l->version : r->create->version);
         sb_add(b, ")");
         if (stmt_item_done(w, &st)) return -1;
     }
     if (stmt_flush(w, &st)) return -1;
-    return write_counts(w, tab, "coupon_policies", "policy_id", "issued");
+    if (write_counts(w, tab, "coupon_policies", "policy_id", true)) return -1;
+    return write_defs(w, tab, true);
 }
 
 static int write_sales(wctx *w, counted_row *tab) {
     sink_mysql *s = w->s;
     sb *b = &s->q;
     stmt st = {"INSERT INTO time_sales (sale_id, product_id, name, original_price, sale_price, stock, "
-               "per_user_limit, starts_at, ends_at, sold, created_at, version) VALUES ",
+               "per_user_limit, starts_at, ends_at, sold, orders, cancelled_orders, held, expired_orders, state, "
+               "hold_ms, created_at, def_version, version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE sold=IF(VALUES(version)>version,VALUES(sold),sold),"
+               "orders=IF(VALUES(version)>version,VALUES(orders),orders),"
+               "cancelled_orders=IF(VALUES(version)>version,VALUES(cancelled_orders),cancelled_orders),"
+               "held=IF(VALUES(version)>version,VALUES(held),held),"
+               "expired_orders=IF(VALUES(version)>version,VALUES(expired_orders),expired_orders),"
+               "state=IF(VALUES(version)>version,VALUES(state),state),"
                "version=GREATEST(version,VALUES(version))",
                0};
     for (counted_row *r = tab; r; r = r->hh.next) {
         if (!r->create) continue;
         const time_sale_def *t = &r->create->sale;
+        const promo_result *l = r->last;
         stmt_item(w, &st);
         sb_add(b, "(");
         SB_STR(s, r->id);
@@ -672,16 +774,31 @@ static int write_sales(wctx *w, counted_row *tab) {
         sb_add(b, ",");
         sb_int(b, t->ends_at);
         sb_add(b, ",");
-        sb_int(b, r->count);
+        sb_int(b, l ? l->sold : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_orders ? l->orders : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_cancelled_orders ? l->cancelled_orders : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_held ? l->held : 0);
+        sb_add(b, ",");
+        sb_int(b, l && l->has_expired_orders ? l->expired_orders : 0);
+        sb_add(b, ",");
+        sb_text(s, row_state(r), strlen(row_state(r)));
+        sb_add(b, ",");
+        sb_opt_int(b, r->create->has_hold_ms, r->create->hold_ms);
         sb_add(b, ",");
         sb_int(b, r->create->processed_at);
         sb_add(b, ",");
-        sb_int(b, r->version);
+        sb_int(b, r->create->version);
+        sb_add(b, ",");
+        sb_int(b, l ? l->version : r->create->version);
         sb_add(b, ")");
         if (stmt_item_done(w, &st)) return -1;
     }
     if (stmt_flush(w, &st)) return -1;
-    return write_counts(w, tab, "time_sales", "sale_id", "sold");
+    if (write_counts(w, tab, "time_sales", "sale_id", false)) return -1;
+    return write_defs(w, tab, false);
 }
 
 /* A coupon's status after its last result; results should say it, but the
@@ -774,11 +891,15 @@ static int write_coupons(wctx *w, entity_row *tab) {
 static int write_accounts(wctx *w, entity_row *tab) {
     sink_mysql *s = w->s;
     sb *b = &s->q;
-    stmt st = {"INSERT INTO point_accounts (user_id, balance, next_expiry_at, next_expiry_amount, version) VALUES ",
+    stmt st = {"INSERT INTO point_accounts (user_id, balance, next_expiry_at, next_expiry_amount, pending, "
+               "next_available_at, next_available_amount, version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE balance=IF(VALUES(version)>version,VALUES(balance),balance),"
                "next_expiry_at=IF(VALUES(version)>version,VALUES(next_expiry_at),next_expiry_at),"
                "next_expiry_amount=IF(VALUES(version)>version,VALUES(next_expiry_amount),next_expiry_amount),"
+               "pending=IF(VALUES(version)>version,VALUES(pending),pending),"
+               "next_available_at=IF(VALUES(version)>version,VALUES(next_available_at),next_available_at),"
+               "next_available_amount=IF(VALUES(version)>version,VALUES(next_available_amount),next_available_amount),"
                "version=GREATEST(version,VALUES(version))",
                0};
     for (entity_row *r = tab; r; r = r->hh.next) {
@@ -792,6 +913,12 @@ static int write_accounts(wctx *w, entity_row *tab) {
         sb_opt_int(b, l->has_next_expiry, l->next_expiry_at);
         sb_add(b, ",");
         sb_opt_int(b, l->has_next_expiry, l->next_expiry_amount);
+        sb_add(b, ",");
+        sb_int(b, l->has_pending ? l->pending : 0);
+        sb_add(b, ",");
+        sb_opt_int(b, l->has_next_available, l->next_available_at);
+        sb_add(b, ",");
+        sb_opt_int(b, l->has_next_available, l->next_available_amount);
         sb_add(b, ",");
         sb_int(b, l->version);
         sb_add(b, ")");
@@ -850,7 +977,8 @@ static const char *order_status(const promo_result *r) {
 static int write_orders(wctx *w, entity_row *tab) {
     sink_mysql *s = w->s;
     sb *b = &s->q;
-    stmt st = {"INSERT INTO sale_orders (sale_id, order_id, user_id, quantity, status, placed_at, version) VALUES ",
+    stmt st = {"INSERT INTO sale_orders (sale_id, order_id, user_id, quantity, status, placed_at, hold_expires_at, "
+               "version) VALUES ",
                ",",
                " ON DUPLICATE KEY UPDATE status=IF(VALUES(version)>version,VALUES(status),status),"
                "version=GREATEST(version,VALUES(version))",
@@ -872,6 +1000,8 @@ static int write_orders(wctx *w, entity_row *tab) {
         sb_text(s, status, strnlen(status, sizeof c->order_status));
         sb_add(b, ",");
         sb_int(b, c->submitted_at); /* the order's "now", as a coupon's issued_at */
+        sb_add(b, ",");
+        sb_opt_int(b, c->has_hold_expires_at, c->hold_expires_at);
         sb_add(b, ",");
         sb_int(b, r->last->version);
         sb_add(b, ")");

@@ -91,6 +91,28 @@ static void mk_cancel(promo_cmd *c, const char *cid, const char *oid, int64_t no
     snprintf(c->u.cancel_redemption.order_id, sizeof c->u.cancel_redemption.order_id, "%s", oid);
 }
 
+static void mk_control(promo_cmd *c, cmd_type t, const char *pid, int64_t now) {
+    cmd_base(c, t, now);
+    snprintf(c->u.policy_control.policy_id, sizeof c->u.policy_control.policy_id, "%s", pid);
+    snprintf(c->u.policy_control.actor, sizeof c->u.policy_control.actor, "key-test");
+}
+
+/* NONE leaves a field unchanged. */
+static void mk_update(promo_cmd *c, const char *pid, int64_t total, int32_t per_user, int64_t ends, int64_t until,
+                      int64_t now) {
+    cmd_base(c, CMD_UPDATE_COUPON_POLICY, now);
+    coupon_policy_update *u = &c->u.update_policy;
+    snprintf(u->policy_id, sizeof u->policy_id, "%s", pid);
+    u->has_total_quantity = total != NONE;
+    u->total_quantity = total != NONE ? total : 0;
+    u->has_per_user_limit = per_user != NONE;
+    u->per_user_limit = per_user != NONE ? per_user : 0;
+    u->has_issue_ends_at = ends != NONE;
+    u->issue_ends_at = ends != NONE ? ends : 0;
+    u->has_valid_until = until != NONE;
+    u->valid_until = until != NONE ? until : 0;
+}
+
 /* Runs one command as the runtime does (validated, result_init, apply). The
  * result lives in a static buffer until the next call. */
 static promo_result scratch;
@@ -123,6 +145,18 @@ static const promo_result *redeem(void *st, const char *cid, const char *uid, co
 static const promo_result *cancel(void *st, const char *cid, const char *oid, int64_t now) {
     promo_cmd c;
     mk_cancel(&c, cid, oid, now);
+    return run(st, &c);
+}
+
+static const promo_result *control(void *st, cmd_type t, const char *pid, int64_t now) {
+    promo_cmd c;
+    mk_control(&c, t, pid, now);
+    return run(st, &c);
+}
+static const promo_result *update(void *st, const char *pid, int64_t total, int32_t per_user, int64_t ends,
+                                  int64_t until, int64_t now) {
+    promo_cmd c;
+    mk_update(&c, pid, total, per_user, ends, until, now);
     return run(st, &c);
 }
 
@@ -458,6 +492,160 @@ static void test_domain_by_name(void **unused) {
     assert_int_equal(coupon_ops.schema_id, 1);
 }
 
+/* ---- campaign controls (DESIGN.md §4a) ---- */
+
+static void test_pause_resume_close(void **unused) {
+    (void)unused;
+    void *st = coupon_ops.state_new();
+    coupon_policy_def d =
+        def_make("p1", DISCOUNT_FIXED, 1000, NONE, 5000, 10, 2, T0, T0 + 10 * DAY, T0 + 30 * DAY, NONE);
+    const promo_result *r = create(st, &d, T0);
+    assert_string_equal(r->state, "ACTIVE");
+    assert_rejected(control(st, CMD_PAUSE_COUPON_POLICY, "nope", T0), "NOT_FOUND");
+    assert_ok(issue(st, "p1", "u1", T0 + 1));
+
+    r = control(st, CMD_PAUSE_COUPON_POLICY, "p1", T0 + 2);
+    assert_ok(r);
+    assert_string_equal(r->state, "PAUSED");
+    assert_string_equal(r->actor, "key-test");
+    assert_true(r->has_policy);
+    assert_int_equal(r->policy.total_quantity, 10);
+    assert_counts(r, 1, 9, 3);
+    /* Pausing again changes nothing, not even the version. */
+    r = control(st, CMD_PAUSE_COUPON_POLICY, "p1", T0 + 3);
+    assert_ok(r);
+    assert_counts(r, 1, 9, 3);
+
+    r = issue(st, "p1", "u2", T0 + 4);
+    assert_rejected(r, "PAUSED");
+    assert_string_equal(r->state, "PAUSED");
+    assert_counts(r, 1, 9, 3);
+    /* Coupons already issued are redeemed and cancelled as before. */
+    r = redeem(st, "p1:1", "u1", "o1", 8000, T0 + 5);
+    assert_ok(r);
+    assert_string_equal(r->state, "PAUSED");
+    assert_ok(cancel(st, "p1:1", "o1", T0 + 6));
+
+    r = control(st, CMD_RESUME_COUPON_POLICY, "p1", T0 + 7);
+    assert_ok(r);
+    assert_string_equal(r->state, "ACTIVE");
+    assert_ok(issue(st, "p1", "u2", T0 + 8));
+    assert_ok(control(st, CMD_RESUME_COUPON_POLICY, "p1", T0 + 9));
+
+    r = control(st, CMD_CLOSE_COUPON_POLICY, "p1", T0 + 10);
+    assert_ok(r);
+    assert_string_equal(r->state, "CLOSED");
+    int64_t v = r->version;
+    assert_rejected(issue(st, "p1", "u3", T0 + 11), "CLOSED");
+    r = control(st, CMD_RESUME_COUPON_POLICY, "p1", T0 + 12);
+    assert_rejected(r, "CLOSED");
+    assert_string_equal(r->state, "CLOSED");
+    assert_rejected(control(st, CMD_PAUSE_COUPON_POLICY, "p1", T0 + 13), "CLOSED");
+    r = control(st, CMD_CLOSE_COUPON_POLICY, "p1", T0 + 14);
+    assert_ok(r);
+    assert_int_equal(r->version, v);
+    assert_rejected(update(st, "p1", 20, NONE, NONE, NONE, T0 + 15), "CLOSED");
+    /* Closed, its coupons still work. */
+    assert_ok(redeem(st, "p1:2", "u2", "o2", 8000, T0 + 16));
+    coupon_ops.state_destroy(st);
+}
+
+static void test_update_rules(void **unused) {
+    (void)unused;
+    void *st = coupon_ops.state_new();
+    coupon_policy_def d =
+        def_make("p1", DISCOUNT_FIXED, 1000, NONE, 5000, 3, 2, T0, T0 + 10 * DAY, T0 + 30 * DAY, NONE);
+    assert_ok(create(st, &d, T0));
+    assert_rejected(update(st, "nope", 5, NONE, NONE, NONE, T0), "NOT_FOUND");
+    assert_ok(issue(st, "p1", "u1", T0));
+    assert_ok(issue(st, "p1", "u1", T0));
+    assert_rejected(issue(st, "p1", "u1", T0), "LIMIT_EXCEEDED");
+
+    /* Never below what was issued; down to it is fine (sold out). */
+    const promo_result *r = update(st, "p1", 1, NONE, NONE, NONE, T0 + 1);
+    assert_rejected(r, "BELOW_ISSUED");
+    assert_counts(r, 2, 1, 3);
+    r = update(st, "p1", 2, NONE, NONE, NONE, T0 + 2);
+    assert_ok(r);
+    assert_int_equal(r->policy.total_quantity, 2);
+    assert_counts(r, 2, 0, 4);
+    assert_rejected(issue(st, "p1", "u2", T0 + 3), "SOLD_OUT");
+    assert_ok(update(st, "p1", 5, NONE, NONE, NONE, T0 + 4));
+    assert_ok(issue(st, "p1", "u2", T0 + 5));
+
+    /* A lower limit keeps what users have and gives them no more. */
+    r = update(st, "p1", NONE, 1, NONE, NONE, T0 + 6);
+    assert_ok(r);
+    assert_int_equal(r->policy.per_user_limit, 1);
+    assert_rejected(issue(st, "p1", "u2", T0 + 7), "LIMIT_EXCEEDED");
+    assert_ok(issue(st, "p1", "u3", T0 + 7));
+
+    /* Windows against the stored definition. */
+    assert_rejected(update(st, "p1", NONE, NONE, T0, NONE, T0 + 8), "INVALID_WINDOW");
+    assert_rejected(update(st, "p1", NONE, NONE, T0 + 40 * DAY, NONE, T0 + 8), "INVALID_WINDOW");
+    assert_rejected(update(st, "p1", NONE, NONE, NONE, T0 + 9 * DAY, T0 + 8), "INVALID_WINDOW");
+    r = update(st, "p1", NONE, NONE, T0 + DAY, NONE, T0 + 9);
+    assert_ok(r);
+    assert_int_equal(r->policy.issue_ends_at, T0 + DAY);
+    assert_rejected(issue(st, "p1", "u4", T0 + DAY), "ENDED");
+    assert_ok(update(st, "p1", NONE, NONE, T0 + 20 * DAY, NONE, T0 + 10));
+
+    /* valid_until: coupons issued before keep their expiry. */
+    r = update(st, "p1", NONE, NONE, NONE, T0 + 50 * DAY, T0 + 11);
+    assert_ok(r);
+    assert_int_equal(r->policy.valid_until, T0 + 50 * DAY);
+    r = issue(st, "p1", "u5", T0 + 12);
+    assert_ok(r);
+    assert_int_equal(r->expires_at, T0 + 50 * DAY);
+    assert_rejected(redeem(st, "p1:1", "u1", "o1", 9000, T0 + 31 * DAY), "EXPIRED");
+    assert_ok(redeem(st, "p1:5", "u5", "o5", 9000, T0 + 31 * DAY));
+    /* u5's coupon was issued under the first change: the second takes an
+     * era; a third with nothing issued under the second takes none. */
+    assert_ok(update(st, "p1", NONE, NONE, NONE, T0 + 60 * DAY, T0 + 13));
+    assert_ok(update(st, "p1", NONE, NONE, NONE, T0 + 70 * DAY, T0 + 14));
+    assert_ok(update(st, "p1", 100, NONE, NONE, NONE, T0 + 14));
+    r = issue(st, "p1", "u6", T0 + 15);
+    assert_int_equal(r->expires_at, T0 + 70 * DAY);
+
+    /* Eras are bounded: each change with a coupon issued since takes one. */
+    int eras = 2, i = 0;
+    for (; i < 200; i++) {
+        char uid[16];
+        snprintf(uid, sizeof uid, "x%d", i);
+        assert_ok(update(st, "p1", 10000, NONE, NONE, NONE, T0 + 16));
+        assert_ok(issue(st, "p1", uid, T0 + 16));
+        r = update(st, "p1", NONE, NONE, NONE, T0 + (71 + i) * DAY, T0 + 17);
+        if (r->status == STATUS_REJECTED) break;
+        eras++;
+    }
+    assert_rejected(r, "TOO_MANY_CHANGES");
+    assert_int_equal(eras, 64);
+    coupon_ops.state_destroy(st);
+}
+
+static void test_redemption_counts(void **unused) {
+    (void)unused;
+    void *st = coupon_ops.state_new();
+    coupon_policy_def d = def_make("p1", DISCOUNT_PERCENT, 10, NONE, 0, 10, 5, T0, T0 + 10 * DAY, T0 + 30 * DAY, NONE);
+    assert_ok(create(st, &d, T0));
+    for (int i = 0; i < 3; i++) assert_ok(issue(st, "p1", "u1", T0));
+    assert_ok(redeem(st, "p1:1", "u1", "o1", 10000, T0));
+    const promo_result *r = redeem(st, "p1:2", "u1", "o2", 25000, T0);
+    assert_ok(r);
+    assert_int_equal(r->redeemed, 2);
+    assert_int_equal(r->discount_total, 3500);
+    assert_int_equal(r->cancelled_redemptions, 0);
+    r = cancel(st, "p1:1", "o1", T0);
+    assert_ok(r);
+    assert_int_equal(r->redeemed, 1);
+    assert_int_equal(r->discount_total, 2500);
+    assert_int_equal(r->cancelled_redemptions, 1);
+    r = issue(st, "p1", "u2", T0);
+    assert_true(r->has_redeemed && r->has_discount_total && r->has_cancelled_redemptions);
+    assert_int_equal(r->discount_total, 2500);
+    coupon_ops.state_destroy(st);
+}
+
 /* ---- randomized: a reference model and the state read back from dumps ---- */
 
 #define NPOL 3 /* created; a fourth policy id is never created */
@@ -489,6 +677,11 @@ typedef struct mpol {
     int64_t issued, redeemed, version;
     int per_user[NUSER];
     mcoupon c[MAXC];
+    int state; /* campaign_state */
+    int64_t cancelled, discount_total;
+    int n_eras;
+    int64_t last_era_upto;
+    int32_t max_limit; /* the highest per_user_limit it ever had */
 } mpol;
 
 typedef struct model {
@@ -501,6 +694,7 @@ static void model_init(model *m) {
     m->p[1].def = def_make("pb", DISCOUNT_PERCENT, 10, 5000, 0, 100, 3, T0 + DAY, T0 + 30 * DAY, NONE, 5);
     m->p[2].def = def_make("pc", DISCOUNT_PERCENT, 33, NONE, 1000, 60, 2, T0, T0 + 10 * DAY, T0 + 12 * DAY, 3);
     m->p[3].def = def_make("pd", DISCOUNT_FIXED, 1, NONE, 0, 10, 1, T0, T0 + DAY, T0 + DAY, NONE);
+    for (int i = 0; i <= NPOL; i++) m->p[i].max_limit = m->p[i].def.per_user_limit;
 }
 
 static int model_policy(const model *m, const char *id) {
@@ -550,6 +744,10 @@ static void model_step(model *m, const promo_cmd *c, const promo_result *r) {
         int u = user_index(c->u.issue.user_id);
         if (!p->exists)
             why = "NOT_FOUND";
+        else if (p->state == CAMPAIGN_PAUSED)
+            why = "PAUSED";
+        else if (p->state == CAMPAIGN_CLOSED)
+            why = "CLOSED";
         else if (c->submitted_at < p->def.issue_starts_at)
             why = "NOT_STARTED";
         else if (c->submitted_at >= p->def.issue_ends_at)
@@ -591,6 +789,7 @@ static void model_step(model *m, const promo_cmd *c, const promo_result *r) {
             k->discount = discount = model_discount(&p->def, c->u.redeem.order_amount);
             snprintf(k->order, sizeof k->order, "%s", c->u.redeem.order_id);
             p->redeemed++;
+            p->discount_total += discount;
         } else {
             if (!k->redeemed)
                 why = "NOT_REDEEMED";
@@ -602,7 +801,54 @@ static void model_step(model *m, const promo_cmd *c, const promo_result *r) {
             k->order[0] = '\0';
             k->discount = 0;
             p->redeemed--;
+            p->cancelled++;
+            p->discount_total -= discount;
         }
+        p->version++;
+        break;
+    }
+    case CMD_PAUSE_COUPON_POLICY:
+    case CMD_RESUME_COUPON_POLICY:
+    case CMD_CLOSE_COUPON_POLICY: {
+        p = &m->p[model_policy(m, c->u.policy_control.policy_id)];
+        int to = c->type == CMD_PAUSE_COUPON_POLICY    ? CAMPAIGN_PAUSED
+                 : c->type == CMD_RESUME_COUPON_POLICY ? CAMPAIGN_ACTIVE
+                                                       : CAMPAIGN_CLOSED;
+        if (!p->exists)
+            why = "NOT_FOUND";
+        else if (p->state == CAMPAIGN_CLOSED && to != CAMPAIGN_CLOSED)
+            why = "CLOSED";
+        if (*why) break;
+        if (p->state != to) p->version++;
+        p->state = to;
+        break;
+    }
+    case CMD_UPDATE_COUPON_POLICY: {
+        const coupon_policy_update *u = &c->u.update_policy;
+        p = &m->p[model_policy(m, u->policy_id)];
+        if (!p->exists) {
+            why = "NOT_FOUND";
+            break;
+        }
+        coupon_policy_def d = p->def;
+        if (u->has_total_quantity) d.total_quantity = u->total_quantity;
+        if (u->has_per_user_limit) d.per_user_limit = u->per_user_limit;
+        if (u->has_issue_ends_at) d.issue_ends_at = u->issue_ends_at;
+        if (u->has_valid_until) d.has_valid_until = true, d.valid_until = u->valid_until;
+        bool changed = d.has_valid_until != p->def.has_valid_until || d.valid_until != p->def.valid_until;
+        bool era = changed && p->issued > p->last_era_upto;
+        if (p->state == CAMPAIGN_CLOSED)
+            why = "CLOSED";
+        else if (d.total_quantity < p->issued)
+            why = "BELOW_ISSUED";
+        else if (d.issue_ends_at <= d.issue_starts_at || (d.has_valid_until && d.valid_until < d.issue_ends_at))
+            why = "INVALID_WINDOW";
+        else if (era && p->n_eras >= 64)
+            why = "TOO_MANY_CHANGES";
+        if (*why) break;
+        if (era) p->n_eras++, p->last_era_upto = p->issued;
+        p->def = d;
+        if (d.per_user_limit > p->max_limit) p->max_limit = d.per_user_limit;
         p->version++;
         break;
     }
@@ -618,7 +864,19 @@ static void model_step(model *m, const promo_cmd *c, const promo_result *r) {
         return;
     }
     assert_counts(r, p->issued, p->def.total_quantity - p->issued, p->version);
-    if (*why || c->type == CMD_CREATE_COUPON_POLICY) {
+    if (strcmp(r->state, campaign_state_name((campaign_state)p->state)) != 0)
+        fail_msg("%s %s: state %s, model %d", cmd_type_name(c->type), why, r->state, p->state);
+    assert_int_equal(r->redeemed, p->redeemed);
+    assert_int_equal(r->cancelled_redemptions, p->cancelled);
+    assert_int_equal(r->discount_total, p->discount_total);
+    if (c->type >= CMD_PAUSE_COUPON_POLICY && c->type <= CMD_UPDATE_COUPON_POLICY && !*why) {
+        assert_true(r->has_policy);
+        assert_int_equal(r->policy.total_quantity, p->def.total_quantity);
+        assert_int_equal(r->policy.per_user_limit, p->def.per_user_limit);
+        assert_int_equal(r->policy.issue_ends_at, p->def.issue_ends_at);
+        assert_int_equal(r->policy.valid_until, p->def.valid_until);
+    }
+    if (*why || (c->type != CMD_ISSUE_COUPON && c->type != CMD_REDEEM_COUPON && c->type != CMD_CANCEL_REDEMPTION)) {
         assert_string_equal(r->coupon_id, "");
         return;
     }
@@ -658,7 +916,27 @@ static void gen_cmd(uint64_t *s, const model *m, promo_cmd *c) {
     const mcoupon *mc = serial <= p->issued ? &p->c[serial - 1] : NULL;
     snprintf(cid, sizeof cid, "%s:%lld", p->def.policy_id, (long long)serial);
 
-    if (op < 4) {
+    int ctl = (int)rnd(s, 1000);
+    if (ctl < 12) {
+        /* Pauses and resumes often enough to matter; a close rarely, and
+         * only of pc (or pd, never created), so pa and pb stay open. */
+        cmd_type t = ctl < 5 ? CMD_PAUSE_COUPON_POLICY : ctl < 11 ? CMD_RESUME_COUPON_POLICY : CMD_CLOSE_COUPON_POLICY;
+        if (t == CMD_CLOSE_COUPON_POLICY && (rnd(s, 8) != 0 || pi < 2)) t = CMD_RESUME_COUPON_POLICY;
+        mk_control(c, t, p->def.policy_id, now);
+    } else if (ctl < 20) {
+        int64_t total = NONE, ends = NONE, until = NONE;
+        int32_t per_user = NONE;
+        int what = (int)rnd(s, 4);
+        if (what == 0) total = p->issued + rnd(s, 40) - 3 > 0 ? p->issued + rnd(s, 40) - 3 : 1;
+        if (total > MAXC) total = MAXC; /* the model holds at most MAXC coupons a policy */
+        if (what == 1) per_user = (int32_t)(1 + rnd(s, 4));
+        if (what == 2) ends = p->def.issue_starts_at + rnd(s, 30 * DAY) - DAY;
+        if (what == 3) until = p->def.issue_ends_at + rnd(s, 20 * DAY) - 2 * DAY;
+        if (ends != NONE && ends < 0) ends = 0;
+        mk_update(c, p->def.policy_id, total, per_user, ends, until, now);
+        if (cmd_validate(c, oid, sizeof oid, cid, sizeof cid) != 0)
+            mk_update(c, p->def.policy_id, NONE, 2, NONE, NONE, now);
+    } else if (op < 4) {
         mk_create(c, &m->p[pi % NPOL].def, now);
     } else if (op < 55) {
         mk_issue(c, p->def.policy_id, uid, now);
@@ -688,6 +966,8 @@ typedef struct mir_pol {
     bool present;
     coupon_policy_def def;
     int64_t issued, redeemed, version;
+    int state;
+    int64_t cancelled, n_eras;
     mir_coupon c[MAXC];
 } mir_pol;
 
@@ -706,7 +986,7 @@ static int mirror_emit(void *ctx, const char *key, size_t key_len, const uint8_t
     k[key_len] = '\0';
     bytes_r r;
     bytes_r_init(&r, val, val_len);
-    assert_int_equal(bytes_get_u8(&r), 1);
+    assert_int_equal(bytes_get_u8(&r), strncmp(k, "p:", 2) == 0 ? 2 : 1);
     mr->emitted++;
     if (strncmp(k, "p:", 2) == 0) {
         int i = model_policy(mr->m, k + 2);
@@ -732,6 +1012,17 @@ static int mirror_emit(void *ctx, const char *key, size_t key_len, const uint8_t
         p->issued = bytes_get_i64(&r);
         p->redeemed = bytes_get_i64(&r);
         p->version = bytes_get_i64(&r);
+        p->state = bytes_get_u8(&r);
+        p->cancelled = bytes_get_i64(&r);
+        p->n_eras = bytes_get_i64(&r);
+        int64_t prev = 0;
+        for (int64_t i = 0; i < p->n_eras; i++) {
+            int64_t upto = bytes_get_i64(&r);
+            assert_true(upto > prev && upto <= p->issued);
+            prev = upto;
+            assert_true(bytes_get_u8(&r) <= 1);
+            (void)bytes_get_i64(&r);
+        }
     } else {
         int64_t serial;
         assert_int_equal(strncmp(k, "c:", 2), 0);
@@ -767,6 +1058,12 @@ static void mirror_check(const mirror *mr) {
         assert_int_equal(p->issued, mp->issued);
         assert_int_equal(p->redeemed, mp->redeemed);
         assert_int_equal(p->version, mp->version);
+        assert_int_equal(p->state, mp->state);
+        assert_int_equal(p->cancelled, mp->cancelled);
+        assert_int_equal(p->n_eras, mp->n_eras);
+        assert_int_equal(p->def.per_user_limit, mp->def.per_user_limit);
+        assert_int_equal(p->def.issue_ends_at, mp->def.issue_ends_at);
+        assert_int_equal(p->def.valid_until, mp->def.valid_until);
         int per_user[NUSER] = {0};
         int64_t redeemed = 0;
         for (int s = 0; s < MAXC; s++) {
@@ -785,7 +1082,8 @@ static void mirror_check(const mirror *mr) {
             assert_int_equal(c->discount, mc->discount);
         }
         for (int u = 0; u < NUSER; u++) {
-            assert_true(per_user[u] <= p->def.per_user_limit);
+            /* A lowered limit leaves users above it with what they had. */
+            assert_true(per_user[u] <= mp->max_limit);
             assert_int_equal(per_user[u], mp->per_user[u]);
         }
         assert_int_equal(redeemed, p->redeemed);
@@ -820,12 +1118,33 @@ static void test_randomized(void **unused) {
         assert_int_equal(coupon_ops.dump(st, 1, mirror_emit, &full), 0);
         mirror_check(&full);
         assert_int_equal(coupon_ops.entries(st), full.emitted);
-        for (int t = 0; t <= CMD_CANCEL_REDEMPTION; t++) {
+        for (int t = 0; t <= CMD_UPDATE_COUPON_POLICY; t++) {
             print_message("seed %llu %-18s succeeded %5d rejected %5d\n", (unsigned long long)seed, cmd_type_name(t),
                           outcomes[t][0], outcomes[t][1]);
             assert_true(outcomes[t][0] > 0 && outcomes[t][1] > 0);
         }
         coupon_ops.state_destroy(st);
+    }
+}
+
+/* coupon_policy_discount(), which the redeem and the advisory validation
+ * share, against the model's wide arithmetic: never above the order or the
+ * cap, never negative, over random policies and amounts up to the limits. */
+static void test_discount_random(void **unused) {
+    (void)unused;
+    uint64_t s = 0x5eed5eed5eedULL;
+    for (int i = 0; i < 200000; i++) {
+        coupon_policy_def d;
+        memset(&d, 0, sizeof d);
+        d.discount_type = rnd(&s, 2) ? DISCOUNT_PERCENT : DISCOUNT_FIXED;
+        d.discount_value = d.discount_type == DISCOUNT_PERCENT ? 1 + rnd(&s, 100) : 1 + rnd(&s, 1000000000000LL);
+        d.has_max_discount = rnd(&s, 2);
+        d.max_discount = d.has_max_discount ? 1 + rnd(&s, 1000000000000LL) : 0;
+        int64_t amount = rnd(&s, 3) ? 1 + rnd(&s, 100000) : 1 + rnd(&s, 1000000000000LL);
+        int64_t x = coupon_policy_discount(&d, amount);
+        assert_int_equal(x, model_discount(&d, amount));
+        assert_true(x >= 0 && x <= amount);
+        if (d.has_max_discount && d.discount_type == DISCOUNT_PERCENT) assert_true(x <= d.max_discount);
     }
 }
 
@@ -1077,6 +1396,60 @@ static int load_str(void *st, const char *key, const uint8_t *val, size_t len) {
     return coupon_ops.load(st, key, strlen(key), val, len);
 }
 
+/* A policy entry written before turn 2 (version 1) loads as an ACTIVE
+ * policy with no cancellations and no eras; its discount total comes from
+ * the coupons. */
+static void test_load_v1_policy(void **unused) {
+    (void)unused;
+    void *a = coupon_ops.state_new();
+    coupon_policy_def d = def_p1();
+    assert_ok(create(a, &d, T0));
+    assert_ok(issue(a, "p1", "u1", T0));
+    assert_ok(redeem(a, "p1:1", "u1", "o1", 7000, T0));
+    bytes_w w = {0};
+    bytes_put_u8(&w, 1);
+    bytes_put_str(&w, d.name);
+    bytes_put_u8(&w, (uint8_t)d.discount_type);
+    bytes_put_i64(&w, d.discount_value);
+    bytes_put_u8(&w, d.has_max_discount);
+    bytes_put_i64(&w, d.max_discount);
+    bytes_put_i64(&w, d.min_order_amount);
+    bytes_put_i64(&w, d.total_quantity);
+    bytes_put_i64(&w, d.per_user_limit);
+    bytes_put_i64(&w, d.issue_starts_at);
+    bytes_put_i64(&w, d.issue_ends_at);
+    bytes_put_u8(&w, d.has_valid_until);
+    bytes_put_i64(&w, d.valid_until);
+    bytes_put_u8(&w, d.has_valid_days);
+    bytes_put_i64(&w, d.valid_days);
+    bytes_put_i64(&w, 1); /* issued */
+    bytes_put_i64(&w, 1); /* redeemed */
+    bytes_put_i64(&w, 3); /* version */
+    entries es = {0};
+    assert_int_equal(coupon_ops.dump(a, 1, entries_emit, &es), 0);
+    void *b = coupon_ops.state_new();
+    for (size_t i = 0; i < es.n; i++)
+        if (es.e[i].key[0] == 'c')
+            assert_int_equal(coupon_ops.load(b, es.e[i].key, es.e[i].key_len, es.e[i].val, es.e[i].val_len), 0);
+    assert_int_equal(coupon_ops.load(b, "p:p1", 4, w.data, w.len), 0);
+    const promo_result *r = issue(b, "p1", "u2", T0 + 1);
+    assert_ok(r);
+    assert_string_equal(r->state, "ACTIVE");
+    assert_int_equal(r->redeemed, 1);
+    assert_int_equal(r->discount_total, 1000);
+    assert_int_equal(r->cancelled_redemptions, 0);
+    assert_int_equal(r->version, 4);
+    /* A v1 entry with bytes after its last field is refused. */
+    bytes_put_u8(&w, 0);
+    void *c = coupon_ops.state_new();
+    assert_int_equal(coupon_ops.load(c, "p:p1", 4, w.data, w.len), -1);
+    free(w.data);
+    entries_free(&es);
+    coupon_ops.state_destroy(a);
+    coupon_ops.state_destroy(b);
+    coupon_ops.state_destroy(c);
+}
+
 static void test_load_malformed(void **unused) {
     (void)unused;
     void *st = coupon_ops.state_new();
@@ -1156,10 +1529,11 @@ static void test_load_malformed(void **unused) {
     assert_int_equal(load_str(st, "c:p1:1", b, cn), -1);
     assert_int_equal(coupon_ops.entries(st), 0);
 
-    /* Consistent entries load; a coupon beyond the quantity does not. */
+    /* Consistent entries load; a coupon beyond the quantity waits, never
+     * placed, for a newer policy entry (a PATCH may have raised it). */
     assert_int_equal(load_str(st, "p:p1", v, n), 0);
     assert_int_equal(load_str(st, "c:p1:1", cv, cn), 0);
-    assert_int_equal(load_str(st, "c:p1:11", cv, cn), -1);
+    assert_int_equal(load_str(st, "c:p1:11", cv, cn), 0);
     bn = put_coupon_exp(b, 1, "u2", 0, "", 0, T0 + DAY); /* an expiry the policy contradicts */
     assert_int_equal(load_str(st, "c:p1:2", b, bn), -1);
     bn = put_coupon(b, 1, "u2", 1, "o9", 100);
@@ -1167,7 +1541,7 @@ static void test_load_malformed(void **unused) {
     /* A policy entry older than the coupons already placed is refused. */
     bn = put_policy(b, 1, DISCOUNT_FIXED, 100, 2, 10, 1, 0, 2);
     assert_int_equal(load_str(st, "p:p1", b, bn), -1);
-    assert_int_equal(coupon_ops.entries(st), 3);
+    assert_int_equal(coupon_ops.entries(st), 4);
     const promo_result *r = issue(st, "p1", "u1", T0 + 1);
     assert_ok(r);
     assert_string_equal(r->coupon_id, "p1:3");
@@ -1337,7 +1711,12 @@ int main(void) {
         cmocka_unit_test(test_cancel_rules),
         cmocka_unit_test(test_other_domain_command),
         cmocka_unit_test(test_domain_by_name),
+        cmocka_unit_test(test_pause_resume_close),
+        cmocka_unit_test(test_update_rules),
+        cmocka_unit_test(test_redemption_counts),
+        cmocka_unit_test(test_load_v1_policy),
         cmocka_unit_test(test_randomized),
+        cmocka_unit_test(test_discount_random),
         cmocka_unit_test(test_checkpoint_roundtrip),
         cmocka_unit_test(test_load_coupon_first),
         cmocka_unit_test(test_load_malformed),

@@ -24,7 +24,8 @@
  * the checkpoint module, the topic and key names.
  *
  * Exit status: 0 done, 1 failure, 2 usage, 3 `follow` saw no final status in
- * time (and `reconcile`: 1 differences left, 3 could not tell). Reads stdin never; writes results to stdout, progress to stderr.
+ * time (and `reconcile`: 1 differences left, 3 could not tell). Reads stdin never; writes results to stdout, progress
+ * to stderr.
  */
 #include <string.h>
 

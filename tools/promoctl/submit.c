@@ -25,10 +25,26 @@
 
 /* The JSON fields that HTTP carries in the path, per command type. */
 static const char *const path_ids[CMD__COUNT][2] = {
-    [CMD_ISSUE_COUPON] = {"policy_id", NULL},      [CMD_REDEEM_COUPON] = {"coupon_id", NULL},
-    [CMD_CANCEL_REDEMPTION] = {"coupon_id", NULL}, [CMD_EARN_POINTS] = {"user_id", NULL},
-    [CMD_USE_POINTS] = {"user_id", NULL},          [CMD_CANCEL_POINT_USE] = {"user_id", NULL},
-    [CMD_PLACE_ORDER] = {"sale_id", NULL},         [CMD_CANCEL_ORDER] = {"sale_id", "order_id"},
+    [CMD_ISSUE_COUPON] = {"policy_id", NULL},
+    [CMD_REDEEM_COUPON] = {"coupon_id", NULL},
+    [CMD_CANCEL_REDEMPTION] = {"coupon_id", NULL},
+    [CMD_EARN_POINTS] = {"user_id", NULL},
+    [CMD_USE_POINTS] = {"user_id", NULL},
+    [CMD_CANCEL_POINT_USE] = {"user_id", NULL},
+    [CMD_PLACE_ORDER] = {"sale_id", NULL},
+    [CMD_CANCEL_ORDER] = {"sale_id", "order_id"},
+    [CMD_PAUSE_COUPON_POLICY] = {"policy_id", NULL},
+    [CMD_RESUME_COUPON_POLICY] = {"policy_id", NULL},
+    [CMD_CLOSE_COUPON_POLICY] = {"policy_id", NULL},
+    [CMD_UPDATE_COUPON_POLICY] = {"policy_id", NULL},
+    [CMD_PAUSE_TIME_SALE] = {"sale_id", NULL},
+    [CMD_RESUME_TIME_SALE] = {"sale_id", NULL},
+    [CMD_CLOSE_TIME_SALE] = {"sale_id", NULL},
+    [CMD_UPDATE_TIME_SALE] = {"sale_id", NULL},
+    [CMD_HOLD_ORDER] = {"sale_id", NULL},
+    [CMD_CONFIRM_ORDER] = {"sale_id", "order_id"},
+    [CMD_EARN_PENDING_POINTS] = {"user_id", NULL},
+    [CMD_ADJUST_POINTS] = {"user_id", NULL},
 };
 
 /* Takes a string field out of obj into out. Returns 0 (absent leaves out
@@ -68,8 +84,13 @@ static int submit_build(const char *text, promo_cmd *cmd, char *errstr, size_t e
         goto out;
     }
     parse_route route = {.id = ROUTE_NONE};
-    for (int r = ROUTE_POLICY_CREATE; r <= ROUTE_SALE_ORDER_CANCEL; r++)
-        if (parse_route_cmd((parse_route_id)r) == (cmd_type)t) route.id = (parse_route_id)r;
+    /* A HoldOrder goes by the orders route (with hold_ms), an
+     * EarnPendingPoints by the earn route (with available_at); the commands
+     * only processors produce (ExpireHold, ReleasePoints) have no route. */
+    cmd_type by = t == CMD_HOLD_ORDER ? CMD_PLACE_ORDER : t == CMD_EARN_PENDING_POINTS ? CMD_EARN_POINTS : (cmd_type)t;
+    for (int r = 0; r < ROUTE__COUNT; r++)
+        if (parse_route_is_write((parse_route_id)r) && parse_route_cmd((parse_route_id)r) == by)
+            route.id = (parse_route_id)r;
     char *ids[2] = {route.id1, route.id2};
     size_t sizes[2] = {sizeof route.id1, sizeof route.id2};
     for (int i = 0; i < 2; i++) {
