@@ -89,7 +89,8 @@ def check_point_account(val):
     """None when val decodes as processors/point.c would accept it, else why."""
     r = Reader(val)
     try:
-        if r.u8() != 1:
+        version = r.u8()
+        if version not in (1, 2):  # 2 adds the pending lots at the end
             return "version byte"
         balance = r.i64()
         r.i64()  # version
@@ -122,7 +123,9 @@ def check_point_account(val):
                 taken += t
                 if cancelled:
                     continue
-                lot = next((l for l in lots if l[3] == es), None)
+                # A lot is named by its entry's seq and its expiry (points
+                # released together share one entry, one lot per expiry).
+                lot = next((l for l in lots if l[3] == es and l[2] == exp), None)
                 if lot is None:
                     return "use %s (uncancelled) takes from lot earn_seq %d, which is not there" % (oid, es)
                 if lot[2] != exp or t > lot[1] - lot[0]:
@@ -130,6 +133,11 @@ def check_point_account(val):
                                                                                            lot[0])
             if taken != amount:
                 return "use %s: pieces sum %d, amount %d" % (oid, taken, amount)
+        if version == 2:
+            for i in range(r.i64()):
+                amount, exp, available_at, serial, reason = r.i64(), r.expiry(), r.i64(), r.i64(), r.s()
+                if amount <= 0:
+                    return "pending lot %d: amount %d" % (i, amount)
         if r.p != len(val):
             return "trailing bytes"
     except ValueError as e:
