@@ -57,7 +57,7 @@ BIN = os.environ.get("PROMO_BIN_DIR", os.path.join(ROOT, "build", "bin"))
 RESULTS = os.path.join(ROOT, "bench", "results")
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
-from fleet import ADMIN_KEY, CLIENT_KEY, Fleet, free_ports  # noqa: E402
+from fleet import ADMIN_KEY, CLIENT_KEY, Fleet, free_ports, result_request_id  # noqa: E402
 
 FULL = dict(flash_n=200000, flash_users=100000, flash_q=10000, open_n=100000,
             sale_n=200000, sale_users=100000, sale_stock=10000,
@@ -82,21 +82,6 @@ def log(msg):
 
 
 # ---- processes and memory ---------------------------------------------------
-
-def first_string(value):
-    """The first field of a Confluent-framed Avro record, when it is a string
-    (a Result's request_id): zigzag varint length, then UTF-8."""
-    pos, shift, raw = 5, 0, 0
-    while pos < len(value):
-        b = value[pos]
-        raw |= (b & 0x7F) << shift
-        pos += 1
-        shift += 7
-        if not b & 0x80:
-            n = (raw >> 1) ^ -(raw & 1)
-            return value[pos:pos + n].decode() if 0 <= n <= len(value) - pos else None
-    return None
-
 
 def peak_reset(pids):
     """Resets VmHWM (the peak) of each process, so a peak is per scenario."""
@@ -504,7 +489,7 @@ class Bench:
                     lo = ts if lo is None else min(lo, ts)
                     hi = ts if hi is None else max(hi, ts)
                     part = m.partition()
-                    last_id = first_string(m.value())
+                    last_id = result_request_id(m.value())
             outcomes_s = time.monotonic() - t0
             # One partition of promo.results, written by the sink in order:
             # once the last result is in, the rest are.

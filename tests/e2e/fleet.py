@@ -46,6 +46,22 @@ class FleetError(Exception):
     pass
 
 
+def result_request_id(value):
+    """The request id of a Result as it sits in promo.results: the first
+    field of the Confluent-framed Avro record (after the 5-byte frame), a
+    string, so a zigzag varint length and UTF-8. None when malformed."""
+    pos, shift, raw = 5, 0, 0
+    while pos < len(value):
+        b = value[pos]
+        raw |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            n = (raw >> 1) ^ -(raw & 1)
+            return value[pos:pos + n].decode() if 0 <= n <= len(value) - pos else None
+    return None
+
+
 def free_port_range(n):
     """The first of n consecutive loopback ports that were free a moment ago
     (the local Kafka nodes listen on consecutive ports). They are drawn below

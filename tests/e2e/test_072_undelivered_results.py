@@ -19,6 +19,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from fleet import result_request_id
 from test_071_checkpoint_damage import Points, pc, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
@@ -42,19 +43,7 @@ def read_results(bootstrap, request_ids, timeout=60):
             for m in c.consume(1000, 0.2):
                 if m.error() or not (m.key() or b"").startswith(PREFIX.encode()):
                     continue
-                v = m.value()
-                # Result: framing (5 bytes), then request_id, an Avro string
-                # (zig-zag varint length, then the bytes).
-                n, shift, i = 0, 0, 5
-                while True:
-                    b = v[i]
-                    n |= (b & 0x7F) << shift
-                    i += 1
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                n = (n >> 1) ^ -(n & 1)
-                got.setdefault(v[i:i + n].decode(), []).append(v)
+                got.setdefault(result_request_id(m.value()), []).append(m.value())
         return got
     finally:
         c.close()

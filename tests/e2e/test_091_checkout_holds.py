@@ -21,6 +21,7 @@ import time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from client import ADMIN, Client, Pool, now_ms
+from fleet import result_request_id
 
 
 def ok(doc):
@@ -144,17 +145,7 @@ def read_results(fleet, key, timeout=60, want=None):
                 if m.error() or m.key() != key.encode():
                     continue
                 idle = time.time()
-                v = m.value()
-                n, shift, i = 0, 0, 5
-                while True:
-                    b = v[i]
-                    n |= (b & 0x7F) << shift
-                    i += 1
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                n = (n >> 1) ^ -(n & 1)
-                got.setdefault(v[i:i + n].decode(), []).append(v)
+                got.setdefault(result_request_id(m.value()), []).append(m.value())
         return got
     finally:
         cons.close()
