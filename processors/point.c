@@ -295,6 +295,28 @@ static int point_lots_reserve(point_account *a, uint64_t need) {
     return 0;
 }
 
+/* The account a command adds to, with room reserved for it: *a, or a new
+ * one in *fresh when there is none yet. A new account stays out of the
+ * table until point_account_publish(), so that a later reservation failing
+ * leaves the state as it was: the caller then frees *fresh. 0, or -1 when
+ * out of memory. */
+static int point_account_open(point_state *st, point_account **a, const char *user_id, point_account **fresh) {
+    *fresh = NULL;
+    if (!*a) {
+        if (!(*fresh = point_account_new(st, user_id)) || point_reserve(st) != 0) return -1;
+        *a = *fresh;
+    }
+    return point_dirty_reserve(st);
+}
+
+/* Puts a new account of point_account_open() into the table (the table owns
+ * it from then on); nothing for an existing one. */
+static void point_account_publish(point_state *st, point_account *fresh) {
+    if (!fresh) return;
+    *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
+    st->n++;
+}
+
 /* Inserts in (expiry, earning order) order; room must have been made. */
 static void point_lot_insert(point_account *a, const point_lot *lot) {
     point_lot *lots = point_lots(a);
@@ -517,17 +539,10 @@ static int point_cmd_earn(point_state *st, point_account *a, const promo_cmd *cm
         return 0;
     }
 
-    point_account *fresh = NULL;
-    if (!a) {
-        if (!(fresh = point_account_new(st, cmd->u.earn.user_id)) || point_reserve(st) != 0) goto oom;
-        a = fresh;
-    }
-    if (point_dirty_reserve(st) != 0) goto oom;
+    point_account *fresh;
+    if (point_account_open(st, &a, cmd->u.earn.user_id, &fresh) != 0) goto oom;
     if (!reject && point_lots_reserve(a, (uint64_t)a->nlots + 1) != 0) goto oom;
-    if (fresh) {
-        *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
-        st->n++;
-    }
+    point_account_publish(st, fresh);
 
     if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
     if (!reject) {
@@ -724,23 +739,16 @@ static int point_cmd_earn_pending(point_state *st, point_account *a, const promo
         return 0;
     }
 
-    point_account *fresh = NULL;
+    point_account *fresh;
     char *reason = NULL;
-    if (!a) {
-        if (!(fresh = point_account_new(st, cmd->u.earn_pending.user_id)) || point_reserve(st) != 0) goto oom;
-        a = fresh;
-    }
-    if (point_dirty_reserve(st) != 0) goto oom;
+    if (point_account_open(st, &a, cmd->u.earn_pending.user_id, &fresh) != 0) goto oom;
     if (!reject) {
         point_pending *p = realloc(a->pending, (size_t)(a->npending + 1) * sizeof *p);
         if (!p) goto oom;
         a->pending = p;
         if (!(reason = strdup(cmd->u.earn_pending.reason)) || point_rel_reserve(st) != 0) goto oom;
     }
-    if (fresh) {
-        *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
-        st->n++;
-    }
+    point_account_publish(st, fresh);
 
     if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
     if (!reject) {
@@ -787,18 +795,10 @@ static int point_cmd_adjust(point_state *st, point_account *a, const promo_cmd *
         return 0;
     }
 
-    point_account *fresh = NULL;
-    if (!a) {
-        /* Only an addition reaches here without an account. */
-        if (!(fresh = point_account_new(st, cmd->u.adjust.user_id)) || point_reserve(st) != 0) goto oom;
-        a = fresh;
-    }
-    if (point_dirty_reserve(st) != 0) goto oom;
+    point_account *fresh; /* only an addition reaches here without an account */
+    if (point_account_open(st, &a, cmd->u.adjust.user_id, &fresh) != 0) goto oom;
     if (!reject && amount > 0 && point_lots_reserve(a, (uint64_t)a->nlots + 1) != 0) goto oom;
-    if (fresh) {
-        *point_slot(st->slots, st->cap, fresh->user_id, fresh->hash) = fresh;
-        st->n++;
-    }
+    point_account_publish(st, fresh);
 
     if (due > 0) point_ledger(res, a, LEDGER_EXPIRE, -point_expire(a, now), NULL, now);
     if (!reject) {
