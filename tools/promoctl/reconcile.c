@@ -444,21 +444,12 @@ static int entity_unversion(recon *rc, const entity *e, char *errstr, size_t err
     return 0;
 }
 
+/* A reader of the results log with the CLI's consumer rules (ctl.c), in a
+ * group of its own: it assigns partitions and commits nothing. */
 static rd_kafka_t *reader_new(char *errstr, size_t errstr_size) {
-    char bootstrap[1024], group[64];
-    if (cfg_kafka_bootstrap(bootstrap, sizeof bootstrap, errstr, errstr_size)) return NULL;
+    char group[64];
     snprintf(group, sizeof group, "promoctl-reconcile-%d", (int)getpid());
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "group.id", group, errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, errstr_size)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) rd_kafka_conf_destroy(conf);
-    return rk;
+    return ctl_kafka_new(RD_KAFKA_CONSUMER, group, errstr, errstr_size);
 }
 
 static int reconcile_run(MYSQL *my, int repair_mode, char *errstr, size_t errstr_size) {
